@@ -1,0 +1,22 @@
+"""The `pearl` command.  Each command group lives in its own `pipeline/cli_*.py` module; this
+file only assembles them, so `pearl --help` imports no heavy library."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli_arch import arch_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pearl")
+def cli() -> None:
+    """Pearl: find, distil and ship the student network that learns best from your teacher
+    and fits your phone's latency budget."""
+
+
+cli.add_command(arch_group)
+
+
+def main() -> None:
+    cli()
