@@ -1,0 +1,47 @@
+"""Write a benchmark's results into BENCHMARKS.md at the repository root, one ``## title``
+section per benchmark; rerunning a benchmark replaces its section and leaves the others alone."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from pathlib import Path
+
+BENCHMARKS_PATH = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+_HEADER = (
+    "# Benchmarks\n\nMeasured numbers. Each section is rewritten by the command shown in it.\n"
+)
+_SECTION_END = re.compile(r"^#{1,2} ")
+
+
+def write_section(
+    title: str,
+    command: str,
+    table_markdown: str,
+    *,
+    notes: str = "",
+    path: Path = BENCHMARKS_PATH,
+) -> Path:
+    """Replace the ``## title`` section of `path` (or append it) with `table_markdown`, stamped
+    with the exact `command` that produced it, today's date and the number of usable CPUs."""
+    cpus = len(os.sched_getaffinity(0))
+    stamp = f"Command: `{command}`  \nDate: {datetime.date.today().isoformat()}, nproc: {cpus}"
+    section = f"## {title}\n\n{stamp}\n\n{table_markdown.strip()}\n"
+    if notes.strip():
+        section += f"\n{notes.strip()}\n"
+
+    lines = (path.read_text() if path.exists() else _HEADER).splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == f"## {title}"), None)
+    if start is None:
+        before, after = "".join(lines).rstrip("\n") + "\n\n", ""
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if _SECTION_END.match(lines[i])), len(lines)
+        )
+        before = "".join(lines[:start])
+        after = "\n" + "".join(lines[end:]) if end < len(lines) else ""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(before + section + after)
+    os.replace(temporary, path)  # readers never see a half-written file
+    return path

@@ -1,0 +1,32 @@
+"""Shared fixtures.  The datasets are found through $PEARL_DATA (CI: ../shared/data), falling back
+to ../shared/data beside the checkout; tests that need them skip when they are absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    from pipeline.data import DATA_DIR_ENV, default_data_dir
+
+    path = default_data_dir()
+    if not path.is_dir():
+        pytest.skip(
+            f"dataset folder {path} not found; set {DATA_DIR_ENV} to the folder holding "
+            "cifar10_small.npz (e.g. PEARL_DATA=../shared/data)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_small(data_dir: Path):
+    """``(train, test)`` ImageArrays of cifar10_small.npz (5,000 + 1,000 images), loaded once."""
+    from pipeline.data import load_npz
+
+    path = data_dir / "cifar10_small.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found; set PEARL_DATA to the folder holding cifar10_small.npz")
+    return load_npz(path)
