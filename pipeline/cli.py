@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli_arch import arch_group
+from pipeline.cli_bench import bench_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +17,7 @@ def cli() -> None:
 
 
 cli.add_command(arch_group)
+cli.add_command(bench_command)
 
 
 def main() -> None:

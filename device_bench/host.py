@@ -1,0 +1,300 @@
+"""Host latency backends: the LiteRT interpreter (`host:tflite`) and ONNX Runtime (`host:onnx`),
+both single-threaded by default so that numbers are comparable between runs and machines.
+
+How a model is timed: load it, feed one fixed random input of the model's input shape and dtype,
+run `warmup_runs` untimed invokes, then timed rounds of `round_size` invokes (each invoke timed
+with `time.perf_counter_ns`).  Timing stops as soon as at least `min_runs` invokes and
+`min_seconds` of timing are done and the relative spread ``(max - min) / median`` of the last
+`window_rounds` round medians is at most `spread_target`, or when `max_runs` invokes or
+`max_seconds` of timing are reached.  The `Measurement` summarises every timed invoke; its
+`spread` is that of the last `window_rounds` round medians (the ones the stopping rule judged), so
+``spread <= spread_target`` means the timing settled and a larger one means a cap stopped it.
+(The 1 s floor spreads each measurement over more of the machine's slow/fast stretches; on a
+shared VM `min_ms` is still far more reproducible between processes than `median_ms`: see
+BENCHMARKS.md, "Host latency run-to-run spread".)
+
+The runtimes are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from device_bench.measurement import (
+    Measurement,
+    MeasurementError,
+    fingerprint_id,
+    relative_spread,
+    summarize,
+)
+
+__all__ = [
+    "HostOnnxBackend",
+    "HostTFLiteBackend",
+    "MeasureSettings",
+    "MeasurementError",
+    "cpu_model_name",
+    "time_rounds",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureSettings:
+    """How long and how carefully to time a model. Part of every cache key."""
+
+    warmup_runs: int = 10
+    min_runs: int = 100
+    max_runs: int = 2000
+    max_seconds: float = 10.0
+    min_seconds: float = 1.0
+    threads: int = 1
+    round_size: int = 10
+    window_rounds: int = 5
+    spread_target: float = 0.02
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("min_runs", "max_runs", "threads", "round_size", "window_rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MeasureSettings.{name} must be >= 1, not {getattr(self, name)}")
+        if self.warmup_runs < 0:
+            raise ValueError(f"MeasureSettings.warmup_runs must be >= 0, not {self.warmup_runs}")
+        if self.min_runs > self.max_runs:
+            raise ValueError(
+                f"MeasureSettings.min_runs ({self.min_runs}) exceeds max_runs ({self.max_runs})"
+            )
+        if self.max_seconds <= 0 or self.spread_target < 0 or self.min_seconds < 0:
+            raise ValueError(
+                "MeasureSettings.max_seconds must be > 0, min_seconds and spread_target >= 0"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def time_rounds(
+    invoke: Callable[[], object], settings: MeasureSettings
+) -> tuple[list[float], list[float]]:
+    """Warm up, then time `invoke` in rounds until the round medians settle or a cap is hit.
+    Returns ``(samples_ms, round_medians_ms)``."""
+    for _ in range(settings.warmup_runs):
+        invoke()
+    clock = time.perf_counter_ns
+    samples: list[float] = []
+    round_medians: list[float] = []
+    started = clock()
+    deadline = started + int(settings.max_seconds * 1e9)
+    earliest_stop = started + int(settings.min_seconds * 1e9)
+    while len(samples) < settings.max_runs:
+        count = min(settings.round_size, settings.max_runs - len(samples))
+        current = []
+        for _ in range(count):
+            start = clock()
+            invoke()
+            current.append((clock() - start) / 1e6)
+        samples.extend(current)
+        round_medians.append(statistics.median(current))
+        settled = (
+            len(samples) >= settings.min_runs
+            and clock() >= earliest_stop
+            and len(round_medians) >= min(settings.window_rounds, 2)
+            and relative_spread(round_medians[-settings.window_rounds :]) <= settings.spread_target
+        )
+        if settled or clock() >= deadline:
+            break
+    return samples, round_medians
+
+
+def cpu_model_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Hardware", "Processor") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _package_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _host_fingerprint(runtime: str, runtime_version: str, threads: int, delegate: str) -> dict:
+    return {
+        "kind": "host",
+        "cpu": cpu_model_name(),
+        "cores": os.cpu_count() or 1,
+        "runtime": runtime,
+        "runtime_version": runtime_version,
+        "threads": threads,
+        "delegate": delegate,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _check_file(path: str | Path, suffix: str, spec: str, other: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise MeasurementError(f"model file {path} not found: check the path")
+    if path.suffix.lower() != suffix:
+        raise MeasurementError(
+            f"{path} is not a {suffix} file: {spec} times {suffix} models "
+            f"(use --device {other} for {path.suffix or 'this'} files)"
+        )
+    return path
+
+
+def _random_array(shape, dtype, rng):
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = max(int(info.min), -128), min(int(info.max), 255)
+        return rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 1, size=shape, endpoint=True).astype(dtype)
+    if dtype.kind in "fc":
+        return rng.standard_normal(size=shape).astype(dtype)
+    raise MeasurementError(f"unsupported model input dtype {dtype}")
+
+
+class HostTFLiteBackend:
+    """`host:tflite`: ai-edge-litert's Interpreter (XNNPACK by default) on this machine."""
+
+    spec = "host:tflite"
+
+    def __init__(self, settings: MeasureSettings | None = None) -> None:
+        self.settings = settings or MeasureSettings()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return _host_fingerprint(
+            "ai-edge-litert", _package_version("ai-edge-litert"), self.settings.threads, "xnnpack"
+        )
+
+    def _load(self, path: Path):
+        import numpy as np
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=self.settings.threads)
+            rng = np.random.default_rng(self.settings.seed)
+            for detail in interpreter.get_input_details():
+                signature = detail.get("shape_signature", detail["shape"])
+                if any(int(dim) < 0 for dim in signature):
+                    shape = [1 if int(dim) < 0 else int(dim) for dim in signature]
+                    interpreter.resize_tensor_input(detail["index"], shape)
+            interpreter.allocate_tensors()
+            for detail in interpreter.get_input_details():
+                value = _random_array(tuple(detail["shape"]), detail["dtype"], rng)
+                interpreter.set_tensor(detail["index"], value)
+            interpreter.invoke()
+        except MeasurementError:
+            raise
+        except Exception as err:  # the runtime's errors are ValueError/RuntimeError with C++ text
+            raise MeasurementError(
+                f"could not load and run {path} as a TFLite model ({_first_line(err)}): "
+                "the file may be corrupt or truncated; re-export it"
+            ) from None
+        return interpreter
+
+    def measure(self, path: str | Path) -> Measurement:
+        path = _check_file(path, ".tflite", self.spec, "host:onnx")
+        interpreter = self._load(path)
+        samples, rounds = time_rounds(interpreter.invoke, self.settings)
+        return summarize(
+            samples,
+            source="host",
+            device=fingerprint_id(self.fingerprint()),
+            round_medians_ms=rounds[-self.settings.window_rounds :],
+        )
+
+
+_ONNX_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+class HostOnnxBackend:
+    """`host:onnx`: ONNX Runtime's CPU execution provider on this machine."""
+
+    spec = "host:onnx"
+    provider = "CPUExecutionProvider"
+
+    def __init__(self, settings: MeasureSettings | None = None) -> None:
+        self.settings = settings or MeasureSettings()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return _host_fingerprint(
+            "onnxruntime", _package_version("onnxruntime"), self.settings.threads, self.provider
+        )
+
+    def _load(self, path: Path):
+        import numpy as np
+        import onnxruntime as ort
+
+        try:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.settings.threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.log_severity_level = 3
+            session = ort.InferenceSession(str(path), options, providers=[self.provider])
+            rng = np.random.default_rng(self.settings.seed)
+            feeds = {}
+            for node in session.get_inputs():
+                if node.type not in _ONNX_DTYPES:
+                    raise MeasurementError(
+                        f"{path}: input {node.name!r} has type {node.type}, which pearl cannot "
+                        "feed yet (supported: " + ", ".join(sorted(_ONNX_DTYPES)) + ")"
+                    )
+                shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in node.shape)
+                feeds[node.name] = _random_array(shape, _ONNX_DTYPES[node.type], rng)
+            session.run(None, feeds)
+        except MeasurementError:
+            raise
+        except Exception as err:
+            raise MeasurementError(
+                f"could not load and run {path} as an ONNX model ({_first_line(err)}): "
+                "the file may be corrupt or truncated; re-export it"
+            ) from None
+        return session, feeds
+
+    def measure(self, path: str | Path) -> Measurement:
+        path = _check_file(path, ".onnx", self.spec, "host:tflite")
+        session, feeds = self._load(path)
+        samples, rounds = time_rounds(lambda: session.run(None, feeds), self.settings)
+        return summarize(
+            samples,
+            source="host",
+            device=fingerprint_id(self.fingerprint()),
+            round_medians_ms=rounds[-self.settings.window_rounds :],
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
