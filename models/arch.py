@@ -83,8 +83,8 @@ class BlockSpec:
     se_ratio: squeeze-and-excite width as a fraction of the layer's input channels (MnasNet);
     0 disables it.  Written as a whole percentage (``se25`` = 0.25).
     skip: ``noskip``; ``id`` adds the input where stride is 1 and channels are unchanged;
-    ``pool`` adds a 3x3 average-pooled input (with the layer's stride) on every layer, through a
-    1x1 conv-BN where channels change.
+    ``pool`` adds a 3x3 average-pooled input (the layer's stride, zero padding counted) on
+    every layer, through a 1x1 conv-BN where channels change.
     """
 
     op: str

@@ -79,7 +79,10 @@ class Layer(nn.Module):
         if spec.skip == "id":
             self.shortcut = nn.Identity()
         elif spec.skip == "pool":
-            pool = nn.AvgPool2d(3, s, padding=1, count_include_pad=False)
+            # Zero padding counts in the border averages: this lowers to PAD + AVERAGE_POOL_2D,
+            # which XNNPACK runs and the int8 quantiser handles; excluding the padding lowers
+            # to ops XNNPACK does not take (STABLEHLO_REDUCE_WINDOW + DIV).
+            pool = nn.AvgPool2d(3, s, padding=1)
             project = [ConvBN(cin, cout, 1)] if spec.projects_shortcut else []
             self.shortcut = nn.Sequential(pool, *project)
 
@@ -107,7 +110,8 @@ class Student(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).mean((2, 3)))
+        # keepdim + flatten: a plain mean over (2, 3) puts a TRANSPOSE in the NHWC TFLite graph
+        return self.classifier(self.features(x).mean((2, 3), keepdim=True).flatten(1))
 
 
 def build(arch: Arch, dropout: float = 0.2) -> Student:

@@ -7,6 +7,7 @@ import click
 
 from pipeline.cli_arch import arch_group
 from pipeline.cli_bench import bench_command
+from pipeline.cli_export import export_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,7 @@ def cli() -> None:
 
 cli.add_command(arch_group)
 cli.add_command(bench_command)
+cli.add_command(export_command)
 
 
 def main() -> None:

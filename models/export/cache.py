@@ -1,0 +1,92 @@
+"""Latency-only exports, cached by architecture.
+
+A network's latency depends on its architecture, not on its weights, so the search loop times a
+file exported once per arch key with initialisation weights.  Each cached file is a one-format
+bundle (metadata.json included)::
+
+    CACHE/v<EXPORT_VERSION>-<tools hash>/<arch key>/<format>/{model file, metadata.json}
+
+The tools hash changes with any converter version, so an upgrade never serves stale files.
+fp16 and int8 files are derived from the cached fp32 flatbuffer when there is one (no second
+conversion).  int8 files are calibrated on a few seeded Gaussian images: calibration changes
+scales, not ops or types, so it does not change latency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.arch import Arch
+from models.export.bundle import METADATA, ExportOptions, export_bundle
+from models.export.common import EXPORT_VERSION, FORMATS, ExportError, tool_versions
+
+LATENCY_CALIBRATION_IMAGES = 8
+
+
+def cache_root(cache_dir: str | os.PathLike) -> Path:
+    tools = json.dumps(tool_versions(), sort_keys=True).encode()
+    return Path(cache_dir) / f"v{EXPORT_VERSION}-{hashlib.sha256(tools).hexdigest()[:10]}"
+
+
+def cached_bundle(cache_dir: str | os.PathLike, arch: Arch, fmt: str) -> Path:
+    return cache_root(cache_dir) / arch.key() / fmt
+
+
+def latency_artifact(
+    arch: Arch,
+    fmt: str,
+    cache_dir: str | os.PathLike,
+    *,
+    int8_io: str = "float",
+    onnx_layout: str = "NCHW",
+    num_threads: int = 2,
+) -> Path:
+    """Path of the `fmt` file of `arch` with initialisation weights, exported on first use."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    bundle = cached_bundle(cache_dir, arch, fmt)
+    path = bundle / FORMATS[fmt].filename
+    if (bundle / METADATA).is_file():  # bundles appear atomically: present means complete
+        return path
+    fp32 = None
+    if fmt in ("tflite-fp16", "tflite-int8"):
+        fp32 = latency_artifact(arch, "tflite", cache_dir, num_threads=num_threads).read_bytes()
+    calibration = None
+    if fmt == "tflite-int8":
+        rng = np.random.default_rng(0)
+        size = arch.input_size
+        calibration = rng.standard_normal((LATENCY_CALIBRATION_IMAGES, size, size, 3), np.float32)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # same arch, same file
+        from models.builder import build
+
+        model = build(arch)
+    options = ExportOptions(
+        formats=(fmt,), int8_io=int8_io, onnx_layout=onnx_layout, num_threads=num_threads
+    )
+    try:
+        export_bundle(
+            arch,
+            bundle,
+            model=model,
+            options=options,
+            calibration_images=calibration,
+            calibration_source="synthetic: seeded N(0, 1) images (latency-only file)",
+            weights={
+                "source": "initialisation, seed 0 (untrained; for latency only)",
+                "trained": False,
+            },
+            fp32_tflite=fp32,
+            trained=False,
+        )
+    except ExportError:
+        if (bundle / METADATA).is_file():  # another process finished the same file first
+            return path
+        raise
+    return path
