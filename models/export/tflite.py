@@ -127,8 +127,7 @@ def quantize_int8(
         odd = sorted({op for op in op_names(fp32_model) if op.startswith(("STABLEHLO", "CUSTOM"))})
         hint = (
             f"the fp32 graph contains ops that are not TFLite builtins ({', '.join(odd)}), which "
-            "the quantizer cannot handle; in this project the stride-2 'pool' skip produces "
-            "STABLEHLO_REDUCE_WINDOW (see docs/export.md)"
+            "the quantizer cannot handle; report the arch string"
             if odd
             else "report the arch string"
         )
