@@ -7,10 +7,10 @@ import random
 
 import click
 
-from models.baselines import resolve_arch
 from models.costs import arch_cost, layer_cost
 from models.layers import expand_layers
 from models.space import default_space_name, get_space
+from pipeline.cli_common import CLASSES_OPTION, INPUT_OPTION, arch_or_fail
 
 _SPACE_HELP = "search space: mnas-cifar or mnas-imagenet (default: mnas-cifar for inputs <= 64 px)"
 
@@ -39,27 +39,12 @@ def sample_command(count, seed, input_size, num_classes, space_name) -> None:
 
 @arch_group.command("describe")
 @click.argument("arch_text", metavar="ARCH_OR_BASELINE")
-@click.option(
-    "--input",
-    "input_size",
-    type=click.IntRange(min=8),
-    default=None,
-    help="input size for a baseline name (default 224)",
-)
-@click.option(
-    "--classes",
-    "num_classes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="class count for a baseline name (default 1000)",
-)
+@INPUT_OPTION
+@CLASSES_OPTION
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def describe_command(arch_text, input_size, num_classes, as_json) -> None:
     """Show an architecture's canonical string, key, MACs, parameters and layers."""
-    try:
-        arch = resolve_arch(arch_text, input_size, num_classes)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="ARCH_OR_BASELINE") from None
+    arch = arch_or_fail(arch_text, input_size, num_classes)
     cost = arch_cost(arch)
     layers = expand_layers(arch)
     if as_json:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from models.export.common import DEFAULT_FORMATS, ExportError, parse_formats
+from pipeline.cli_common import CLASSES_OPTION, INPUT_OPTION, arch_or_fail
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,20 +47,8 @@ def _floats3(text: str | None, flag: str) -> tuple[float, ...] | None:
     help="checkpoint (state dict) to export; default: initialisation weights, "
     "for latency work only",
 )
-@click.option(
-    "--input",
-    "input_size",
-    type=click.IntRange(min=8),
-    default=None,
-    help="input size for a baseline name (default 224)",
-)
-@click.option(
-    "--classes",
-    "num_classes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="class count for a baseline name (default 1000)",
-)
+@INPUT_OPTION
+@CLASSES_OPTION
 @click.option(
     "--formats",
     default=None,
@@ -139,7 +128,7 @@ def export_command(
 ) -> None:
     """Export ARCH_OR_BASELINE to mobile files, check each against PyTorch, and write them with
     labels.txt and metadata.json into the directory -o."""
-    from models.baselines import BASELINES, resolve_arch
+    from models.baselines import BASELINES
 
     if formats is None:
         format_names = tuple(f for f in DEFAULT_FORMATS if data_path or f != "tflite-int8")
@@ -152,10 +141,7 @@ def export_command(
             format_names = parse_formats(formats)
         except ExportError as error:
             raise click.BadParameter(str(error), param_hint="--formats") from None
-    try:
-        arch = resolve_arch(arch_text, input_size, num_classes)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="ARCH_OR_BASELINE") from None
+    arch = arch_or_fail(arch_text, input_size, num_classes)
     if "tflite-int8" in format_names and data_path is None:
         raise click.UsageError(
             "tflite-int8 needs calibration images: pass --calib DATA (e.g. --calib "
