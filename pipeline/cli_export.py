@@ -313,11 +313,12 @@ def _summary(output: Path, document: dict) -> None:
     )
     for entry in document["files"].values():
         parity = entry["parity"]
-        check = (
-            f"max rel err {parity['max_rel']:.1e}"
-            if parity["rtol"] is not None
-            else f"top-1 agreement {parity['top1_agreement']:.1%}"
-        )
+        if parity["rtol"] is not None:
+            check = f"max rel err {parity['max_rel']:.1e}"
+        elif document["weights"]["trained"]:
+            check = f"top-1 agreement {parity['top1_agreement']:.1%}"
+        else:  # near-tied logits of initial weights: agreement means nothing (see metadata)
+            check = "untrained: not judged"
         line = f"  {entry['path']:<18} {entry['bytes'] / 1e6:7.2f} MB  {check:<26}"
         delegation = entry.get("delegation")
         if delegation:

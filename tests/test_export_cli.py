@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +140,25 @@ def test_output_problems_fail_clearly_and_leave_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in existing.iterdir()) == ["metadata.json", "model.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "file"]
+
+
+def test_summary_does_not_judge_int8_agreement_of_untrained_weights(capsys):
+    from pipeline.cli_export import _summary
+
+    int8 = {
+        "path": "model_int8.tflite",
+        "bytes": 10**6,
+        "parity": {"rtol": None, "max_rel": 0.3, "top1_agreement": 0.0},
+    }
+    document = {
+        "arch_key": "k",
+        "macs": 1e6,
+        "params": 1e3,
+        "files": {"tflite-int8": int8},
+        "weights": {"trained": False},
+    }
+    _summary(Path("out"), document)
+    assert "untrained: not judged" in capsys.readouterr().out
+    document["weights"]["trained"] = True
+    _summary(Path("out"), document)
+    assert "top-1 agreement 0.0%" in capsys.readouterr().out
