@@ -106,6 +106,7 @@ def test_compare_judges_fp32_by_relative_error_and_int8_by_agreement():
     untrained = compare(reference, flipped, "tflite-int8", trained=False)
     assert untrained.passed and "not judged" in untrained.note
     assert not compare(reference, reference[:1], "tflite").passed  # shape mismatch
+    assert compare(reference, reference * np.nan, "tflite").note == "non-finite outputs"
 
 
 def test_export_module_folds_batch_norm_exactly():

@@ -38,6 +38,12 @@ class Parity:
         )
 
 
+def _failed(reference: np.ndarray, fmt: str, note: str) -> Parity:
+    """A parity result for outputs that cannot be compared at all."""
+    inf = float("inf")
+    return Parity(len(reference), inf, inf, 0.0, FORMATS[fmt].rtol, False, note)
+
+
 def compare(
     reference: np.ndarray, exported: np.ndarray, fmt: str, *, trained: bool = True
 ) -> Parity:
@@ -50,25 +56,9 @@ def compare(
     reference = np.asarray(reference, np.float64)
     exported = np.asarray(exported, np.float64)
     if reference.shape != exported.shape:
-        return Parity(
-            len(reference),
-            float("inf"),
-            float("inf"),
-            0.0,
-            FORMATS[fmt].rtol,
-            False,
-            f"output shape {exported.shape} != torch {reference.shape}",
-        )
+        return _failed(reference, fmt, f"output shape {exported.shape} != torch {reference.shape}")
     if not np.all(np.isfinite(exported)):
-        return Parity(
-            len(reference),
-            float("inf"),
-            float("inf"),
-            0.0,
-            FORMATS[fmt].rtol,
-            False,
-            "non-finite outputs",
-        )
+        return _failed(reference, fmt, "non-finite outputs")
     max_abs = float(np.max(np.abs(exported - reference)))
     scale = float(np.max(np.abs(reference)))
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
