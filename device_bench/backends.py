@@ -16,20 +16,30 @@ class BackendNotAvailableError(ValueError):
     """A valid spec whose backend this version of pearl does not have yet."""
 
 
-def backend_from_spec(spec: str, settings: MeasureSettings | None = None) -> LatencyBackend:
-    """The backend named by `spec`. Unknown specs raise ValueError listing the valid forms;
-    ``adb:...`` and ``table:...`` raise `BackendNotAvailableError` (a ValueError)."""
+def backend_from_spec(
+    spec: str, settings: MeasureSettings | None = None, **adb_options
+) -> LatencyBackend:
+    """The backend named by `spec`. Unknown specs raise ValueError listing the valid forms.
+
+    ``adb:SERIAL`` / ``adb:HOST:PORT`` give an `AdbBackend` (`device_bench.phone`): `settings`
+    may be `MeasureSettings` (mapped onto benchmark_model's flags) or `PhoneSettings`;
+    `adb_options` go to `AdbBackend` (``benchmark_model=``, ``key_path=``, ``options=``,
+    ``log=``).  A missing benchmark_model binary raises `MeasurementError`."""
     text = spec.strip()
     kind, _, rest = text.partition(":")
     kind = kind.lower()
     if kind == "host" and f"host:{rest.lower()}" in HOST_BACKENDS:
         return HOST_BACKENDS[f"host:{rest.lower()}"](settings)
-    if kind in ("adb", "table") and rest:
-        what = "Android phones over ADB" if kind == "adb" else "latency tables"
-        raise BackendNotAvailableError(
-            f"backend {spec!r} is not available yet in this version of pearl ({what} come "
-            "later); use host:tflite or host:onnx to time on this machine"
-        )
+    if kind == "adb" and rest:
+        from device_bench.phone import AdbBackend, PhoneSettings
+
+        if isinstance(settings, MeasureSettings):
+            settings = PhoneSettings.from_measure_settings(settings)
+        return AdbBackend(text, settings, **adb_options)
+    if kind == "table" and rest:
+        from device_bench.table_backend import TableBackend
+
+        return TableBackend(rest, settings)
     raise ValueError(f"unknown device spec {spec!r}; valid forms: {', '.join(VALID_FORMS)}")
 
 

@@ -7,7 +7,12 @@ import click
 
 from pipeline.cli_arch import arch_group
 from pipeline.cli_bench import bench_command
+from pipeline.cli_devices import devices_command
 from pipeline.cli_export import export_command
+from pipeline.cli_run import report_command, run_command
+from pipeline.cli_search import search_command
+from pipeline.cli_tables import tables_group
+from pipeline.cli_train import teacher_group, train_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +24,14 @@ def cli() -> None:
 
 cli.add_command(arch_group)
 cli.add_command(bench_command)
+cli.add_command(devices_command)
 cli.add_command(export_command)
+cli.add_command(report_command)
+cli.add_command(run_command)
+cli.add_command(search_command)
+cli.add_command(tables_group)
+cli.add_command(teacher_group)
+cli.add_command(train_command)
 
 
 def main() -> None:

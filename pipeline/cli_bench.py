@@ -1,13 +1,15 @@
-"""`pearl bench MODEL`: time a .tflite or .onnx file on a latency backend (host runtimes now;
-phones and tables later).  The result goes to stdout, progress to stderr.
+"""`pearl bench MODEL|ARCH`: time a .tflite or .onnx file, or an architecture (exported first),
+on a latency backend: this machine (host:tflite, host:onnx) or a phone (adb:SERIAL,
+adb:HOST:PORT).  The result goes to stdout, progress to stderr.
 
-Runtimes are imported only when a model is actually timed, so `pearl --help` stays light.
+Runtimes, adb-shell and the exporter are imported only when used, so `pearl --help` stays light.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import click
@@ -23,44 +25,110 @@ from device_bench.cache import MeasurementCache, default_cache_path, measure_cac
 from device_bench.host import MeasureSettings
 from device_bench.measurement import MeasurementError
 
+BENCHMARK_MODEL_ENV = "PEARL_BENCHMARK_MODEL"  # same name as device_bench.phone's
+_FORMATS = ("tflite", "tflite-fp16", "tflite-int8", "onnx")
+
+
+def _artifact_dir() -> Path:
+    return default_cache_path().parent / "artifacts"
+
+
+def _export_arch(text: str, fmt: str, input_size, num_classes) -> Path:
+    """Export an arch string or baseline name once (initialisation weights) and return the
+    cached file (`models.export.latency_artifact`)."""
+    from models.baselines import resolve_arch
+
+    try:
+        arch = resolve_arch(text, input_size, num_classes)
+    except ValueError as err:
+        raise click.BadParameter(
+            f"{err}. MODEL must be an existing .tflite/.onnx file, a baseline name or an arch "
+            "string",
+            param_hint="MODEL",
+        ) from None
+    from models.export import ExportError, latency_artifact
+
+    click.echo(f"exporting {arch.key()} as {fmt} (cached in {_artifact_dir()}) ...", err=True)
+    try:
+        return latency_artifact(arch, fmt, _artifact_dir())
+    except ExportError as err:
+        raise click.ClickException(f"export of {text[:80]} failed: {err}") from None
+
 
 @click.command("bench")
-@click.argument(
-    "model_path",
-    metavar="MODEL.tflite|MODEL.onnx",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-)
+@click.argument("model", metavar="MODEL.tflite|MODEL.onnx|ARCH")
 @click.option(
     "--device",
     "spec",
     default=None,
-    help="latency backend: host:tflite or host:onnx (default: chosen by the file's suffix)",
+    help="host:tflite, host:onnx, adb:SERIAL or adb:HOST:PORT (default: host, by file suffix)",
 )
 @click.option(
     "--runs",
     type=click.IntRange(min=1),
     default=None,
-    help=f"most timed invokes (default {MeasureSettings().max_runs})",
+    help=f"host: most timed invokes (default {MeasureSettings().max_runs}); phone: "
+    "benchmark_model --num_runs per invocation (default 50)",
 )
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=MeasureSettings().threads,
     show_default=True,
-    help="runtime threads",
+    help="runtime threads (phone: pinned to as many big cores)",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(_FORMATS),
+    default=None,
+    help="file to export for an ARCH (default: onnx for host:onnx, else tflite)",
+)
+@click.option("--input", "input_size", type=int, default=None, help="ARCH: input size (baselines)")
+@click.option("--classes", "num_classes", type=int, default=None, help="ARCH: classes (baselines)")
+@click.option(
+    "--benchmark-model",
+    "benchmark_model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=BENCHMARK_MODEL_ENV,
+    default=None,
+    help=f"phone: TFLite's benchmark_model binary for the phone's ABI (or ${BENCHMARK_MODEL_ENV})",
+)
+@click.option("--gpu", is_flag=True, help="phone: run with benchmark_model's GPU delegate")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option(
     "--no-cache",
     is_flag=True,
     help=f"always time, never read or write the cache ({default_cache_path()})",
 )
-def bench_command(model_path: Path, spec, runs, threads, as_json, no_cache) -> None:
-    """Time one model file; print median, p90, std (ms) and the number of runs.
+def bench_command(
+    model,
+    spec,
+    runs,
+    threads,
+    fmt,
+    input_size,
+    num_classes,
+    benchmark_model,
+    gpu,
+    as_json,
+    no_cache,
+) -> None:
+    """Time one model; print median, p90, std and min (ms) and the number of runs.
 
-    Timing repeats rounds of invokes until the round medians agree within 2% (or a cap on
-    runs / seconds is hit).  Results are cached by file hash + device fingerprint + settings.
+    MODEL is a .tflite/.onnx file, or an architecture string / baseline name, which is exported
+    first (once; cached).  On the host, timing repeats rounds of invokes until the round
+    medians agree within 2% (or a cap is hit); on a phone, benchmark_model runs pinned to the
+    big cores until its runs agree.  Results are cached by file hash + device fingerprint +
+    settings.
     """
+    model_path = Path(model)
+    if not model_path.is_file():
+        if model_path.suffix.lower() in (".tflite", ".onnx") or os.sep in model:
+            raise click.BadParameter(f"file {model} does not exist", param_hint="MODEL")
+        if fmt is None:
+            fmt = "onnx" if (spec or "").strip().lower() == "host:onnx" else "tflite"
+        model_path = _export_arch(model, fmt, input_size, num_classes)
     if spec is None:
         spec = default_spec_for(model_path.name)
         if spec is None:
@@ -70,17 +138,29 @@ def bench_command(model_path: Path, spec, runs, threads, as_json, no_cache) -> N
                 param_hint="MODEL",
             )
     defaults = MeasureSettings()
-    max_runs = runs if runs is not None else defaults.max_runs
-    settings = dataclasses.replace(
-        defaults, max_runs=max_runs, min_runs=min(defaults.min_runs, max_runs), threads=threads
-    )
+    is_phone = spec.strip().lower().startswith("adb:")
+    if is_phone:
+        settings = _phone_settings(runs, threads, gpu)
+    else:
+        if gpu:
+            raise click.UsageError("--gpu is for phones (--device adb:...)")
+        max_runs = runs if runs is not None else defaults.max_runs
+        settings = dataclasses.replace(
+            defaults, max_runs=max_runs, min_runs=min(defaults.min_runs, max_runs), threads=threads
+        )
+    options = {}
+    if is_phone:
+        options = {
+            "benchmark_model": benchmark_model,
+            "log": lambda message: click.echo(message, err=True),
+        }
     try:
-        backend = backend_from_spec(spec, settings)
-    except BackendNotAvailableError as err:
+        backend = backend_from_spec(spec, settings, **options)
+    except (BackendNotAvailableError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="--device") from None
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--device") from None
-    suffix = SPEC_SUFFIX.get(backend.spec)
+    except MeasurementError as err:
+        raise click.ClickException(str(err)) from None
+    suffix = SPEC_SUFFIX.get(backend.spec, ".tflite" if is_phone else None)
     if suffix and model_path.suffix.lower() != suffix:
         other = default_spec_for(model_path.name)
         hint = f"; use --device {other}" if other else ""
@@ -94,9 +174,15 @@ def bench_command(model_path: Path, spec, runs, threads, as_json, no_cache) -> N
         measurement, cached = measure_cached(backend, model_path, cache)
     except MeasurementError as err:
         raise click.ClickException(str(err)) from None
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
     if cached:
         click.echo(f"from cache {cache.path} (use --no-cache to time again)", err=True)
-    elif measurement.spread > settings.spread_target and measurement.runs >= settings.max_runs:
+    elif not is_phone and (
+        measurement.spread > settings.spread_target and measurement.runs >= settings.max_runs
+    ):
         click.echo("note: stopped at --runs before the round medians settled", err=True)
 
     result = {
@@ -109,15 +195,16 @@ def bench_command(model_path: Path, spec, runs, threads, as_json, no_cache) -> N
     if as_json:
         click.echo(json.dumps(result))
         return
+    spread_what = "run medians" if is_phone else "round medians"
     rows = [
         ("model", str(model_path)),
         ("backend", f"{backend.spec}, {threads} thread(s)"),
         ("median", f"{measurement.median_ms:.3f} ms"),
-        ("p90", f"{measurement.p90_ms:.3f} ms"),
+        ("p90", f"{measurement.p90_ms:.3f} ms" + (" (estimated)" if is_phone else "")),
         ("std", f"{measurement.std_ms:.3f} ms"),
         ("min", f"{measurement.min_ms:.3f} ms"),
         ("runs", str(measurement.runs)),
-        ("spread", f"{measurement.spread * 100:.1f} % (round medians, max-min / median)"),
+        ("spread", f"{measurement.spread * 100:.1f} % ({spread_what}, max-min / median)"),
         ("source", measurement.source),
         ("device", measurement.device),
         ("cached", "yes" if cached else "no"),
@@ -125,6 +212,15 @@ def bench_command(model_path: Path, spec, runs, threads, as_json, no_cache) -> N
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
+
+
+def _phone_settings(runs, threads, gpu):
+    from device_bench.phone import PhoneSettings
+
+    base = PhoneSettings()
+    return dataclasses.replace(
+        base, threads=threads, use_gpu=gpu, num_runs=runs if runs is not None else base.num_runs
+    )
 
 
 __all__ = ["VALID_FORMS", "bench_command"]

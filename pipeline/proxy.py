@@ -24,11 +24,28 @@ from torch import nn
 from models.arch import Arch
 from models.builder import build
 from pipeline.data import BatchLoader, ImageArrays
-from pipeline.losses import cross_entropy, hinton_kd
+from pipeline.losses import cross_entropy, hinton_kd, oracle_kd
 
 
 class TeacherSignal(Protocol):
+    """Teacher logits for one training batch: (B, C), or (B, M, C) per ensemble member for
+    oracle KD (loss "od")."""
+
     def logits(self, epoch: int, batch_index: int, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class MemberLogits(nn.Module):
+    """A teacher seen member by member: (B, M, C) logits (M = 1 for a single network), the
+    input of oracle KD.  An `models.teachers.Ensemble` exposes its members' logits."""
+
+    def __init__(self, teacher: nn.Module):
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.teacher, "member_logits"):
+            return self.teacher.member_logits(x).transpose(0, 1)
+        return self.teacher(x).unsqueeze(1)
 
 
 class OnlineTeacher:
@@ -93,14 +110,17 @@ class ProxySettings:
     momentum: float = 0.9
     weight_decay: float = 4e-5
     warmup_epochs: int = 1
-    loss: str = "kd"  # "kd" or "ce"
+    loss: str = "kd"  # "kd" (Hinton), "ce" (no teacher) or "od" (oracle KD, KDAS eq. 4)
     temperature: float = 1.0
     alpha: float = 0.9
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.loss not in ("kd", "ce"):
-            raise ValueError(f"proxy loss must be 'kd' or 'ce', got {self.loss!r}")
+        if self.loss not in ("kd", "ce", "od"):
+            raise ValueError(
+                f"proxy loss must be 'kd' or 'ce' (or 'od': oracle KD of an ensemble), "
+                f"got {self.loss!r}"
+            )
         if self.epochs < 1 or self.batch_size < 1 or not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError("need epochs >= 1, batch_size >= 1 and 0 <= warmup_epochs <= epochs")
 
@@ -110,6 +130,18 @@ class ProxyResult:
     accuracy: float  # top-1 on mini-val, a fraction
     seconds: float
     train_loss_per_epoch: tuple[float, ...] = field(default_factory=tuple)
+    epochs_trained: int = 0
+    early_accuracy: float | None = None  # mini-val accuracy at the early-termination check
+    stopped_early: bool = False  # True: `accuracy` is the early one (training was cut short)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop a hopeless candidate: after `after_epochs` epochs, evaluate on mini-val and stop
+    if the accuracy is below `min_accuracy` (the search sets it from the best seen so far)."""
+
+    after_epochs: int
+    min_accuracy: float
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -136,10 +168,18 @@ def train_candidate(
     mini_val: ImageArrays,
     settings: ProxySettings,
     teacher: TeacherSignal | None = None,
+    early_stop: EarlyStop | None = None,
 ) -> ProxyResult:
-    """Train `arch` from scratch on the proxy task and score it; deterministic for a seed."""
-    if settings.loss == "kd" and teacher is None:
-        raise ValueError("proxy loss 'kd' needs a teacher (OnlineTeacher or CachedTeacher)")
+    """Train `arch` from scratch on the proxy task and score it; deterministic for a seed.
+
+    With `early_stop`, the mini-val accuracy after `early_stop.after_epochs` epochs is measured
+    (evaluation does not change the training, so a candidate that passes ends exactly as without
+    the check) and training stops there if it is below `early_stop.min_accuracy`.
+    """
+    if settings.loss in ("kd", "od") and teacher is None:
+        raise ValueError(
+            f"proxy loss {settings.loss!r} needs a teacher (OnlineTeacher or CachedTeacher)"
+        )
     started = time.perf_counter()
     loader = BatchLoader(mini_train, settings.batch_size, train=True, seed=settings.seed)
     total_steps = settings.epochs * len(loader)
@@ -154,7 +194,7 @@ def train_candidate(
             weight_decay=settings.weight_decay,
             nesterov=True,
         )
-        losses, step = [], 0
+        losses, step, early_accuracy = [], 0, None
         for epoch in range(settings.epochs):
             model.train()
             loader.set_epoch(epoch)
@@ -166,6 +206,9 @@ def train_candidate(
                 if settings.loss == "kd":
                     target = teacher.logits(epoch, batch_index, x)
                     loss = hinton_kd(logits, target, y, settings.temperature, settings.alpha)
+                elif settings.loss == "od":
+                    members = teacher.logits(epoch, batch_index, x).transpose(0, 1)
+                    loss = oracle_kd(logits, members, y, settings.temperature, settings.alpha)
                 else:
                     loss = cross_entropy(logits, y)
                 optimizer.zero_grad(set_to_none=True)
@@ -174,5 +217,22 @@ def train_candidate(
                 total += loss.item()
                 step += 1
             losses.append(total / len(loader))
+            if early_stop is not None and epoch + 1 == early_stop.after_epochs:
+                early_accuracy = evaluate(model, mini_val)
+                if early_accuracy < early_stop.min_accuracy:
+                    return ProxyResult(
+                        early_accuracy,
+                        time.perf_counter() - started,
+                        tuple(losses),
+                        epoch + 1,
+                        early_accuracy,
+                        stopped_early=True,
+                    )
         accuracy = evaluate(model, mini_val)
-    return ProxyResult(accuracy, time.perf_counter() - started, tuple(losses))
+    return ProxyResult(
+        accuracy,
+        time.perf_counter() - started,
+        tuple(losses),
+        settings.epochs,
+        early_accuracy,
+    )

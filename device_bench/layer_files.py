@@ -1,0 +1,123 @@
+"""The cache of converted single-layer TFLite files, shared by every device.
+
+A layer file depends on the layer key and the converter versions, never on the phone, so tables
+for several devices (and rebuilds after an interruption) convert each layer once::
+
+    CACHE/layers-v<LAYER_FILES_VERSION>-<tools hash>/<converter>/<input size>/<key hash>.tflite
+
+Two ways to make the files (``converter``):
+
+* ``direct`` (default): `layer_writer.write_layer` writes the graph litert-torch would produce,
+  op for op, in ~20 ms per layer (ReLU / ReLU6 layers; others fall back to litert-torch);
+* ``litert``: litert-torch itself, in chunks (`layer_models.convert_chunk`: one conversion of
+  many independent branches, then split per layer), optionally in several processes at once.
+
+Each file appears atomically (temporary file + `os.replace`), so an interrupted build keeps
+every finished file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from latency_tables.keys import LayerKey
+
+LAYER_FILES_VERSION = 1
+DEFAULT_CHUNK = 16
+CONVERTERS = ("direct", "litert")
+
+
+def default_layer_cache() -> Path:
+    from device_bench.cache import default_cache_path
+
+    return default_cache_path().parent / "layers"
+
+
+def layer_root(cache_dir: str | os.PathLike) -> Path:
+    from models.export.common import tool_versions
+
+    tools = json.dumps(tool_versions(), sort_keys=True).encode()
+    digest = hashlib.sha256(tools).hexdigest()[:10]
+    return Path(cache_dir) / f"layers-v{LAYER_FILES_VERSION}-{digest}"
+
+
+def layer_path(root: Path, key: LayerKey, converter: str = "direct") -> Path:
+    digest = hashlib.sha256(key.encode().encode()).hexdigest()[:16]
+    return root / converter / str(key.input_size) / f"{digest}.tflite"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _convert_and_store(root: str, keys: Sequence[LayerKey]) -> int:
+    import torch
+
+    from device_bench.layer_models import convert_chunk
+
+    torch.set_num_threads(1)
+    for key, data in zip(keys, convert_chunk(keys), strict=True):
+        write_atomic(layer_path(Path(root), key, "litert"), data)
+    return len(keys)
+
+
+def ensure_layer_files(
+    keys: Sequence[LayerKey],
+    cache_dir: str | os.PathLike,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    jobs: int = 1,
+    converter: str = "direct",
+    on_done: Callable[[int], None] | None = None,
+) -> dict[LayerKey, Path]:
+    """Path of every key's layer file, making the missing ones.  `on_done(n)` is called as
+    files appear.  With ``converter="litert"`` (or for layers the direct writer does not
+    cover) litert-torch converts chunks of `chunk_size` layers in `jobs` processes at once."""
+    from device_bench.layer_writer import supports, write_layer
+
+    if converter not in CONVERTERS:
+        raise ValueError(f"converter must be one of {CONVERTERS}, got {converter!r}")
+    root = layer_root(cache_dir)
+    paths = {}
+    present = 0
+    for key in keys:
+        direct = converter == "direct" and supports(key)
+        paths[key] = layer_path(root, key, "direct" if direct else "litert")
+        if paths[key].is_file():
+            present += 1
+        elif direct:
+            write_atomic(paths[key], write_layer(key))
+            on_done and on_done(1)
+    if present:
+        on_done and on_done(present)
+    missing = [key for key in keys if not paths[key].is_file()]
+    chunks = [missing[i : i + chunk_size] for i in range(0, len(missing), chunk_size)]
+    if not chunks:
+        return paths
+    if jobs <= 1:
+        for chunk in chunks:
+            on_done and on_done(_convert_and_store(str(root), chunk))
+        return paths
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_convert_and_store, str(root), chunk) for chunk in chunks]
+        for future in as_completed(futures):
+            count = future.result()
+            on_done and on_done(count)
+    return paths

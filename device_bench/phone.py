@@ -1,0 +1,325 @@
+"""`adb:SERIAL` / `adb:HOST:PORT`: latency measured on an Android phone with TFLite's
+`benchmark_model`, through `android_runner`.
+
+How one model is measured: connect (with retries), probe the phone once, push the binary and
+the model (hash skip), then up to `max_invocations` runs of benchmark_model pinned with taskset
+to the big cores, each preceded by a wait until the phone is below `thermal_limit_c`; it stops
+once `min_invocations` runs agree (relative spread of their medians at most `spread_target`).
+
+benchmark_model prints summary statistics, not a per-run list, so the `Measurement` is derived
+from them (all documented, nothing invented):
+
+* ``median_ms``: median of the runs' ``median=`` values (builds that print no percentiles: of
+  their ``avg=`` values, the mean standing in for the median).
+* ``min_ms``: smallest ``min=``; ``runs``: sum of ``count=``.
+* ``std_ms``: the pooled standard deviation of all timed runs, exact from each run's count,
+  average and (population) std.
+* ``p90_ms``: an *estimate*: the tool prints p5/median/p95, not p90; pearl interpolates
+  ``median + (p95 - median) * z(0.90) / z(0.95)`` (normal-shaped tail; without percentiles
+  ``avg + z(0.90) * std``), clipped to [median, max], and takes the median over runs.
+* ``spread``: relative spread ``(max - min) / median`` of the runs' medians (0 for one run).
+
+A transport failure (phone unplugged, Wi-Fi drop) is retried with exponential back-off, on a
+fresh connection; when the phone stays away, `DeviceDroppedError` tells the device pool to move
+the job elsewhere.  Tool failures (model does not load, delegate missing, crash) are not retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from device_bench.measurement import Measurement, MeasurementError, fingerprint_id, relative_spread
+
+BENCHMARK_MODEL_ENV = "PEARL_BENCHMARK_MODEL"
+_Z90, _Z95 = 1.2815515655446004, 1.6448536269514722
+
+
+class DeviceDroppedError(MeasurementError):
+    """The phone could not be reached even after retries; the job can go to another phone."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PhoneSettings:
+    """How a phone times a model.  Every field is part of the cache key."""
+
+    threads: int = 1
+    use_gpu: bool = False
+    warmup_runs: int = 5
+    warmup_min_secs: float = 0.5
+    num_runs: int = 50
+    min_secs: float = 1.0
+    max_secs: float = 60.0
+    min_invocations: int = 2
+    max_invocations: int = 4
+    spread_target: float = 0.02
+    thermal_limit_c: float = 45.0
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "num_runs", "min_invocations", "max_invocations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PhoneSettings.{name} must be >= 1, not {getattr(self, name)}")
+        if self.min_invocations > self.max_invocations:
+            raise ValueError("PhoneSettings.min_invocations exceeds max_invocations")
+        if self.warmup_runs < 0 or min(self.min_secs, self.warmup_min_secs) < 0:
+            raise ValueError("PhoneSettings: warmup_runs and the *_secs values must be >= 0")
+        if self.max_secs <= 0:
+            raise ValueError("PhoneSettings.max_secs must be > 0")
+
+    @classmethod
+    def from_measure_settings(cls, settings, **overrides) -> PhoneSettings:
+        """Map the host timing settings (`MeasureSettings`) onto benchmark_model's flags:
+        threads, warm-up runs, ``--num_runs`` = min_runs, ``--min_secs``, ``--max_secs``."""
+        values = {
+            "threads": settings.threads,
+            "warmup_runs": settings.warmup_runs,
+            "num_runs": settings.min_runs,
+            "min_secs": settings.min_seconds,
+            "max_secs": settings.max_seconds,
+            "spread_target": settings.spread_target,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhoneOptions:
+    """Limits and plumbing; not part of the cache key."""
+
+    run_timeout_s: float = 300.0
+    thermal_timeout_s: float = 300.0
+    thermal_poll_s: float = 5.0
+    retries: int = 2
+    retry_backoff_s: float = 1.0
+    connect_timeout_s: float = 10.0
+    auth_timeout_s: float = 30.0
+    command_timeout_s: float = 30.0
+    keep_models: bool = False
+
+
+def resolve_benchmark_model(path: str | os.PathLike | None) -> Path:
+    """The benchmark_model binary: `path`, else ``$PEARL_BENCHMARK_MODEL``; a clear error if
+    neither names an existing file."""
+    chosen = path if path else os.environ.get(BENCHMARK_MODEL_ENV)
+    if not chosen:
+        raise MeasurementError(
+            "phones are timed with TFLite's benchmark_model binary, and none was given: pass "
+            f"--benchmark-model PATH or set {BENCHMARK_MODEL_ENV} (download "
+            "android_aarch64_benchmark_model from TFLite's nightly builds or build "
+            "//tensorflow/lite/tools/benchmark:benchmark_model; see the README)"
+        )
+    resolved = Path(chosen).expanduser()
+    if not resolved.is_file():
+        raise MeasurementError(
+            f"benchmark_model binary {resolved} not found: check --benchmark-model / "
+            f"{BENCHMARK_MODEL_ENV}"
+        )
+    return resolved
+
+
+def _p90_estimate(stats) -> float:
+    """p90 (us) of one benchmark_model run from what it prints (see module docstring)."""
+    if stats.has_percentiles:
+        centre = float(stats.median_us)
+        estimate = centre + (stats.p95_us - centre) * _Z90 / _Z95
+    else:
+        centre = stats.avg_us
+        estimate = centre + _Z90 * stats.std_us
+    return min(max(estimate, centre), float(stats.max_us))
+
+
+def combine_runs(stats_list: Sequence, *, device: str) -> Measurement:
+    """One `Measurement` from the inference statistics of one or more benchmark_model runs
+    (`TimingStats`, microseconds).  Pure."""
+    used = [s for s in stats_list if s.count > 0]
+    if not used:
+        raise MeasurementError("benchmark_model reported no timed run")
+    centres = [float(s.median_us) if s.has_percentiles else s.avg_us for s in used]
+    total = sum(s.count for s in used)
+    mean = sum(s.count * s.avg_us for s in used) / total
+    second_moment = sum(s.count * (s.std_us**2 + s.avg_us**2) for s in used) / total
+    std_us = math.sqrt(max(second_moment - mean * mean, 0.0))
+    median_us = statistics.median(centres)
+    p90_us = max(statistics.median(_p90_estimate(s) for s in used), median_us)
+    return Measurement(
+        median_ms=median_us / 1000.0,
+        p90_ms=p90_us / 1000.0,
+        std_ms=std_us / 1000.0,
+        min_ms=min(s.min_us for s in used) / 1000.0,
+        runs=total,
+        source="device",
+        device=device,
+        spread=relative_spread(centres),
+    )
+
+
+class AdbBackend:
+    """A `LatencyBackend` for one phone (`adb:SERIAL` over USB, `adb:HOST:PORT` over TCP)."""
+
+    def __init__(
+        self,
+        spec: str,
+        settings: PhoneSettings | None = None,
+        *,
+        benchmark_model: str | os.PathLike | None = None,
+        key_path: str | os.PathLike | None = None,
+        options: PhoneOptions | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        from android_runner.connection import DeviceAddress
+
+        try:
+            self.address = DeviceAddress.parse(spec)
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+        self.spec = f"adb:{self.address}"
+        self.settings = settings or PhoneSettings()
+        self.options = options or PhoneOptions()
+        self.binary = resolve_benchmark_model(benchmark_model)
+        self.key_path = key_path
+        self.log = log or (lambda message: None)
+        self._session = None
+        self._binary_sha256: str | None = None
+
+    # ------------------------------------------------------------------ session
+    def _new_session(self):
+        from android_runner.connection import ConnectionSettings
+        from android_runner.runner import PhoneSession
+
+        return PhoneSession(
+            self.address,
+            self.binary,
+            key_path=self.key_path,
+            connection_settings=ConnectionSettings(
+                connect_timeout_s=self.options.connect_timeout_s,
+                auth_timeout_s=self.options.auth_timeout_s,
+                command_timeout_s=self.options.command_timeout_s,
+            ),
+            log=self.log,
+        )
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = self._new_session()
+        return self._session
+
+    def _with_retries(self, what: str, action: Callable[[], Any]) -> Any:
+        """Run `action`; on transport errors reconnect and retry with exponential back-off."""
+        from android_runner.errors import (
+            AdbError,
+            AuthRejectedError,
+            DeviceUnavailableError,
+            UsbUnavailableError,
+        )
+
+        attempts = self.options.retries + 1
+        for attempt in range(attempts):
+            try:
+                return action()
+            except (AuthRejectedError, UsbUnavailableError) as err:
+                self.session.close()
+                raise MeasurementError(str(err)) from None
+            except DeviceUnavailableError as err:
+                self.session.close()
+                if attempt + 1 >= attempts:
+                    raise DeviceDroppedError(
+                        f"{self.spec}: {what} failed {attempts} time(s); last error: {err}"
+                    ) from None
+                delay = self.options.retry_backoff_s * 2**attempt
+                self.log(f"{self.spec}: {err}; retrying in {delay:g} s")
+                time.sleep(delay)
+            except AdbError as err:
+                raise MeasurementError(f"{self.spec}: {err}") from None
+        raise AssertionError("unreachable")
+
+    def probe(self):
+        return self._with_retries("probe", self.session.ensure_connected)
+
+    def fingerprint(self) -> dict[str, Any]:
+        probe = self.probe()
+        if self._binary_sha256 is None:
+            from android_runner.runner import file_digest
+
+            self._binary_sha256 = file_digest(self.binary)
+        return {
+            **probe.fingerprint(),
+            "runtime": "benchmark_model",
+            "benchmark_model_sha256": self._binary_sha256[:16],
+            "threads": self.settings.threads,
+            "delegate": "gpu" if self.settings.use_gpu else "cpu",
+            "cores": list(probe.big_cores(self.settings.threads)),
+        }
+
+    def close(self) -> None:
+        """Remove the models pushed in this session (unless `keep_models`) and disconnect."""
+        if self._session is None:
+            return
+        try:
+            if not self.options.keep_models and self._session.connection.connected:
+                self._session.cleanup()
+        except Exception as err:  # cleanup must not hide the real outcome
+            self.log(f"{self.spec}: cleanup failed ({err})")
+        finally:
+            self._session.close()
+
+    def __enter__(self) -> AdbBackend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ measure
+    def _run_options(self):
+        from android_runner.runner import RunOptions
+
+        s = self.settings
+        return RunOptions(
+            threads=s.threads,
+            use_gpu=s.use_gpu,
+            warmup_runs=s.warmup_runs,
+            warmup_min_secs=s.warmup_min_secs,
+            num_runs=s.num_runs,
+            min_secs=s.min_secs,
+            max_secs=s.max_secs,
+            run_timeout_s=self.options.run_timeout_s,
+        )
+
+    def _measure_once(self, path: Path) -> Measurement:
+        session = self.session
+        session.ensure_connected()
+        session.ensure_binary()
+        remote = session.push_model(path)
+        options = self._run_options()
+        stats = []
+        for _ in range(self.settings.max_invocations):
+            session.wait_until_cool(
+                self.settings.thermal_limit_c,
+                timeout_s=self.options.thermal_timeout_s,
+                poll_s=self.options.thermal_poll_s,
+            )
+            stats.append(session.run_benchmark(remote, options).inference)
+            if len(stats) >= self.settings.min_invocations:
+                centres = [
+                    float(s.median_us) if s.has_percentiles else s.avg_us for s in stats if s.count
+                ]
+                if relative_spread(centres) <= self.settings.spread_target:
+                    break
+        return combine_runs(stats, device=fingerprint_id(self.fingerprint()))
+
+    def measure(self, path: str | Path) -> Measurement:
+        path = Path(path)
+        if not path.is_file():
+            raise MeasurementError(f"model file {path} not found: check the path")
+        if path.suffix.lower() != ".tflite":
+            raise MeasurementError(
+                f"{path} is not a .tflite file: phones run .tflite models with benchmark_model "
+                "(export one with `pearl export ... --formats tflite`)"
+            )
+        return self._with_retries(f"measuring {path.name}", lambda: self._measure_once(path))

@@ -1,0 +1,349 @@
+"""Build a latency table for a search space on a device, and validate a table against whole
+networks measured on a device.
+
+Building (`build_table`):
+
+1. enumerate every key reachable in the space at its input size (`latency_tables.keys`);
+2. convert the missing single-layer files (`device_bench.layer_files`: chunked conversion, one
+   cache shared by all devices);
+3. convert `calibrate` random whole networks (`models.export.latency_artifact`, cached by arch);
+4. measure layers and networks with the multi-pass protocol (`device_bench.table_measure`),
+   resumable from ``OUT.state.json``;
+5. fit the correction ``measured ~ scale * sum + offset`` on the calibration networks and
+   write the table atomically.  The state file is kept (it is the raw data) next to it.
+
+Validating (`validate_table`): sample N archs from the table's space with a seed, convert and
+measure them with the same protocol (resumable when given a state file), and compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device_bench.layer_files import DEFAULT_CHUNK, default_layer_cache, ensure_layer_files
+from device_bench.measurement import fingerprint_id
+from device_bench.table_measure import (
+    DEFAULT_BATCH,
+    DEFAULT_PASSES,
+    HOST_CLOCK,
+    LAYER_SETTINGS,
+    NETWORK_SETTINGS,
+    combine,
+)
+from device_bench.table_runs import MeasureRun
+from latency_tables.keys import space_keys
+from latency_tables.table import Correction, Entry, LatencyTable, fit_correction
+from models.arch import Arch
+from models.space import SearchSpace, get_space
+
+# progress(phase, total) -> advance(n) callable
+Progress = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(_phase: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    passes: int = DEFAULT_PASSES
+    chunk_size: int = DEFAULT_CHUNK
+    jobs: int = 1
+    calibrate: int = 20
+    calibration_seed: int = 1001
+    batch: int = DEFAULT_BATCH
+    converter: str = "direct"
+    networks: str = "litert"
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """`n` archs drawn with `random.Random(seed)` (the same list for the same seed)."""
+    rng = random.Random(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+NETWORK_SOURCES = ("litert", "direct")
+
+
+def network_files(
+    archs: Sequence[Arch],
+    cache_dir: str | os.PathLike,
+    on_done: Callable[[int], None],
+    networks: str = "litert",
+) -> dict[str, Path]:
+    """arch string -> whole-network .tflite file, cached.
+
+    ``litert``: the real export (`models.export.latency_artifact`, converted in a warm worker,
+    ~13-120 s each here depending on load).  ``direct``: `layer_writer.write_network`, the same
+    graph op for op (checked against every real conversion in the tests), in ~0.2 s."""
+    if networks not in NETWORK_SOURCES:
+        raise ValueError(f"networks must be one of {NETWORK_SOURCES}, got {networks!r}")
+    files: dict[str, Path] = {}
+    if networks == "direct":
+        from device_bench.layer_files import layer_root, write_atomic
+        from device_bench.layer_writer import write_network
+
+        root = layer_root(cache_dir) / "networks-direct"
+        for arch in archs:
+            path = root / str(arch.input_size) / f"{arch.key()}.tflite"
+            if not path.is_file():
+                write_atomic(path, write_network(arch))
+            files[arch.encode()] = path
+            on_done(1)
+        return files
+    from models.export.cache import cached_bundle
+    from models.export.common import FORMATS
+
+    missing = []
+    for arch in archs:
+        bundle = cached_bundle(cache_dir, arch, "tflite")
+        if (bundle / "metadata.json").is_file():
+            files[arch.encode()] = bundle / FORMATS["tflite"].filename
+            on_done(1)
+        else:
+            missing.append(arch)
+    if missing:
+        from models.export.worker import ExportWorker
+
+        with ExportWorker(num_threads=1) as worker:
+            for arch in missing:
+                files[arch.encode()] = worker.latency_artifact(arch, "tflite", cache_dir)
+                on_done(1)
+    return files
+
+
+def space_header(space: SearchSpace) -> dict[str, Any]:
+    """The space as the table header records it: name, input size, class count, and every
+    option that differs from the named space's (so a custom space is rebuilt exactly)."""
+    header = {"name": space.name, "input_size": space.input_size, "num_classes": space.num_classes}
+    named = get_space(space.name, space.input_size, space.num_classes)
+    for name in _SPACE_OPTIONS:
+        value = getattr(space, name)
+        if value != getattr(named, name):
+            header[name] = _jsonable(value)
+    if space.layout != named.layout:
+        header["layout"] = [space.layout.stem_stride, list(space.layout.block_strides)]
+    return header
+
+
+def space_from_header(header: dict[str, Any]) -> SearchSpace:
+    from models.space import StrideLayout
+
+    try:
+        space = get_space(header["name"], header["input_size"], header["num_classes"])
+        changes = {name: _tupled(header[name]) for name in _SPACE_OPTIONS if name in header}
+        if "layout" in header:
+            stem, blocks = header["layout"]
+            changes["layout"] = StrideLayout(int(stem), tuple(blocks))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"table header 'space' is not a valid search space ({err})") from None
+    return dataclasses.replace(space, **changes)
+
+
+_SPACE_OPTIONS = (
+    "stem_channels", "head_channels", "act", "base_blocks", "ops", "kernels", "se_ratios",
+    "skips", "width_multipliers", "layer_deltas",
+)  # fmt: skip
+
+
+def _jsonable(value):
+    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _tupled(value):
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
+
+
+def build_table(
+    spec: str,
+    space: SearchSpace,
+    out_path: str | os.PathLike,
+    *,
+    options: BuildOptions = BuildOptions(),
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress = _no_progress,
+    log: Callable[[str], None] = lambda _m: None,
+) -> LatencyTable:
+    from device_bench.backends import backend_from_spec
+
+    started = time.perf_counter()
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_layer_cache().parent
+    backend = backend_from_spec(spec, LAYER_SETTINGS)
+    fingerprint = backend.fingerprint()
+    keys = space_keys(space)
+    log(f"{space.name} at {space.input_size} px: {len(keys)} layer variants (stem, layers, head)")
+    advance = progress("converting layers", len(keys))
+    files = ensure_layer_files(
+        keys,
+        cache_dir,
+        chunk_size=options.chunk_size,
+        jobs=options.jobs,
+        converter=options.converter,
+        on_done=advance,
+    )
+    archs = sample_archs(space, options.calibrate, options.calibration_seed)
+    advance = progress("converting calibration networks", len(archs))
+    nets = network_files(archs, cache_dir, advance, options.networks)
+    what = {  # what must match to resume; more --passes extends a finished run
+        "space": space_header(space),
+        "calibration": [options.calibrate, options.calibration_seed, options.networks],
+        "converter": options.converter,
+        "host_clock": HOST_CLOCK,
+        "layer_settings": LAYER_SETTINGS.to_dict(),
+        "network_settings": NETWORK_SETTINGS.to_dict(),
+    }
+    state_path = Path(str(out_path) + ".state.json")
+    run = MeasureRun(state_path, fingerprint_id(fingerprint), what)
+    layer_files = {key.encode(): path for key, path in files.items()}
+    groups = [(layer_files, LAYER_SETTINGS), (nets, NETWORK_SETTINGS)]
+    todo = run.remaining(list(layer_files) + list(nets), options.passes)
+    prepare_seconds = time.perf_counter() - started
+    advance = progress(f"measuring ({options.passes} passes)", todo)
+    run.measure(spec, groups, options.passes, batch=options.batch, on_progress=advance)
+    entries = {
+        key: Entry(**combine(run.measurements(key.encode(), options.passes))) for key in keys
+    }
+    table = LatencyTable(
+        entries,
+        {
+            "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "device_spec": spec,
+            "fingerprint": fingerprint,
+            "fingerprint_id": fingerprint_id(fingerprint),
+            "space": space_header(space),
+            "statistic": "min_ms",
+            "protocol": {
+                "passes": options.passes,
+                "host_clock": HOST_CLOCK,
+                "calibration_networks": options.networks,
+                "order": "shuffled per pass, batches of fresh processes, layers and "
+                "calibration networks interleaved",
+                "layer_settings": LAYER_SETTINGS.to_dict(),
+                "network_settings": NETWORK_SETTINGS.to_dict(),
+                "load_avg_1min_median": statistics.median(run.state["load"] or [0.0]),
+            },
+            # file preparation of the last run + measuring over all runs (resumes included)
+            "build_seconds": round(prepare_seconds + run.state.get("seconds", 0.0), 1),
+        },
+    )
+    sums = [table.sum_ms(arch) for arch in archs]
+    measured = [min(m.min_ms for m in run.measurements(a.encode(), options.passes)) for a in archs]
+    correction = fit_correction(sums, measured)
+    correction = Correction(
+        correction.scale,
+        correction.offset_ms,
+        {
+            **correction.fit,
+            "seed": options.calibration_seed,
+            "ratios_measured_over_sum": [
+                round(m / s, 4) for m, s in zip(measured, sums, strict=True)
+            ],
+        },
+    )
+    table = table.with_correction(correction)
+    table.save(out_path)
+    log(
+        f"wrote {out_path}: {len(entries)} entries, correction scale {correction.scale:.4f} "
+        f"offset {correction.offset_ms:.4f} ms (fit RMSPE {correction.fit['fit_rmspe']:.2%})"
+    )
+    return table
+
+
+def validate_table(
+    table: LatencyTable,
+    spec: str,
+    n: int,
+    seed: int,
+    *,
+    passes: int = DEFAULT_PASSES,
+    cache_dir: str | os.PathLike | None = None,
+    state_path: str | os.PathLike | None = None,
+    progress: Progress = _no_progress,
+    batch: int = 50,
+    measure: bool = True,
+    networks: str = "litert",
+) -> dict[str, Any]:
+    """Predict and measure `n` random archs of the table's space (seed `seed`) and report
+    ``within_5``, ``within_10`` (shares), ``rmspe``, ``n`` and the worst cases.
+    With ``measure=False`` only archs already in the state file are used (a partial report)."""
+    from device_bench.backends import backend_from_spec
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_layer_cache().parent
+    backend = backend_from_spec(spec, NETWORK_SETTINGS)
+    fingerprint = backend.fingerprint()
+    table.check_fingerprint(fingerprint)
+    space = space_from_header(table.space)
+    archs = sample_archs(space, n, seed)
+    predicted = {a.encode(): table.predict_ms(a) for a in archs}  # missing keys fail early
+    what = {
+        "space": space_header(space),
+        "seed": seed,
+        "settings": NETWORK_SETTINGS.to_dict(),
+        "networks": networks,
+        "host_clock": HOST_CLOCK,
+    }
+    run = MeasureRun(state_path, fingerprint_id(fingerprint), what)
+    if measure:
+        advance = progress("converting networks", len(archs))
+        nets = network_files(archs, cache_dir, advance, networks)
+        todo = run.remaining(list(nets), passes)
+        advance = progress(f"measuring ({passes} passes)", todo)
+        run.measure(spec, [(nets, NETWORK_SETTINGS)], passes, batch=batch, on_progress=advance)
+    rows = []
+    for arch in archs:
+        text = arch.encode()
+        found = run.measurements(text, passes)
+        if len(found) < passes:
+            continue
+        measured = min(m.min_ms for m in found)
+        minima = [m.min_ms for m in found]
+        rows.append(
+            {
+                "arch": text,
+                "predicted_ms": predicted[text],
+                "measured_ms": measured,
+                "error": predicted[text] / measured - 1,
+                "pass_spread": (max(minima) - min(minima)) / statistics.median(minima),
+            }
+        )
+    report = accuracy_report(rows, table, spec, seed, passes, run.state["load"])
+    report["networks"] = networks
+    return report
+
+
+def accuracy_report(
+    rows: list[dict], table: LatencyTable, spec: str, seed: int, passes: int, loads: list
+) -> dict[str, Any]:
+    errors = [abs(r["error"]) for r in rows]
+    count = len(rows)
+    worst = sorted(rows, key=lambda r: -abs(r["error"]))[:5]
+    return {
+        "table": table.name,
+        "device": spec,
+        "space": table.space,
+        "seed": seed,
+        "passes": passes,
+        "statistic": "min over passes of the fastest invoke",
+        "n": count,
+        "within_5": sum(e <= 0.05 for e in errors) / count if count else math.nan,
+        "within_10": sum(e <= 0.10 for e in errors) / count if count else math.nan,
+        "rmspe": math.sqrt(sum(e * e for e in errors) / count) if count else math.nan,
+        "mean_error": statistics.fmean(r["error"] for r in rows) if count else math.nan,
+        "median_abs_error": statistics.median(errors) if count else math.nan,
+        "median_pass_spread": (
+            statistics.median(r["pass_spread"] for r in rows) if count else math.nan
+        ),
+        "load_avg_1min_median": statistics.median(loads) if loads else None,
+        "worst": worst,
+        "archs": rows,
+    }

@@ -1,0 +1,143 @@
+"""Resumable multi-pass measurement of many files (layers and whole networks) on one backend.
+
+`MeasureRun` keeps every finished measurement in a JSON state file, rewritten atomically after
+each batch, so an interrupted build or validation resumes where it stopped and never times a
+file twice in the same pass.  State layout::
+
+    {"version": 1, "device": FINGERPRINT_ID, "what": {...},
+     "passes": {"0": {ITEM: measurement dict, ...}, "1": {...}}, "load": [...]}
+
+ITEM is a stable name (a layer key's encoding or an arch string), never a path, so a moved
+cache does not invalidate the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from device_bench.host import MeasureSettings
+from device_bench.measurement import Measurement, MeasurementError
+from device_bench.table_measure import DEFAULT_BATCH, run_batch
+
+STATE_VERSION = 1
+
+
+class MeasureRun:
+    def __init__(self, state_path: str | os.PathLike | None, device_id: str, what: dict) -> None:
+        self.path = Path(state_path) if state_path is not None else None
+        self.state: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "device": device_id,
+            "what": what,
+            "passes": {},
+            "load": [],
+        }
+        if self.path is not None and self.path.is_file():
+            try:
+                saved = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise MeasurementError(
+                    f"cannot resume from {self.path} ({err}); delete it to start over"
+                ) from None
+            if saved.get("version") != STATE_VERSION or saved.get("device") != device_id:
+                raise MeasurementError(
+                    f"{self.path} holds a run for another device or pearl version; delete it "
+                    "or choose another output file"
+                )
+            if saved.get("what") != what:
+                raise MeasurementError(
+                    f"{self.path} holds a run with other settings ({saved.get('what')}); "
+                    "delete it or choose another output file"
+                )
+            self.state = saved
+
+    def done(self, pass_index: int) -> dict[str, dict]:
+        return self.state["passes"].setdefault(str(pass_index), {})
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=self.path.parent, prefix=self.path.name, suffix=".tmp"
+        )
+        try:
+            with os.fdopen(handle, "w") as out:
+                json.dump(self.state, out)
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def remaining(self, items: Sequence[str], passes: int) -> int:
+        return sum(1 for p in range(passes) for item in items if item not in self.done(p))
+
+    def measure(
+        self,
+        spec: str,
+        groups: Sequence[tuple[Mapping[str, Path], MeasureSettings]],
+        passes: int,
+        *,
+        batch: int = DEFAULT_BATCH,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Time every item of every group `passes` times.  Each pass shuffles each group
+        (seed = pass number), cuts it into batches of at most `batch` files, and interleaves
+        the groups' batches so layers and whole networks share the machine's slow and fast
+        stretches.  Each batch runs in a fresh process."""
+        for pass_index in range(passes):
+            done = self.done(pass_index)
+            per_group = []
+            for files, settings in groups:
+                items = [item for item in files if item not in done]
+                random.Random(pass_index).shuffle(items)
+                per_group.append((items, files, settings))
+            count = max((-(-len(items) // batch) for items, _, _ in per_group), default=0)
+            batches = []
+            for items, files, settings in per_group:
+                if not items:
+                    continue
+                size = -(-len(items) // count)  # spread this group evenly over `count` slots
+                for slot, start in enumerate(range(0, len(items), size)):
+                    batches.append((slot, items[start : start + size], files, settings))
+            batches.sort(key=lambda b: b[0])
+            for _, items, files, settings in batches:
+                by_path = {str(files[item]): item for item in items}
+                errors: list[str] = []
+
+                def record(
+                    path: str,
+                    measurement: Measurement | None,
+                    error: str,
+                    done=done,
+                    by_path=by_path,
+                    errors=errors,
+                ) -> None:
+                    if measurement is None:
+                        errors.append(error)
+                        return
+                    done[by_path[path]] = measurement.to_dict()
+                    if on_progress:
+                        on_progress(1)
+
+                started = time.perf_counter()
+                run_batch(spec, settings, list(by_path), record)
+                self.state["seconds"] = self.state.get("seconds", 0.0) + (
+                    time.perf_counter() - started
+                )
+                self.state["load"].append(round(os.getloadavg()[0], 2))
+                self.save()
+                if errors:
+                    raise MeasurementError(f"{len(errors)} file(s) failed: {errors[0]}")
+
+    def measurements(self, item: str, passes: int) -> list[Measurement]:
+        return [
+            Measurement.from_dict(self.done(p)[item]) for p in range(passes) if item in self.done(p)
+        ]

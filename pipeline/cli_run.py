@@ -1,0 +1,106 @@
+"""`pearl run` (search -> final training -> export -> re-timing -> report, resumable) and
+`pearl report RUN_DIR`.  Torch and the converters are imported only when a stage runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config, parse_overrides
+
+
+@click.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML config with the search sections and [train] / [export] (configs/quickstart.toml)",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="run folder (default runs/<config name>-<time>)",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="continue the run in this folder: finished stages are skipped",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="override a config key of a new run, e.g. --set train.epochs=3",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option("--no-progress", is_flag=True, help="no progress bars (logs still go to stderr)")
+def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress) -> None:
+    """Search the student, train it (and a baseline) with KD and CE, export and re-time the
+    bundle, and write report.md: one command, resumable stage by stage."""
+    from pipeline.run import RunError, prepare_run_dir, run_all
+    from pipeline.run_config import RUN_SECTIONS, RunConfig, run_config_with_absolute_paths
+
+    if (config_path is None) == (resume_dir is None):
+        raise click.UsageError("give either --config FILE (a new run) or --resume RUN_DIR")
+    if resume_dir is not None and (out_dir is not None or settings):
+        raise click.UsageError("--resume continues RUN_DIR with its saved config; drop --out/--set")
+    try:
+        if resume_dir is not None:
+            run_dir = resume_dir
+            config = load_config(run_dir / CONFIG_FILE_NAME, None, RunConfig, RUN_SECTIONS)
+        else:
+            config = load_config(config_path, parse_overrides(settings), RunConfig, RUN_SECTIONS)
+            config = run_config_with_absolute_paths(config)
+            run_dir = (
+                out_dir or Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
+        prepare_run_dir(config, run_dir, resume=resume_dir is not None)
+    except (ConfigError, RunError) as error:
+        raise click.ClickException(str(error)) from None
+
+    def log(message: str) -> None:
+        click.echo(message, err=True)
+
+    summary = _run_stages(run_all, config, run_dir, log, not no_progress)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"run folder: {summary['run_dir']}")
+    for label, per_loss in summary["final"].items():
+        scores = ", ".join(f"{loss} {100 * top1:.2f}%" for loss, top1 in per_loss.items() if top1)
+        click.echo(f"{label}: test top-1 {scores}")
+    click.echo(f"bundles: {', '.join(summary['bundles'].values())}")
+    click.echo(f"report: {summary['report']}")
+
+
+def _run_stages(run_all, config, run_dir, log, progress) -> dict:
+    from models.teacher_loading import TeacherError
+    from pipeline.data import DataError
+    from pipeline.run import RunError
+    from pipeline.search import SearchError
+    from pipeline.training import TrainingError
+
+    try:
+        return run_all(config, run_dir, log=log, progress=progress)
+    except (RunError, SearchError, DataError, TeacherError, TrainingError) as error:
+        raise click.ClickException(
+            f"{error}\n(finished stages are kept: continue with `pearl run --resume {run_dir}`)"
+        ) from None
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report_command(run_dir: Path) -> None:
+    """Write RUN_DIR/report.md with figures (a `pearl run` or `pearl search` folder)."""
+    from pipeline.run_report import ReportError, write_run_report
+
+    try:
+        click.echo(write_run_report(run_dir))
+    except ReportError as error:
+        raise click.ClickException(str(error)) from None

@@ -1,0 +1,214 @@
+"""`pearl tables build` and `pearl tables validate`: latency lookup tables for a search space.
+
+Results go to stdout (the table path and a summary, or the validation report), progress and
+logs to stderr.  torch and the runtimes are imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from models.space import SPACE_DEFAULTS
+
+CACHE_OPTION = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where converted layer and network files are kept (shared by all devices; "
+    "default: beside the measurement cache, ~/.cache/pearl)",
+)
+
+NETWORKS_OPTION = click.option(
+    "--networks",
+    type=click.Choice(["litert", "direct"]),
+    default="litert",
+    show_default=True,
+    help="how whole networks are made: real litert-torch exports, or the direct writer's "
+    "identical graphs (seconds instead of minutes each on a loaded machine)",
+)
+
+
+@click.group("tables")
+def tables_group() -> None:
+    """Build latency lookup tables on a device, and check them against whole networks."""
+
+
+@contextmanager
+def _progress():
+    """A rich progress bar on stderr; yields a `Progress` callback for `device_bench`."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+    def phase(description: str, total: int):
+        task = bar.add_task(description, total=max(total, 1))
+        if total == 0:
+            bar.update(task, completed=1)
+        return lambda n: bar.advance(task, n)
+
+    with bar:
+        yield phase
+
+
+def _check_spec(spec: str) -> None:
+    from device_bench.backends import backend_from_spec
+
+    try:
+        backend_from_spec(spec)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None
+
+
+def _output_for(out: Path, spec: str, several: bool) -> Path:
+    if not several:
+        return out
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
+    return out.with_name(f"{out.stem}.{safe}{out.suffix or '.csv'}")
+
+
+@tables_group.command("build")
+@click.option(
+    "--device",
+    "specs",
+    multiple=True,
+    required=True,
+    help="device to measure on (host:tflite, adb:SERIAL, ...); repeat for several devices "
+    "(one table each, measured one device after the other; layer files are converted once)",
+)
+@click.option(
+    "--space",
+    "space_name",
+    type=click.Choice(sorted(SPACE_DEFAULTS)),
+    required=True,
+    help="search space whose layer variants to measure",
+)
+@click.option("--input", "input_size", type=click.IntRange(min=8), default=None,
+              help="input resolution (default: the space's)")  # fmt: skip
+@click.option("--classes", "num_classes", type=click.IntRange(min=1), default=None,
+              help="class count (default: the space's)")  # fmt: skip
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="table file to write (CSV with a header block)")  # fmt: skip
+@click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True,
+              help="measurement passes (fresh processes, shuffled order)")  # fmt: skip
+@click.option("--calibrate", type=click.IntRange(min=1), default=20, show_default=True,
+              help="random whole networks measured to fit the sum correction")  # fmt: skip
+@click.option("--calibration-seed", type=int, default=1001, show_default=True)
+@click.option(
+    "--converter",
+    type=click.Choice(["direct", "litert"]),
+    default="direct",
+    show_default=True,
+    help="how layer files are made: direct TFLite writer (litert-torch's graph, op for op) "
+    "or litert-torch itself",
+)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="parallel litert-torch conversion processes")  # fmt: skip
+@NETWORKS_OPTION
+@CACHE_OPTION
+def build_command(
+    specs, space_name, input_size, num_classes, out, passes, calibrate, calibration_seed,
+    converter, jobs, networks, cache_dir,
+) -> None:  # fmt: skip
+    """Measure every layer variant of a search space on a device and write its table.
+
+    Resumable: progress is kept in OUT.state.json (rewritten atomically after every batch);
+    run the same command again to continue after an interruption.
+    """
+    from device_bench.measurement import MeasurementError
+    from device_bench.table_build import BuildOptions, build_table
+    from models.space import get_space
+
+    for spec in specs:
+        _check_spec(spec)
+    space = get_space(space_name, input_size, num_classes)
+    options = BuildOptions(
+        passes=passes,
+        jobs=jobs,
+        calibrate=calibrate,
+        calibration_seed=calibration_seed,
+        converter=converter,
+        networks=networks,
+    )
+    for spec in specs:
+        path = _output_for(out, spec, len(specs) > 1)
+        with _progress() as progress:
+            try:
+                table = build_table(
+                    spec, space, path, options=options, cache_dir=cache_dir,
+                    progress=progress, log=lambda m: click.echo(m, err=True),
+                )  # fmt: skip
+            except MeasurementError as err:
+                raise click.ClickException(f"{spec}: {err}") from None
+        c = table.correction
+        click.echo(
+            f"{path}\t{spec}\t{len(table.entries)} entries\tscale {c.scale:.4f}\t"
+            f"offset {c.offset_ms:.4f} ms\tfit RMSPE {c.fit.get('fit_rmspe', math.nan):.2%}"
+        )
+
+
+@tables_group.command("validate")
+@click.option("--table", "table_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), required=True, help="table file")  # fmt: skip
+@click.option("--device", "spec", required=True, help="device the table was built on")
+@click.option("--n", "n", type=click.IntRange(min=1), default=50, show_default=True,
+              help="random archs of the table's space to measure")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="keep measurements here and resume from them")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
+@NETWORKS_OPTION
+@CACHE_OPTION
+def validate_command(
+    table_path, spec, n, seed, passes, state_path, as_json, networks, cache_dir
+) -> None:
+    """Measure N random whole networks and compare them with the table's predictions:
+    share within +-5% and +-10%, RMSPE, worst cases."""
+    from device_bench.measurement import MeasurementError
+    from device_bench.table_build import validate_table
+    from latency_tables.table import LatencyTable, TableError
+
+    _check_spec(spec)
+    try:
+        table = LatencyTable.load(table_path)
+        with _progress() as progress:
+            report = validate_table(
+                table, spec, n, seed, passes=passes, cache_dir=cache_dir,
+                state_path=state_path, progress=progress, networks=networks,
+            )  # fmt: skip
+    except (TableError, MeasurementError) as err:
+        raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(
+        f"{report['n']} networks: {report['within_5']:.1%} within +-5%, "
+        f"{report['within_10']:.1%} within +-10%, RMSPE {report['rmspe']:.2%}, "
+        f"mean error {report['mean_error']:+.2%}"
+    )
+    for row in report["worst"]:
+        click.echo(
+            f"  {row['error']:+.2%}  predicted {row['predicted_ms']:.3f} ms  measured "
+            f"{row['measured_ms']:.3f} ms  {row['arch']}"
+        )

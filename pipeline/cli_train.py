@@ -1,0 +1,285 @@
+"""`pearl teacher train` and `pearl train`: full-schedule training of a teacher or of a final
+student (see `pipeline.training`).  torch is imported only when a command runs."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+import click
+
+_LOSS_HELP = "ce: cross-entropy; kd: Hinton KD; od: oracle KD for an ensemble teacher (KDAS eq. 4)"
+
+
+def _common_options(function):
+    """Options both training commands take."""
+    options = [
+        click.option(
+            "--data",
+            "data_path",
+            type=click.Path(path_type=Path),
+            required=True,
+            help="dataset: .npz, cifar-10-batches-py folder, or train/+test/ image folders",
+        ),
+        click.option("--epochs", type=click.IntRange(min=1), required=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
+        click.option(
+            "--lr",
+            type=click.FloatRange(min=0, min_open=True),
+            default=0.1,
+            show_default=True,
+            help="peak learning rate (after warm-up)",
+        ),
+        click.option(
+            "--wd",
+            "weight_decay",
+            type=click.FloatRange(min=0),
+            default=5e-4,
+            show_default=True,
+            help="weight decay",
+        ),
+        click.option(
+            "--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True
+        ),
+        click.option("--nesterov/--no-nesterov", default=True, show_default=True),
+        click.option("--warmup-epochs", type=click.IntRange(min=0), default=1, show_default=True),
+        click.option(
+            "--schedule",
+            type=click.Choice(["cosine", "step"]),
+            default="cosine",
+            show_default=True,
+            help="step: lr x0.1 at 50% and 75% of the epochs",
+        ),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help="torch threads [default: all usable cores; on a machine busy with other "
+            "jobs 1 is often several times faster]",
+        ),
+        click.option(
+            "--train-images",
+            type=click.IntRange(min=1),
+            default=None,
+            help="use only the first N training images (quick runs)",
+        ),
+        click.option(
+            "--test-images",
+            type=click.IntRange(min=1),
+            default=None,
+            help="evaluate on only the first N test images",
+        ),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="continue the run in the output folder (starts it if there is none)",
+        ),
+        click.option("--quiet", is_flag=True, help="no progress bar"),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _command_line() -> str:
+    """The running command with every option that differs from its default, spelled out
+    (what reproduces the run; --resume and --quiet do not change the result and are left out)."""
+    context = click.get_current_context()
+    words = ["pearl", *context.command_path.split()[1:]]
+    options = []
+    for param in context.command.params:
+        value = context.params.get(param.name)
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif param.name in ("resume", "quiet") or value is None or value == param.default:
+            continue
+        elif getattr(param, "is_flag", False):
+            flag = param.opts[-1] if value else (param.secondary_opts or [""])[-1]
+            options += [flag] if flag else []
+        else:
+            options += [max(param.opts, key=len), str(value)]
+    return shlex.join(words + options)
+
+
+def _load_data(data_path: Path, train_images: int | None, test_images: int | None):
+    import numpy as np
+
+    from pipeline.data import load_dataset
+
+    train, test = load_dataset(data_path)
+    if train_images is not None:
+        train = train.take(np.arange(min(train_images, len(train))))
+    if test_images is not None:
+        test = test.take(np.arange(min(test_images, len(test))))
+    return train, test
+
+
+def _clear_errors(function):
+    """Bad data, teacher or settings -> a one-line click error instead of a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        from models.teacher_loading import TeacherError
+        from pipeline.data import DataError
+        from pipeline.training import TrainingError
+
+        try:
+            return function(*args, **kwargs)
+        except (DataError, TeacherError, TrainingError) as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, dropout, opts):
+    from models.teacher_loading import load_teacher
+    from pipeline.training import TrainSettings, input_statistics, train
+
+    settings = TrainSettings(
+        model=model,
+        epochs=opts["epochs"],
+        batch_size=opts["batch_size"],
+        lr=opts["lr"],
+        momentum=opts["momentum"],
+        nesterov=opts["nesterov"],
+        weight_decay=opts["weight_decay"],
+        warmup_epochs=min(opts["warmup_epochs"], opts["epochs"]),
+        schedule=opts["schedule"],
+        loss=loss,
+        temperature=temperature,
+        alpha=alpha,
+        dropout=dropout,
+        seed=opts["seed"],
+    )
+    train_arrays, test_arrays = _load_data(data_path, opts["train_images"], opts["test_images"])
+    teacher = None
+    if teacher_spec:
+        mean, std = input_statistics(train_arrays)
+        teacher = load_teacher(
+            teacher_spec,
+            num_classes=train_arrays.num_classes,
+            input_size=int(train_arrays.images.shape[1]),
+            mean=mean,
+            std=std,
+        )
+    data_info = {"path": str(data_path)}
+    if opts["train_images"] or opts["test_images"]:
+        data_info.update(train_limit=opts["train_images"], test_limit=opts["test_images"])
+    return train(
+        settings,
+        train_arrays,
+        test_arrays,
+        output_dir,
+        teacher=teacher,
+        resume=opts["resume"],
+        run_info={"data": data_info, "teacher": teacher_spec, "command": _command_line()},
+        progress=not opts["quiet"],
+        threads=opts["threads"],
+    )
+
+
+def _summary(metrics: dict) -> str:
+    line = (
+        f"{metrics['model'] if '|' not in metrics['model'] else 'arch'}: test top-1 "
+        f"{100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}% after "
+        f"{metrics['epochs_done']} epochs, {metrics['train_images_per_s']:.0f} training images/s"
+    )
+    if metrics.get("teacher"):
+        line += f"; teacher top-1 {100 * metrics['teacher']['top1']:.2f}% on the same split"
+    return line
+
+
+@click.group("teacher")
+def teacher_group() -> None:
+    """Train teachers to distil from."""
+
+
+@teacher_group.command("train")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    help="resnet20/32/44/56/110 (CIFAR ResNets), a baseline name or an arch string",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="checkpoint to write (the run's state lives in OUTPUT.run/)",
+)
+@_common_options
+@_clear_errors
+def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> None:
+    """Train a teacher network with cross-entropy and write it as a Pearl checkpoint."""
+    run_dir = Path(f"{output}.run")
+    metrics = _run(model, run_dir, data_path, "ce", None, 1.0, 0.9, 0.2, opts)
+    if metrics["finished"]:
+        temporary = output.with_name(f".{output.name}.tmp")
+        shutil.copyfile(run_dir / "model.pt", temporary)
+        os.replace(temporary, output)
+    click.echo(f"{_summary(metrics)} -> {output}")
+
+
+@click.command("train")
+@click.argument("arch_text", metavar="ARCH_OR_BASELINE")
+@click.option(
+    "--teacher",
+    "teacher_spec",
+    default=None,
+    help="checkpoint path, builtin:NAME, torchvision:NAME=WEIGHTS, or a comma-separated "
+    "ensemble of these (needed for kd and od)",
+)
+@click.option(
+    "--loss",
+    type=click.Choice(["kd", "od", "ce"]),
+    default="kd",
+    show_default=True,
+    help=_LOSS_HELP,
+)
+@click.option(
+    "--T",
+    "temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="KD temperature",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=0.9,
+    show_default=True,
+    help="weight of the KD term (1 - alpha weights the label term)",
+)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="classifier dropout",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="run folder: model.pt, metrics.json, config.json, state.pt",
+)
+@_common_options
+@_clear_errors
+def train_command(
+    arch_text, teacher_spec, loss, temperature, alpha, dropout, output, data_path, **opts
+) -> None:
+    """Train a student (baseline name or arch string; input size and classes come from the
+    data) on the full schedule, with KD from a teacher or plain cross-entropy."""
+    if loss in ("kd", "od") and not teacher_spec:
+        raise click.UsageError(f"--loss {loss} needs --teacher (or use --loss ce)")
+    metrics = _run(
+        arch_text, output, data_path, loss, teacher_spec, temperature, alpha, dropout, opts
+    )
+    click.echo(f"{_summary(metrics)} -> {output / 'metrics.json'}")

@@ -1,0 +1,464 @@
+"""Search configuration: frozen dataclasses with defaults, read from TOML, overridden by CLI flags.
+
+A config file has one table per section; every key is optional (the dataclass default applies)
+and an unknown section or key is an error that names it and lists the valid ones::
+
+    [data]        dataset and the mini-train / mini-val split
+    [space]       search space, input size, classes
+    [teacher]     teacher spec and the teacher-logit cache
+    [proxy]       proxy training (loss kd | ce | od, epochs, ..., early termination)
+    [reward]      MnasNet reward: preset, target, cost
+    [controller]  name and its hyper-parameters ([controller.options])
+    [search]      candidates per generation, budget, seed, latency targets for the report
+    [latency]     backend chain, export format and caches
+
+`SearchConfig` is the whole file.  A later command (``pearl run``: search + final training +
+export) extends it by adding sections: `load_sections` takes the section classes as a mapping,
+so a subclass config adds ``[train]`` / ``[export]`` without touching the parser.  The resolved
+config is saved in the run folder as TOML together with its hash (`config_hash`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.reward import COST_NAMES, PRESETS
+
+LOSSES = ("kd", "ce", "od")
+CONTROLLER_NAMES = ("ppo", "reinforce", "random", "evolution")
+CONFIG_FILE_NAME = "config.toml"
+
+
+class ConfigError(ValueError):
+    """A config file or override is unusable; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = "../shared/data/cifar10_small.npz"
+    val_fraction: float = 0.2  # held out of the training split as mini-val (stratified)
+    split_seed: int = 0
+    train_images: int = 0  # first N mini-train images (0: all)
+    val_images: int = 0  # first N mini-val images (0: all)
+
+    def check(self) -> None:
+        _require(0 < self.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
+        _require(self.train_images >= 0, "data.train_images", "must be >= 0 (0: all)")
+        _require(self.val_images >= 0, "data.val_images", "must be >= 0 (0: all)")
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    name: str = "mnas-cifar"  # mnas-cifar | mnas-imagenet (stride layouts, see README)
+    input_size: int = 32
+    num_classes: int = 10
+    # optional overrides of the MnasNet space (empty / 0: the space's own values)
+    width_multipliers: tuple[float, ...] = ()
+    layer_deltas: tuple[int, ...] = ()
+    stem_channels: int = 0
+    head_channels: int = 0
+
+    def check(self) -> None:
+        from models.space import SPACE_DEFAULTS
+
+        _require(
+            self.name in SPACE_DEFAULTS, "space.name", f"must be one of {sorted(SPACE_DEFAULTS)}"
+        )
+        _require(self.input_size >= 8, "space.input_size", "must be >= 8 pixels")
+        _require(self.num_classes >= 2, "space.num_classes", "must be >= 2")
+        _require(all(w > 0 for w in self.width_multipliers), "space.width_multipliers", "> 0")
+        _require(self.stem_channels >= 0 and self.head_channels >= 0, "space", "channels >= 0")
+
+    def build(self):
+        """The `models.space.SearchSpace` this section describes."""
+        from models.space import get_space
+
+        space = get_space(self.name, self.input_size, self.num_classes)
+        overrides: dict[str, Any] = {}
+        if self.width_multipliers:
+            overrides["width_multipliers"] = tuple(self.width_multipliers)
+        if self.layer_deltas:
+            overrides["layer_deltas"] = tuple(self.layer_deltas)
+        if self.stem_channels:
+            overrides["stem_channels"] = self.stem_channels
+        if self.head_channels:
+            overrides["head_channels"] = self.head_channels
+        return dataclasses.replace(space, **overrides) if overrides else space
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    # a Pearl .pt checkpoint, "torchvision:NAME=PATH", or a comma-separated list (ensemble);
+    # empty only with proxy.loss = "ce"
+    spec: str = ""
+    cache_dir: str = "~/.cache/pearl/teacher_logits"  # teacher-logit cache, shared by searches
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    loss: str = "kd"  # kd (Hinton, AKD), ce (plain NAS), od (oracle KD, ensembles)
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    warmup_epochs: int = 1
+    temperature: float = 1.0
+    alpha: float = 0.9
+    threads: int = 0  # torch threads for training (0: all cores)
+    # early termination: after `early_stop_epoch` epochs (0: off), stop a candidate whose
+    # mini-val accuracy is below early_stop_ratio x the best seen at that epoch in this search
+    early_stop_epoch: int = 0
+    early_stop_ratio: float = 0.5
+
+    def check(self) -> None:
+        _require(self.loss in LOSSES, "proxy.loss", f"must be one of {LOSSES}")
+        _require(self.epochs >= 1, "proxy.epochs", "must be >= 1")
+        _require(self.batch_size >= 1, "proxy.batch_size", "must be >= 1")
+        _require(0 <= self.warmup_epochs <= self.epochs, "proxy.warmup_epochs", "0..epochs")
+        _require(
+            0 <= self.early_stop_epoch < self.epochs or self.early_stop_epoch == 0,
+            "proxy.early_stop_epoch",
+            "must be 0 (off) or less than proxy.epochs",
+        )
+        _require(0 < self.early_stop_ratio < 1, "proxy.early_stop_ratio", "must be in (0, 1)")
+        _require(self.threads >= 0, "proxy.threads", "must be >= 0 (0: all cores)")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    preset: str = "soft"  # soft (-0.07, -0.07) or hard (0, -1), MnasNet
+    target: float = 1.0  # in the unit of `cost`
+    cost: str = "latency_ms"  # latency_ms | macs | params
+
+    def check(self) -> None:
+        _require(self.preset in PRESETS, "reward.preset", f"must be one of {sorted(PRESETS)}")
+        _require(self.cost in COST_NAMES, "reward.cost", f"must be one of {COST_NAMES}")
+        _require(self.target > 0, "reward.target", "must be > 0")
+
+    def spec(self):
+        from pipeline.reward import RewardSpec
+
+        return RewardSpec.preset(self.preset, self.target, cost=self.cost)
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    name: str = "ppo"
+    options: dict[str, Any] = field(default_factory=dict)  # keyword hyper-parameters
+
+    def check(self) -> None:
+        _require(
+            self.name in CONTROLLER_NAMES, "controller.name", f"must be one of {CONTROLLER_NAMES}"
+        )
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    batch_size: int = 8  # candidates per generation (one controller update each)
+    max_candidates: int = 64  # budget in proposals (0: no limit, then max_hours must be set)
+    max_hours: float = 0.0  # budget in wall-clock hours (0: no limit)
+    seed: int = 0
+    # latency targets (in reward.cost units) for the best-arch report; empty: [reward.target]
+    report_targets: tuple[float, ...] = ()
+
+    def check(self) -> None:
+        _require(self.batch_size >= 1, "search.batch_size", "must be >= 1")
+        _require(self.max_candidates >= 0, "search.max_candidates", "must be >= 0")
+        _require(self.max_hours >= 0, "search.max_hours", "must be >= 0")
+        _require(
+            self.max_candidates > 0 or self.max_hours > 0,
+            "search.max_candidates",
+            "set a budget: max_candidates > 0 and/or max_hours > 0",
+        )
+        _require(self.seed >= 0, "search.seed", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    # tried in order: phones (adb:SERIAL), then a table (table:FILE), then host:tflite|host:onnx
+    backends: tuple[str, ...] = ("host:tflite",)
+    export_cache_dir: str = "~/.cache/pearl/artifacts"  # shared with `pearl bench`
+    measurement_cache: str = ""  # SQLite file; "": device_bench's default; "none": no cache
+    threads: int = 1  # inference threads on host backends
+    overlap: bool = True  # export candidates in a background process while training
+    remeasure_top: int = 3  # re-measure this many front-runners when a better backend returns
+
+    def check(self) -> None:
+        _require(self.threads >= 1, "latency.threads", "must be >= 1")
+        for spec in self.backends:
+            kind, _, rest = spec.partition(":")
+            _require(
+                (kind.lower() == "host" and rest.lower() in ("tflite", "onnx"))
+                or (kind.lower() in ("adb", "table") and bool(rest)),
+                "latency.backends",
+                f"unknown backend {spec!r}; use adb:SERIAL, adb:HOST:PORT, table:FILE, "
+                "host:tflite or host:onnx",
+            )
+        _require(self.remeasure_top >= 0, "latency.remeasure_top", "must be >= 0")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "space": SpaceConfig,
+    "teacher": TeacherConfig,
+    "proxy": ProxyConfig,
+    "reward": RewardConfig,
+    "controller": ControllerConfig,
+    "search": SearchSection,
+    "latency": LatencyConfig,
+}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    search: SearchSection = field(default_factory=SearchSection)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+    def __post_init__(self) -> None:
+        for name in SECTIONS:
+            section = getattr(self, name)
+            if hasattr(section, "check"):
+                section.check()
+        if self.proxy.loss in ("kd", "od") and not self.teacher.spec:
+            raise ConfigError(
+                f"proxy.loss = {self.proxy.loss!r} needs a teacher: set teacher.spec to a "
+                "checkpoint (or use proxy.loss = 'ce')"
+            )
+        if self.reward.cost == "latency_ms" and not self.latency.backends:
+            raise ConfigError(
+                "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
+                "use reward.cost = 'macs' or 'params'"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _require(ok: bool, key: str, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key}: {what}")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively (TOML/JSON friendly)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(key: str, annotation: Any, value: Any) -> Any:
+    """`value` converted to the field's declared type, or ConfigError naming `key`."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        (item_type, _) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(_coerce(f"{key}[{i}]", item_type, v) for i, v in enumerate(value))
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    kind = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"config key {key}: expected {kind}, got {value!r}")
+
+
+def _section(name: str, cls: type, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"config section [{name}] must be a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+            f"valid keys in [{name}]: {', '.join(valid)}"
+        )
+    values = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in table.items()}
+    return cls(**values)
+
+
+def load_sections(
+    raw: Mapping[str, Any], config_cls: type = SearchConfig, sections: Mapping[str, type] = SECTIONS
+) -> Any:
+    """Build `config_cls` from a parsed TOML mapping; unknown sections/keys are errors."""
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(
+            f"unknown config section(s) {', '.join(f'[{u}]' for u in unknown)}; "
+            f"valid sections: {', '.join(f'[{s}]' for s in sections)}"
+        )
+    built = {name: _section(name, cls, raw[name]) for name, cls in sections.items() if name in raw}
+    try:
+        return config_cls(**built)
+    except TypeError as error:  # a section class not accepted by config_cls
+        raise ConfigError(str(error)) from None
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``["proxy.epochs=3", "latency.backends=host:onnx"]`` -> nested mapping (values are
+    strings here; `load_sections` converts them to the declared types)."""
+    nested: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. proxy.epochs=3")
+        nested.setdefault(section, {})[name] = value.strip()
+    return nested
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = dict(values) if isinstance(values, dict) else values
+    return merged
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing .toml file")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    config_cls: type = SearchConfig,
+    sections: Mapping[str, type] = SECTIONS,
+) -> Any:
+    """Defaults <- the TOML file at `path` (if given) <- `overrides` (nested mapping)."""
+    raw = read_toml(path) if path is not None else {}
+    return load_sections(merge(raw, overrides or {}), config_cls, sections)
+
+
+BUDGET_KEYS = ("max_candidates", "max_hours", "report_targets")  # [search] keys outside the hash
+
+
+def config_hash(config: Any) -> str:
+    """First 16 hex digits of the sha256 of the config's canonical JSON, leaving out the budget
+    and report keys of [search] (extending a run's budget does not change what its rows mean)."""
+    data = config.to_dict()
+    data["search"] = {k: v for k, v in data.get("search", {}).items() if k not in BUDGET_KEYS}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_config(config: Any, run_dir: str | os.PathLike) -> str:
+    """Write ``RUN_DIR/config.toml`` atomically (with the hash as a comment); returns the hash."""
+    import tomli_w
+
+    digest = config_hash(config)
+    path = Path(run_dir) / CONFIG_FILE_NAME
+    text = f"# resolved pearl config, hash {digest}\n" + tomli_w.dumps(config.to_dict())
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+    return digest
+
+
+def resolve_path(text: str, base: Path | None = None) -> Path:
+    """`text` with ``~`` expanded; relative paths are taken from `base` (default: cwd)."""
+    path = Path(os.path.expanduser(text))
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return path.resolve()
+
+
+def _absolute_teacher_spec(spec: str, base: Path) -> str:
+    parts = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part.startswith("builtin:"):
+            parts.append(part)
+        elif part.startswith("torchvision:"):
+            name, sep, weights = part.partition("=")
+            parts.append(f"{name}{sep}{resolve_path(weights, base)}" if sep else part)
+        else:
+            parts.append(str(resolve_path(part, base)))
+    return ",".join(parts)
+
+
+def _absolute_backend(spec: str, base: Path) -> str:
+    kind, sep, rest = spec.partition(":")
+    if kind.lower() == "table" and rest:
+        return f"table:{resolve_path(rest, base)}"
+    return spec
+
+
+def with_absolute_paths(config: SearchConfig, base: Path | None = None) -> SearchConfig:
+    """`config` with every file path made absolute (relative ones taken from `base`, default
+    the current directory), so a saved run folder can be resumed from anywhere."""
+    base = base or Path.cwd()
+    latency = config.latency
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, path=str(resolve_path(config.data.path, base))),
+        teacher=dataclasses.replace(
+            config.teacher,
+            spec=_absolute_teacher_spec(config.teacher.spec, base),
+            cache_dir=str(resolve_path(config.teacher.cache_dir, base)),
+        ),
+        latency=dataclasses.replace(
+            latency,
+            backends=tuple(_absolute_backend(s, base) for s in latency.backends),
+            export_cache_dir=str(resolve_path(latency.export_cache_dir, base)),
+            measurement_cache=(
+                str(resolve_path(latency.measurement_cache, base))
+                if latency.measurement_cache not in ("", "none")
+                else latency.measurement_cache
+            ),
+        ),
+    )

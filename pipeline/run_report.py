@@ -1,0 +1,407 @@
+"""`pearl report RUN_DIR`: ``report.md`` with PNG figures from what a run folder holds.
+
+Works on a `pearl run` folder (search/, winners.json, train/, export/, latency.json: every part
+that exists is reported) and on a bare `pearl search` folder (results.sqlite at its top).
+Figures: the search's latency-vs-accuracy scatter with the Pareto front, latency and accuracy
+against generation, and the final training curves.  Tables never mix runtimes: LiteRT files
+on the target device in one, ONNX Runtime on the host in another.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.pareto import pareto_front
+from pipeline.store import STORE_FILE_NAME, ResultsStore
+
+REPORT_FILE, FIGURES_DIR = "report.md", "figures"
+TFLITE_FORMATS = ("tflite", "tflite-fp16", "tflite-int8")
+
+
+class ReportError(ValueError):
+    """RUN_DIR is not something pearl wrote."""
+
+
+def _search_dir(run_dir: Path) -> Path | None:
+    for folder in (run_dir / "search", run_dir):
+        if (folder / STORE_FILE_NAME).is_file():
+            return folder
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _config(run_dir: Path, search_dir: Path | None) -> dict:
+    for folder in (run_dir, search_dir):
+        if folder is not None and (folder / "config.toml").is_file():
+            return tomllib.loads((folder / "config.toml").read_text())
+    return {}
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def per_generation_medians(generations: Sequence[int], values: Sequence[float]):
+    """``(sorted generations, median value of each)``."""
+    groups: dict[int, list[float]] = {}
+    for g, v in zip(generations, values, strict=True):
+        groups.setdefault(g, []).append(v)
+    keys = sorted(groups)
+    return keys, [statistics.median(groups[g]) for g in keys]
+
+
+def kd_gain(per_loss: dict[str, dict]) -> float | None:
+    """Final top-1 with KD minus with cross-entropy (percentage points), if both were trained."""
+    kd, ce = per_loss.get("kd"), per_loss.get("ce")
+    if not kd or not ce or kd.get("top1") is None or ce.get("top1") is None:
+        return None
+    return 100 * (kd["top1"] - ce["top1"])
+
+
+def relative_gain(searched: float | None, baseline: float | None) -> float | None:
+    """AKD eq. 1: [KD(searched) - CE(searched)] - [KD(baseline) - CE(baseline)]."""
+    if searched is None or baseline is None:
+        return None
+    return searched - baseline
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_search(rows, cost_name: str, targets, winner_keys, path: Path, title: str) -> Path:
+    plt = _pyplot()
+    points = [(r.accuracy, float(r.cost(cost_name))) for r in rows]
+    front = pareto_front(points)
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=130)
+    dots = axes.scatter(
+        [c for _, c in points],
+        [100 * a for a, _ in points],
+        c=[r.generation for r in rows],
+        cmap="viridis",
+        s=28,
+        alpha=0.85,
+        label="candidates",
+    )
+    figure.colorbar(dots, ax=axes, label="generation")
+    fx, fy = [points[i][1] for i in front], [100 * points[i][0] for i in front]
+    axes.step(fx, fy, where="post", color="#c0392b", linewidth=2, label="Pareto front")
+    axes.scatter(fx, fy, s=60, facecolors="none", edgecolors="#c0392b", linewidths=1.5)
+    for i, row in enumerate(rows):
+        if row.key in winner_keys:
+            axes.scatter(
+                points[i][1],
+                100 * points[i][0],
+                marker="*",
+                s=320,
+                color="#f39c12",
+                edgecolors="black",
+                zorder=5,
+                label="winner",
+            )
+    for target in targets:
+        axes.axvline(target, linestyle="--", color="#2c3e50", linewidth=1)
+        axes.annotate(
+            f"target {target:g}",
+            (target, axes.get_ylim()[0]),
+            rotation=90,
+            va="bottom",
+            ha="right",
+            fontsize=9,
+            color="#2c3e50",
+        )
+    unit = {"latency_ms": "latency (ms)", "macs": "MACs", "params": "parameters"}[cost_name]
+    axes.set_xlabel(unit, fontsize=11)
+    axes.set_ylabel("proxy accuracy on mini-val (%)", fontsize=11)
+    axes.set_title(title, fontsize=11)
+    axes.grid(alpha=0.3)
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    axes.legend(unique.values(), unique.keys(), loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_progress(rows, cost_name: str, path: Path) -> Path:
+    plt = _pyplot()
+    generations = [r.generation for r in rows]
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), dpi=130, sharex=True)
+    series = (
+        (top, [float(r.cost(cost_name)) for r in rows], cost_name.replace("_", " ")),
+        (bottom, [100 * r.accuracy for r in rows], "proxy accuracy (%)"),
+    )
+    for axes, values, label in series:
+        axes.scatter(generations, values, s=16, color="#7f8c8d", alpha=0.7, label="candidate")
+        keys, medians = per_generation_medians(generations, values)
+        axes.plot(keys, medians, color="#2980b9", linewidth=2, marker="o", label="median")
+        axes.set_ylabel(label, fontsize=11)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize=9)
+    bottom.set_xlabel("generation (controller updates)", fontsize=11)
+    top.set_title("how the controller moved", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_training(trained: dict[str, dict[str, dict]], path: Path) -> Path:
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=130)
+    for label, per_loss in sorted(trained.items()):
+        for loss, metrics in sorted(per_loss.items()):
+            curve = metrics.get("curve") or []
+            axes.plot(
+                range(1, len(curve) + 1),
+                [100 * row["test_top1"] for row in curve],
+                marker="o",
+                linestyle="-" if loss == "kd" else "--",
+                label=f"{label} ({loss})",
+            )
+    axes.set_xlabel("epoch", fontsize=11)
+    axes.set_ylabel("test top-1 (%)", fontsize=11)
+    axes.set_title("final training", fontsize=11)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def _trained(run_dir: Path) -> dict[str, dict[str, dict]]:
+    trained: dict[str, dict[str, dict]] = {}
+    for metrics_path in sorted((run_dir / "train").glob("*/metrics.json")):
+        label, _, loss = metrics_path.parent.name.rpartition("-")
+        trained.setdefault(label, {})[loss] = json.loads(metrics_path.read_text())
+    return trained
+
+
+def _search_section(search_dir: Path, config: dict, winners, figures: Path, lines: list) -> None:
+    with ResultsStore(search_dir / STORE_FILE_NAME) as store:
+        rows = store.candidates("WHERE reused_from IS NULL AND status IN ('ok','terminated')")
+        total = store.count()
+    reward = config.get("reward", {})
+    cost_name = reward.get("cost", "latency_ms")
+    rows = [r for r in rows if r.accuracy is not None and r.cost(cost_name) is not None]
+    targets = config.get("search", {}).get("report_targets") or [reward.get("target")]
+    targets = [t for t in targets if t is not None]
+    lines += [
+        "## Search",
+        "",
+        f"{total} candidates proposed, {len(rows)} distinct archs scored, controller "
+        f"`{config.get('controller', {}).get('name', '?')}`, proxy loss "
+        f"`{config.get('proxy', {}).get('loss', '?')}`, reward `{reward.get('preset', '?')}` "
+        f"with target {', '.join(f'{t:g}' for t in targets)} ({cost_name}).",
+        "",
+    ]
+    if not rows:
+        lines += ["No candidate was scored yet.", ""]
+        return
+    sources = sorted({f"{r.latency_source} ({r.latency_spec})" for r in rows if r.latency_source})
+    if sources:
+        lines += [f"Latency sources: {', '.join(sources)}.", ""]
+    winner_keys = {w["key"] for w in winners or [] if w.get("arch")}
+    title = f"{len(rows)} archs: accuracy vs {cost_name} (stars: winners)"
+    plot_search(rows, cost_name, targets, winner_keys, figures / "search_front.png", title)
+    plot_progress(rows, cost_name, figures / "search_progress.png")
+    lines += [
+        f"![search: accuracy vs {cost_name}]({FIGURES_DIR}/search_front.png)",
+        "",
+        f"![search progress]({FIGURES_DIR}/search_progress.png)",
+        "",
+    ]
+    front = pareto_front([(r.accuracy, float(r.cost(cost_name))) for r in rows])
+    lines += [
+        "Pareto front:",
+        "",
+        markdown_table(
+            ["proxy acc (%)", cost_name, "MACs (M)", "params (M)", "generation", "key"],
+            [
+                (
+                    _pct(rows[i].accuracy),
+                    _num(float(rows[i].cost(cost_name)), ".4g"),
+                    f"{rows[i].macs / 1e6:.1f}",
+                    f"{rows[i].params / 1e6:.3f}",
+                    rows[i].generation,
+                    f"`{rows[i].key}`",
+                )
+                for i in front
+            ],
+        ),
+        "",
+    ]
+
+
+def _latency_by(latency: dict | None) -> dict[tuple[str, str], dict]:
+    return {(r["label"], r["format"]): r for r in (latency or {}).get("rows", [])}
+
+
+def _final_section(run_dir, trained, winners, latency, figures: Path, lines: list) -> None:
+    by_file = _latency_by(latency)
+    device = (latency or {}).get("device", "?")
+    key_of = {f"searched-{w['key']}": w for w in winners or [] if w.get("arch")}
+    lines += ["## Winners and baseline after final training", ""]
+    header = ["model", "MACs (M)", "params (M)", "proxy acc (%)"]
+    losses = sorted({loss for per_loss in trained.values() for loss in per_loss})
+    header += [f"top-1 {loss} (%)" for loss in losses] + ["KD - CE (pp)"]
+    header += [f"{fmt} ms" for fmt in TFLITE_FORMATS]
+    rows = []
+    for label, per_loss in sorted(trained.items(), key=lambda item: not item[0].startswith("s")):
+        any_metrics = next(iter(per_loss.values()))
+        metadata = _read_json(run_dir / "export" / label / "metadata.json") or {}
+        winner = key_of.get(label, {})
+        rows.append(
+            [
+                f"`{label}`",
+                _num((metadata.get("macs") or 0) / 1e6, ".1f"),
+                _num((metadata.get("params") or any_metrics.get("params") or 0) / 1e6, ".3f"),
+                _pct(winner.get("accuracy")),
+            ]
+            + [_pct(per_loss.get(loss, {}).get("top1")) for loss in losses]
+            + [_num(kd_gain(per_loss), "+.2f")]
+            + [_num(by_file.get((label, fmt), {}).get("latency_ms")) for fmt in TFLITE_FORMATS]
+        )
+    lines += [
+        markdown_table(header, rows),
+        "",
+        f"Latency: the exported LiteRT files on `{device}` (min over timed runs, ms per image).",
+        "",
+    ]
+    onnx = [(label, r) for (label, fmt), r in by_file.items() if fmt == "onnx"]
+    if onnx:
+        lines += [
+            "ONNX Runtime on this host (a different runtime: not comparable with the table above):",
+            "",
+            markdown_table(
+                ["model", "onnx ms (min)", "median ms"],
+                [(f"`{label}`", _num(r["latency_ms"]), _num(r["median_ms"])) for label, r in onnx],
+            ),
+            "",
+        ]
+    teacher = next(
+        (
+            m["teacher"]
+            for per_loss in trained.values()
+            for m in per_loss.values()
+            if m.get("teacher")
+        ),
+        None,
+    )
+    if teacher:
+        lines += [
+            f"Teacher `{teacher.get('spec')}`: test top-1 {_pct(teacher.get('top1'))}% on "
+            "the same split.",
+            "",
+        ]
+    gains = {label: kd_gain(per_loss) for label, per_loss in trained.items()}
+    baseline = next((g for label, g in gains.items() if label.startswith("baseline-")), None)
+    searched = [(label, g) for label, g in gains.items() if label.startswith("searched-")]
+    if baseline is not None and any(g is not None for _, g in searched):
+        lines += [
+            "### Relative gain (AKD eq. 1)",
+            "",
+            "[KD(searched) - CE(searched)] - [KD(baseline) - CE(baseline)], percentage points; "
+            "positive means the searched student profits more from this teacher than the "
+            "baseline does.",
+            "",
+            markdown_table(
+                ["searched", "KD - CE", "baseline KD - CE", "relative gain"],
+                [
+                    (
+                        f"`{label}`",
+                        _num(g, "+.2f"),
+                        _num(baseline, "+.2f"),
+                        _num(relative_gain(g, baseline), "+.2f"),
+                    )
+                    for label, g in searched
+                ],
+            ),
+            "",
+        ]
+    plot_training(trained, figures / "final_training.png")
+    lines += [f"![final training]({FIGURES_DIR}/final_training.png)", ""]
+    for label in trained:
+        metadata = _read_json(run_dir / "export" / label / "metadata.json")
+        if metadata and metadata.get("accuracy"):
+            lines += [
+                f"Exported `{label}` accuracy per file: "
+                + json.dumps(metadata["accuracy"], sort_keys=True)[:600],
+                "",
+            ]
+        if metadata:
+            lines += [f"`{label}` arch: `{metadata.get('arch')}`", ""]
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """Write ``RUN_DIR/report.md`` and its figures; returns the report's path."""
+    run_dir = Path(run_dir)
+    search_dir = _search_dir(run_dir)
+    trained = _trained(run_dir)
+    if search_dir is None and not trained:
+        raise ReportError(
+            f"{run_dir} holds neither a search (results.sqlite) nor trained models; give the "
+            "folder of a `pearl run` or `pearl search`"
+        )
+    config = _config(run_dir, search_dir)
+    winners = _read_json(run_dir / "winners.json")
+    latency = _read_json(run_dir / "latency.json")
+    figures = run_dir / FIGURES_DIR
+    figures.mkdir(exist_ok=True)
+    lines = [f"# Pearl report: {run_dir.name}", ""]
+    teacher = config.get("teacher", {}).get("spec")
+    data = config.get("data", {}).get("path")
+    if teacher or data:
+        lines += [f"Teacher `{teacher}`, data `{data}`.", ""]
+    if search_dir is not None:
+        _search_section(search_dir, config, winners, figures, lines)
+    if trained:
+        _final_section(run_dir, trained, winners, latency, figures, lines)
+    lines += ["## Reproduce", "", "```bash"]
+    if (run_dir / "search").is_dir():
+        lines += [
+            f"pearl run --config {run_dir / 'config.toml'} --out NEW_RUN_DIR",
+            f"pearl run --resume {run_dir}    # continue this one after a kill",
+        ]
+    else:
+        lines += [f"pearl search --config {run_dir / 'config.toml'} --out NEW_RUN_DIR"]
+    lines += [f"pearl report {run_dir}", "```", ""]
+    path = run_dir / REPORT_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("\n".join(lines))
+    temporary.replace(path)
+    return path

@@ -1,0 +1,293 @@
+"""The results store of a search: one SQLite file in the run folder (standard library).
+
+Tables:
+
+* ``candidates``: one row per proposed candidate, keyed by (generation, slot): arch string, key,
+  choices, status, accuracy, latency (+ source, device, backend spec), MACs, params, reward, wall
+  times, the config hash and, for a duplicate arch, the id of the row whose result it reuses.
+  A row is inserted as soon as its training ends (status ``trained``), then completed with its
+  latency and reward (``ok``, ``terminated`` when early termination cut it short, or ``failed``).
+* ``generations``: one row per finished controller update, with the controller's full state
+  (its RNG included) as a ``torch.save`` blob, the rewards it learnt from and its statistics.
+  The update and its state are one transaction, so the latest row is always a consistent
+  point to resume from.
+* ``meta``: key/value facts about the run (config hash, creation time).
+
+Every write is a transaction: a crash leaves each row either absent or complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+STORE_FILE_NAME = "results.sqlite"
+FINAL_STATUSES = ("ok", "terminated", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    generation INTEGER NOT NULL,
+    slot INTEGER NOT NULL,
+    arch TEXT NOT NULL,
+    key TEXT NOT NULL,
+    choices TEXT NOT NULL,
+    status TEXT NOT NULL,
+    accuracy REAL,
+    early_accuracy REAL,
+    epochs_trained INTEGER,
+    latency_ms REAL,
+    latency_source TEXT,
+    latency_device TEXT,
+    latency_spec TEXT,
+    latency_rank INTEGER,
+    macs INTEGER NOT NULL,
+    params INTEGER NOT NULL,
+    reward REAL,
+    train_seconds REAL,
+    latency_seconds REAL,
+    reused_from INTEGER,
+    config_hash TEXT NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (generation, slot)
+);
+CREATE INDEX IF NOT EXISTS candidates_key ON candidates (key);
+CREATE TABLE IF NOT EXISTS generations (
+    generation INTEGER PRIMARY KEY,
+    controller_state BLOB NOT NULL,
+    rewards TEXT NOT NULL,
+    stats TEXT NOT NULL,
+    elapsed_seconds REAL NOT NULL,
+    finished_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One row of ``candidates``."""
+
+    id: int
+    generation: int
+    slot: int
+    arch: str
+    key: str
+    choices: tuple[int, ...]
+    status: str
+    accuracy: float | None
+    early_accuracy: float | None
+    epochs_trained: int | None
+    latency_ms: float | None
+    latency_source: str | None
+    latency_device: str | None
+    latency_spec: str | None
+    latency_rank: int | None
+    macs: int
+    params: int
+    reward: float | None
+    train_seconds: float | None
+    latency_seconds: float | None
+    reused_from: int | None
+    config_hash: str
+    error: str | None
+    created_at: float
+
+    def cost(self, name: str) -> float | None:
+        """The reward cost of this candidate: ``latency_ms``, ``macs`` or ``params``."""
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_COLUMNS = [f.name for f in fields(Candidate)]
+
+
+def _row(values: Sequence[Any]) -> Candidate:
+    data = dict(zip(_COLUMNS, values, strict=True))
+    data["choices"] = tuple(json.loads(data["choices"]))
+    return Candidate(**data)
+
+
+class ResultsStore:
+    """The SQLite results of one run folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self.transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- meta ------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- candidates ------------------------------------------------------------------------
+
+    def insert(self, **values: Any) -> Candidate:
+        """Insert a candidate row (a duplicate (generation, slot) is an IntegrityError: a
+        candidate is never stored twice)."""
+        values = dict(values)
+        values["choices"] = json.dumps([int(c) for c in values["choices"]])
+        values.setdefault("created_at", time.time())
+        names = [name for name in _COLUMNS if name != "id" and name in values]
+        unknown = set(values) - set(names)
+        if unknown:
+            raise ValueError(f"unknown candidate column(s) {sorted(unknown)}")
+        with self.transaction() as db:
+            cursor = db.execute(
+                f"INSERT INTO candidates ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' for _ in names)})",
+                [values[name] for name in names],
+            )
+            row_id = cursor.lastrowid
+        return self.get(row_id)
+
+    def update(self, row_id: int, **values: Any) -> Candidate:
+        unknown = set(values) - set(_COLUMNS) | ({"id"} & set(values))
+        if unknown:
+            raise ValueError(f"cannot update column(s) {sorted(unknown)}")
+        if not values:
+            return self.get(row_id)
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE candidates SET {assignments} WHERE id = ?", [*values.values(), row_id]
+            )
+        return self.get(row_id)
+
+    def get(self, row_id: int) -> Candidate:
+        row = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM candidates WHERE id = ?", (row_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no candidate with id {row_id}")
+        return _row(row)
+
+    def at(self, generation: int, slot: int) -> Candidate | None:
+        row = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM candidates WHERE generation = ? AND slot = ?",
+            (generation, slot),
+        ).fetchone()
+        return _row(row) if row else None
+
+    def evaluated(self, key: str) -> Candidate | None:
+        """The first trained row (not itself a reuse) of the arch with this key, if any."""
+        row = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM candidates WHERE key = ? AND reused_from IS NULL "
+            "AND accuracy IS NOT NULL ORDER BY id LIMIT 1",
+            (key,),
+        ).fetchone()
+        return _row(row) if row else None
+
+    def candidates(self, where: str = "", params: Sequence[Any] = ()) -> list[Candidate]:
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM candidates"
+        rows = self._db.execute(f"{sql} {where} ORDER BY id", params).fetchall()
+        return [_row(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0])
+
+    def best_early_accuracy(self, before_generation: int) -> float | None:
+        row = self._db.execute(
+            "SELECT MAX(early_accuracy) FROM candidates WHERE generation < ? "
+            "AND reused_from IS NULL",
+            (before_generation,),
+        ).fetchone()
+        return row[0]
+
+    # -- generations -----------------------------------------------------------------------
+
+    def finish_generation(
+        self,
+        generation: int,
+        controller_state: dict[str, Any],
+        rewards: Sequence[float],
+        stats: dict[str, float],
+        elapsed_seconds: float,
+    ) -> None:
+        """Record a controller update and the state after it, in one transaction."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(controller_state, buffer)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO generations (generation, controller_state, rewards, stats, "
+                "elapsed_seconds, finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    generation,
+                    buffer.getvalue(),
+                    json.dumps(list(rewards)),
+                    json.dumps(stats),
+                    elapsed_seconds,
+                    time.time(),
+                ),
+            )
+
+    def last_generation(self) -> tuple[int, dict[str, Any], float] | None:
+        """``(generation, controller state, elapsed seconds)`` of the latest update, or None."""
+        import torch
+
+        row = self._db.execute(
+            "SELECT generation, controller_state, elapsed_seconds FROM generations "
+            "ORDER BY generation DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        state = torch.load(io.BytesIO(row[1]), weights_only=True)
+        return int(row[0]), state, float(row[2])
+
+    def controller_state(self, generation: int) -> dict[str, Any]:
+        import torch
+
+        row = self._db.execute(
+            "SELECT controller_state FROM generations WHERE generation = ?", (generation,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no finished generation {generation}")
+        return torch.load(io.BytesIO(row[0]), weights_only=True)
+
+    def generation_rewards(self) -> list[list[float]]:
+        rows = self._db.execute("SELECT rewards FROM generations ORDER BY generation").fetchall()
+        return [json.loads(r[0]) for r in rows]

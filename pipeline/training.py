@@ -1,0 +1,486 @@
+"""Full-schedule training, one loop for teachers and final students.
+
+SGD with (Nesterov) momentum, weight decay, linear warm-up then cosine or step decay (per
+optimiser step), CIFAR augmentation from the in-memory `BatchLoader` (random crop + flip for a
+whole batch at once, channels-last float output), loss ``ce``, ``kd`` (Hinton, temperature T and
+weight alpha) or ``od`` (oracle KD for ensemble teachers, KDAS eq. 4), evaluation on the test
+split after every epoch (top-1, top-5, loss).
+
+A run lives in a folder::
+
+    config.json   resolved settings, data, teacher, command (written first)
+    state.pt      weights, optimiser, RNG state, curve after the last finished epoch (atomic)
+    metrics.json  top-1/top-5/loss of the last epoch, the per-epoch curve, images/s, the teacher's
+                  accuracy on the same test split; rewritten each epoch, "finished" at the end
+    model.pt      the trained network as a Pearl checkpoint (`models.teacher_loading`)
+
+Killed at any moment, a run resumed from its folder continues exactly where the last finished
+epoch left it: batches depend only on (seed, epoch), and the global RNG state (dropout) is saved
+with the weights and the optimiser, so the resumed result equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.teacher_loading import atomic_save, build_model, save_checkpoint
+from models.teachers import Ensemble
+from pipeline.data import (
+    CIFAR10_CLASSES,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    BatchLoader,
+    ImageArrays,
+    channel_mean_std,
+)
+from pipeline.losses import cross_entropy, hinton_kd, oracle_kd
+from pipeline.proxy import learning_rate as warmup_cosine_lr
+
+LOSSES = ("ce", "kd", "od")
+SCHEDULES = ("cosine", "step")
+STATE_FILE, METRICS_FILE, CONFIG_FILE, MODEL_FILE = (
+    "state.pt",
+    "metrics.json",
+    "config.json",
+    "model.pt",
+)
+
+
+class TrainingError(ValueError):
+    """Bad settings, a run folder that cannot be resumed, or a teacher that does not fit."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Defaults follow the CIFAR literature: SGD, Nesterov momentum 0.9, lr 0.1 at batch 128,
+    weight decay 5e-4, one warm-up epoch then cosine decay; step decay divides the rate by 10 at
+    50% and 75% of the epochs (He et al. 2016).  KD defaults are AKD's (T = 1, alpha = 0.9)."""
+
+    model: str  # CIFAR ResNet name, baseline name or arch string
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of all epochs
+    gamma: float = 0.1  # step schedule: factor at each milestone
+    loss: str = "ce"
+    temperature: float = 1.0
+    alpha: float = 0.9
+    dropout: float = 0.2  # classifier dropout of Pearl students (CIFAR ResNets have none)
+    seed: int = 0
+    eval_batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            problems.append("batch sizes must be >= 1")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            problems.append(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule}")
+        if self.loss not in LOSSES:
+            problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            problems.append("need lr > 0, weight_decay >= 0 and 0 <= momentum < 1")
+        if self.nesterov and self.momentum == 0:
+            problems.append("Nesterov momentum needs momentum > 0")
+        if not self.temperature > 0 or not 0 <= self.alpha <= 1:
+            problems.append("need temperature > 0 and 0 <= alpha <= 1")
+        if any(not 0 < m < 1 for m in self.milestones) or not 0 < self.gamma <= 1:
+            problems.append("milestones must be fractions in (0, 1) and gamma in (0, 1]")
+        if self.seed < 0:
+            problems.append(f"seed must be >= 0, got {self.seed}")
+        if problems:
+            raise TrainingError("; ".join(problems))
+
+
+def scheduled_lr(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of optimiser step `step`: linear warm-up over `warmup_epochs`, then cosine
+    decay to zero (`pipeline.proxy.learning_rate`) or step decay at the milestones."""
+    total_steps = settings.epochs * steps_per_epoch
+    warmup_steps = settings.warmup_epochs * steps_per_epoch
+    if settings.schedule == "cosine" or step < warmup_steps:
+        return warmup_cosine_lr(step, total_steps, warmup_steps, settings.lr)
+    passed = sum(step >= round(m * total_steps) for m in settings.milestones)
+    return settings.lr * settings.gamma**passed
+
+
+def input_statistics(train: ImageArrays) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation for a dataset: the standard CIFAR-10 constants (what the rest of Pearl uses)
+    for CIFAR-10, else the training split's own per-channel mean and std."""
+    if train.class_names == CIFAR10_CLASSES:
+        return CIFAR10_MEAN, CIFAR10_STD
+    mean, std = channel_mean_std(train)
+    return tuple(round(v, 4) for v in mean), tuple(round(v, 4) for v in std)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(model: nn.Module, loader: BatchLoader, num_classes: int) -> dict[str, float]:
+    """Top-1, top-5 (fractions) and mean cross-entropy of `model` over `loader`."""
+    model.eval()
+    k = min(5, num_classes)
+    correct1 = correct5 = 0
+    loss_sum = 0.0
+    count = 0
+    with torch.no_grad():
+        for x, y in loader:
+            logits = model(x)
+            top = logits.topk(k, dim=1).indices
+            correct1 += (top[:, 0] == y).sum().item()
+            correct5 += (top == y[:, None]).any(dim=1).sum().item()
+            loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            count += len(y)
+    return {"top1": correct1 / count, "top5": correct5 / count, "loss": loss_sum / count}
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class _Progress:
+    """Rich progress bar on stderr (or nothing), with a log line per epoch."""
+
+    enabled: bool
+
+    def __enter__(self) -> _Progress:
+        self.bar = None
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=Console(stderr=True),
+            )
+            self.bar.__enter__()
+        return self
+
+    def start(self, total: int, done: int) -> None:
+        if self.bar is not None:
+            self.task = self.bar.add_task("training", total=total, completed=done, status="")
+
+    def advance(self, description: str, status: str, batch: int, batches: int) -> None:
+        """One batch done; without a terminal (a log file) also a line every tenth of an epoch."""
+        if self.bar is None:
+            return
+        self.bar.update(self.task, advance=1, description=description, status=status)
+        if not self.bar.console.is_terminal and (batch + 1) % max(1, batches // 10) == 0:
+            self.log(f"{description}: batch {batch + 1}/{batches}, {status}")
+
+    def log(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(line, highlight=False)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _teacher_targets(teacher: nn.Module, x: torch.Tensor, loss: str) -> torch.Tensor:
+    with torch.no_grad():
+        if loss == "od":
+            if isinstance(teacher, Ensemble):
+                return teacher.member_logits(x)
+            return teacher(x).unsqueeze(0)
+        return teacher(x)
+
+
+def _loss(settings: TrainSettings, logits, targets, labels) -> torch.Tensor:
+    if settings.loss == "kd":
+        return hinton_kd(logits, targets, labels, settings.temperature, settings.alpha)
+    if settings.loss == "od":
+        return oracle_kd(logits, targets, labels, settings.temperature, settings.alpha)
+    return cross_entropy(logits, labels)
+
+
+def _config(settings, run_info: dict[str, Any]) -> dict[str, Any]:
+    """Settings and run info as plain JSON values (tuples become lists, as when read back)."""
+    return json.loads(json.dumps({"settings": asdict(settings), **run_info}))
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that must match for a resume to continue the same run."""
+    return {
+        "settings": config["settings"],
+        "data": config.get("data"),
+        "teacher": config.get("teacher"),
+    }
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def train(
+    settings: TrainSettings,
+    train_arrays: ImageArrays,
+    test_arrays: ImageArrays,
+    run_dir: str | os.PathLike,
+    *,
+    teacher: nn.Module | None = None,
+    resume: bool = False,
+    run_info: dict[str, Any] | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    stop_after_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train `settings.model` on `train_arrays`, evaluating on `test_arrays` every epoch, in
+    `run_dir`; returns the metrics (also written to ``metrics.json``).
+
+    `teacher` (eval mode, expecting inputs normalised like the data) is needed for ``kd`` and
+    ``od``.  `run_info` (data path, teacher spec, command) is recorded in config.json and the
+    checkpoint and must match on resume.  `threads`: torch intra-op threads (default: all usable
+    cores).  `stop_after_epochs` ends this call early (the run stays resumable).
+    """
+    run_dir = Path(run_dir)
+    run_info = dict(run_info or {})
+    if settings.loss in ("kd", "od") and teacher is None:
+        raise TrainingError(f"loss {settings.loss!r} needs a teacher (--teacher)")
+    if train_arrays.class_names != test_arrays.class_names:
+        raise TrainingError("train and test splits have different class names")
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    num_classes = train_arrays.num_classes
+    input_size = int(train_arrays.images.shape[1])
+    mean, std = input_statistics(train_arrays)
+    run_info["data"] = {
+        **run_info.get("data", {}),
+        "train_images": len(train_arrays),
+        "test_images": len(test_arrays),
+        "num_classes": num_classes,
+        "input_size": input_size,
+        "mean": list(mean),
+        "std": list(std),
+    }
+    config = _config(settings, run_info)
+    state_path = run_dir / STATE_FILE
+    state = _load_state(state_path, config, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / CONFIG_FILE, config)
+
+    loader = BatchLoader(
+        train_arrays, settings.batch_size, train=True, seed=settings.seed, mean=mean, std=std
+    )
+    test_loader = BatchLoader(
+        test_arrays, settings.eval_batch_size, train=False, mean=mean, std=std
+    )
+    steps_per_epoch = len(loader)
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        model = build_model(
+            settings.model,
+            num_classes=num_classes,
+            input_size=input_size,
+            dropout=settings.dropout,
+        ).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=settings.lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            nesterov=settings.nesterov,
+        )
+        curve: list[dict[str, Any]] = []
+        teacher_metrics = None
+        if teacher is not None:
+            teacher = teacher.eval().to(memory_format=torch.channels_last)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            curve = json.loads(state["curve"])
+            teacher_metrics = json.loads(state["teacher_metrics"])
+        elif teacher is not None:
+            teacher_metrics = evaluate(teacher, test_loader, num_classes)
+        start_epoch = len(curve)
+        end_epoch = settings.epochs
+        if stop_after_epochs is not None:
+            end_epoch = min(end_epoch, start_epoch + stop_after_epochs)
+
+        with _Progress(progress) as bar:
+            bar.start(settings.epochs * steps_per_epoch, start_epoch * steps_per_epoch)
+            if teacher_metrics is not None and start_epoch == 0:
+                bar.log(f"teacher on the test split: top-1 {100 * teacher_metrics['top1']:.2f}%")
+            for epoch in range(start_epoch, end_epoch):
+                row = _train_epoch(
+                    settings, model, optimizer, loader, teacher, epoch, steps_per_epoch, bar
+                )
+                row.update(
+                    {f"test_{k}": v for k, v in evaluate(model, test_loader, num_classes).items()}
+                )
+                curve.append(row)
+                atomic_save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "curve": json.dumps(curve),
+                        "teacher_metrics": json.dumps(teacher_metrics),
+                        "config": json.dumps(config),
+                    },
+                    state_path,
+                )
+                metrics = _metrics(settings, model, curve, teacher_metrics, run_info, threads)
+                _write_json(run_dir / METRICS_FILE, metrics)
+                bar.log(
+                    f"epoch {epoch + 1}/{settings.epochs}: train loss {row['train_loss']:.4f}, "
+                    f"test top-1 {100 * row['test_top1']:.2f}% top-5 {100 * row['test_top5']:.2f}%"
+                    f", {row['train_images_per_s']:.0f} images/s"
+                )
+
+    metrics = _metrics(settings, model, curve, teacher_metrics, run_info, threads)
+    if metrics["finished"]:
+        save_checkpoint(
+            run_dir / MODEL_FILE,
+            model,
+            model_name=settings.model,
+            num_classes=num_classes,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            class_names=train_arrays.class_names,
+            test_top1=metrics["top1"],
+            test_top5=metrics["top5"],
+            command=run_info.get("command", ""),
+        )
+    _write_json(run_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def _train_epoch(settings, model, optimizer, loader, teacher, epoch, steps_per_epoch, bar):
+    model.train()
+    loader.set_epoch(epoch)
+    loss_sum = correct = seen = 0
+    started = time.perf_counter()
+    for batch_index, (x, y) in enumerate(loader):
+        step = epoch * steps_per_epoch + batch_index
+        lr = scheduled_lr(settings, step, steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        targets = None if teacher is None else _teacher_targets(teacher, x, settings.loss)
+        logits = model(x)
+        loss = _loss(settings, logits, targets, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingError(
+                f"training diverged (loss {loss_value}) at epoch {epoch + 1}, batch "
+                f"{batch_index + 1}; lower --lr or raise --warmup-epochs"
+            )
+        loss_sum += loss_value * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.advance(
+            f"epoch {epoch + 1}/{settings.epochs}",
+            f"loss {loss_sum / seen:.3f}, {seen / (time.perf_counter() - started):.0f} images/s",
+            batch_index,
+            steps_per_epoch,
+        )
+    seconds = time.perf_counter() - started
+    return {
+        "epoch": epoch + 1,
+        "lr_end": lr,
+        "train_loss": loss_sum / seen,
+        "train_top1": correct / seen,
+        "train_seconds": seconds,
+        "train_images_per_s": seen / seconds,
+    }
+
+
+def _load_state(state_path: Path, config: dict[str, Any], resume: bool) -> dict | None:
+    if not state_path.is_file():
+        return None
+    if not resume:
+        raise TrainingError(
+            f"{state_path.parent} already holds a training run; pass --resume to continue it "
+            "or choose another output"
+        )
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise TrainingError(
+            f"{state_path}: unreadable training state ({error}); delete the run folder to "
+            "start over"
+        ) from None
+    saved = _comparable(json.loads(state["config"]))
+    now = _comparable(config)
+    if saved != now:
+        differing = _differences(saved, now)
+        raise TrainingError(
+            f"{state_path.parent} was started with different settings ({differing}); resume "
+            "with the same options or choose another output"
+        )
+    return state
+
+
+def _differences(saved: dict, now: dict, prefix: str = "") -> str:
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _differences(a, b, f"{prefix}{key}.")
+            if inner:
+                out.append(inner)
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
+    return "; ".join(out)
+
+
+def _metrics(settings, model, curve, teacher_metrics, run_info, threads) -> dict[str, Any]:
+    last = curve[-1] if curve else {}
+    speeds = [row["train_images_per_s"] for row in curve]
+    return {
+        "finished": len(curve) == settings.epochs,
+        "model": settings.model,
+        "params": sum(p.numel() for p in model.parameters()),
+        "loss": settings.loss,
+        "epochs_done": len(curve),
+        "epochs": settings.epochs,
+        "top1": last.get("test_top1"),
+        "top5": last.get("test_top5"),
+        "test_loss": last.get("test_loss"),
+        "best_top1": max((row["test_top1"] for row in curve), default=None),
+        "train_images_per_s": statistics.median(speeds) if speeds else None,
+        "teacher": None
+        if teacher_metrics is None
+        else {"spec": run_info.get("teacher"), **teacher_metrics},
+        "curve": curve,
+        "threads": threads or len(os.sched_getaffinity(0)),
+        "settings": asdict(settings),
+        **{k: v for k, v in run_info.items() if k not in ("teacher",)},
+    }

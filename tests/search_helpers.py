@@ -1,0 +1,112 @@
+"""Shared by the search tests: a tiny corner of the search space, a config writer and a small
+real teacher checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.config import load_config
+
+# A tiny corner of the MnasNet space (one width, fewest layers, stride 32): each candidate
+# trains in about a second, so the loop itself is what these tests exercise.
+TINY = """
+[data]
+path = "{data}"
+train_images = 256
+val_images = 200
+
+[space]
+name = "mnas-imagenet"
+width_multipliers = [0.5]
+layer_deltas = [-1]
+stem_channels = 8
+head_channels = 64
+
+[teacher]
+spec = "{teacher}"
+cache_dir = "{cache}/teacher_logits"
+
+[proxy]
+epochs = 2
+batch_size = 64
+threads = 1
+{proxy_extra}
+
+[reward]
+preset = "soft"
+cost = "macs"
+target = 1000000.0
+
+[controller]
+name = "ppo"
+
+[search]
+batch_size = 2
+max_candidates = {budget}
+seed = 0
+"""
+
+
+TINY_SPACE = {
+    "name": "mnas-imagenet",
+    "width_multipliers": [0.5],
+    "layer_deltas": [-1],
+    "stem_channels": 8,
+    "head_channels": 64,
+}
+
+
+def tiny_space():
+    return load_config(None, {"space": TINY_SPACE, "proxy": {"loss": "ce"}}).space.build()
+
+
+def make_tiny_teacher(folder: Path, cifar_small) -> Path:
+    """A Pearl checkpoint of a small network trained for 40 batches: better than chance and a
+    few seconds to make on a busy 2-core machine (a ResNet-20 costs ~40x more per image)."""
+    from models.builder import build
+    from models.teacher_loading import save_checkpoint
+    from pipeline.data import CIFAR10_MEAN, CIFAR10_STD, BatchLoader
+
+    space = tiny_space()
+    arch = space.arch_from([0] * len(space.decisions()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many tiny ops: extra threads only wait on a busy machine
+    torch.manual_seed(0)
+    model = build(arch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for step, (x, y) in enumerate(BatchLoader(cifar_small[0], 64, train=True)):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step == 39:
+            break
+    torch.set_num_threads(threads)
+    path = folder / "tiny_teacher.pt"
+    save_checkpoint(
+        path,
+        model.eval(),
+        model_name=arch.encode(),
+        num_classes=10,
+        input_size=32,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+    )
+    return path
+
+
+def write_config(folder: Path, data_dir: Path, teacher: Path, budget: int = 4, proxy_extra=""):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.toml"
+    path.write_text(
+        TINY.format(
+            data=data_dir / "cifar10_small.npz",
+            teacher=teacher,
+            cache=folder.parent,
+            budget=budget,
+            proxy_extra=proxy_extra,
+        )
+    )
+    return path

@@ -1,0 +1,108 @@
+"""Search config: defaults, TOML overrides, unknown keys, CLI overrides, saved config + hash."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import (
+    ConfigError,
+    SearchConfig,
+    TeacherConfig,
+    config_hash,
+    load_config,
+    parse_overrides,
+    save_config,
+    with_absolute_paths,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_akd_and_file_values_override_them(tmp_path):
+    default = SearchConfig(teacher=TeacherConfig(spec="t.pt"))
+    assert default.proxy.epochs == 5 and default.proxy.alpha == 0.9
+    assert default.reward.preset == "soft" and default.controller.name == "ppo"
+    assert default.proxy.early_stop_epoch == 0  # off by default
+    path = _write(
+        tmp_path,
+        '[teacher]\nspec = "t.pt"\n[proxy]\nepochs = 3\nloss = "ce"\n'
+        '[controller]\nname = "evolution"\n[controller.options]\npopulation_size = 8\n'
+        '[latency]\nbackends = ["host:onnx"]\n',
+    )
+    config = load_config(path)
+    assert config.proxy.epochs == 3 and config.proxy.loss == "ce"
+    assert config.controller.options == {"population_size": 8}
+    assert config.latency.backends == ("host:onnx",)
+    assert config.proxy.batch_size == 128  # untouched keys keep their defaults
+
+
+def test_unknown_keys_and_sections_name_the_key_and_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, '[teacher]\nspec = "t.pt"\n[proxy]\nepoch = 3\n'))
+    message = str(error.value)
+    assert "proxy.epoch" in message and "epochs" in message and "batch_size" in message
+    with pytest.raises(ConfigError, match=r"\[serach\].*valid sections.*\[search\]"):
+        load_config(_write(tmp_path, "[serach]\nseed = 1\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('[proxy]\nloss = "ce"\nepochs = "three"', "proxy.epochs: expected int"),
+        ('[proxy]\nloss = "mse"', "proxy.loss: must be one of"),
+        ('[proxy]\nloss = "ce"\n[reward]\ncost = "flops"', "reward.cost"),
+        ('[proxy]\nloss = "kd"', "needs a teacher"),
+        ('[proxy]\nloss = "ce"\n[search]\nmax_candidates = 0', "set a budget"),
+        ('[proxy]\nloss = "ce"\n[latency]\nbackends = []', "needs latency.backends"),
+        ("[proxy\n", "not valid TOML"),
+        ('[proxy]\nloss = "ce"\n[latency]\nbackends = ["gpu:0"]', "unknown backend 'gpu:0'"),
+    ],
+)
+def test_bad_values_are_clear_errors(tmp_path, text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(_write(tmp_path, text))
+
+
+def test_cli_style_overrides_beat_the_file_and_are_typed(tmp_path):
+    path = _write(tmp_path, '[teacher]\nspec = "t.pt"\n[proxy]\nepochs = 3\n')
+    overrides = parse_overrides(
+        ["proxy.epochs=2", "latency.backends=host:onnx,host:tflite", "latency.overlap=false"]
+    )
+    config = load_config(path, overrides)
+    assert config.proxy.epochs == 2
+    assert config.latency.backends == ("host:onnx", "host:tflite")
+    assert config.latency.overlap is False
+    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+        parse_overrides(["epochs=2"])
+
+
+def test_saved_config_round_trips_with_its_hash(tmp_path):
+    config = with_absolute_paths(
+        load_config(_write(tmp_path, '[teacher]\nspec = "t.pt"\n[data]\npath = "d.npz"\n')),
+        base=tmp_path,
+    )
+    assert config.data.path == str(tmp_path / "d.npz")
+    assert config.teacher.spec == str(tmp_path / "t.pt")
+    digest = save_config(config, tmp_path)
+    saved = tmp_path / "config.toml"
+    assert digest in saved.read_text().splitlines()[0]
+    tomllib.loads(saved.read_text())  # valid TOML
+    again = load_config(saved)
+    assert again == config and config_hash(again) == digest
+    # the budget is not part of the hash; anything that changes results is
+    bigger = load_config(saved, {"search": {"max_candidates": "500"}})
+    assert config_hash(bigger) == digest
+    assert config_hash(load_config(saved, {"proxy": {"epochs": "2"}})) != digest
+
+
+def test_quickstart_config_is_valid():
+    config = load_config(REPO / "configs" / "quickstart.toml")
+    assert config.data.path.endswith("cifar10_small.npz")
+    assert config.latency.backends
