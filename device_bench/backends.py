@@ -13,7 +13,8 @@ SPEC_SUFFIX = {"host:tflite": ".tflite", "host:onnx": ".onnx"}
 
 
 class BackendNotAvailableError(ValueError):
-    """A valid spec whose backend this version of pearl does not have yet."""
+    """A valid spec whose backend cannot be built in this installation; callers such as the
+    search's latency chain then stop retrying it (other errors are retried)."""
 
 
 def backend_from_spec(

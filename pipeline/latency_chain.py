@@ -10,8 +10,11 @@ scored by a worse backend (`needs_remeasure`) before they can win.
 
 File-based backends time an exported file: an arch's latency-only export
 (`models.export.latency_artifact`, cached by arch key) in the format the backend runs; a table
-backend (one that has ``measure_arch``) predicts from the arch itself.  Measurements go through
-`device_bench.cache.measure_cached`, so nothing is timed twice on the same device.
+backend (one that has ``measure_arch``) predicts from the arch itself.  A candidate's latency is
+`device_bench.ranking.ranking_latency_ms`: the fastest timed run for measured numbers (the
+statistic least moved by other load on the machine), the predicted median for tables.
+Measurements go through `device_bench.cache.measure_cached`, so nothing is timed twice on the
+same device.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.measurement import Measurement, fingerprint_id
+from device_bench.ranking import ranking_latency_ms
 
 
 class LatencyUnavailableError(RuntimeError):
@@ -188,7 +192,7 @@ class LatencyChain:
                 failures.append(f"{entry.spec}: {type(error).__name__}: {error}")
                 continue
             return LatencyRecord(
-                latency_ms=measurement.median_ms,
+                latency_ms=ranking_latency_ms(measurement),
                 source=measurement.source,
                 device=measurement.device,
                 spec=entry.spec,

@@ -103,6 +103,9 @@ def test_saved_config_round_trips_with_its_hash(tmp_path):
 
 
 def test_quickstart_config_is_valid():
-    config = load_config(REPO / "configs" / "quickstart.toml")
+    from pipeline.run_config import RUN_SECTIONS, RunConfig
+
+    config = load_config(REPO / "configs" / "quickstart.toml", None, RunConfig, RUN_SECTIONS)
     assert config.data.path.endswith("cifar10_small.npz")
     assert config.latency.backends
+    assert config.train.losses == ("kd", "ce") and config.export.formats

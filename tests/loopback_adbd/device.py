@@ -481,10 +481,11 @@ class LoopbackDevice:
         if self.faults.gone_after_drop:
             self.stop_listening()
 
-    def drop_connections_later(self, delay_s: float) -> None:
+    def drop_connections_later(self, delay_s: float) -> threading.Timer:
         timer = threading.Timer(delay_s, self.drop_connections)
         timer.daemon = True
         timer.start()
+        return timer
 
     def stop(self) -> None:
         self.stop_listening()

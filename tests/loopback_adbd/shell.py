@@ -406,8 +406,11 @@ class Shell:
         if self.stream is not None:
             self.stream.process = process
         if device.faults.drop_during_run > 0:
+            # the connection drops while the tool is still running (deterministically: the
+            # drop happens before the tool may finish, however fast the machine is)
             device.faults.drop_during_run -= 1
-            device.drop_connections_later(device.faults.drop_delay_s)
+            device.drop_connections_later(device.faults.drop_delay_s).join()
+            process.kill()
         output, _ = process.communicate()
         if self.stream is not None:
             self.stream.process = None
