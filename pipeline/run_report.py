@@ -168,6 +168,9 @@ def plot_progress(rows, cost_name: str, path: Path) -> Path:
         axes.set_ylabel(label, fontsize=11)
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize=9)
+    from matplotlib.ticker import MaxNLocator
+
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("generation (controller updates)", fontsize=11)
     top.set_title("how the controller moved", fontsize=11)
     figure.tight_layout()
@@ -203,7 +206,7 @@ def plot_training(trained: dict[str, dict[str, dict]], path: Path) -> Path:
 # -- the report ------------------------------------------------------------------------------
 
 
-def _trained(run_dir: Path) -> dict[str, dict[str, dict]]:
+def trained_runs(run_dir: Path) -> dict[str, dict[str, dict]]:
     trained: dict[str, dict[str, dict]] = {}
     for metrics_path in sorted((run_dir / "train").glob("*/metrics.json")):
         label, _, loss = metrics_path.parent.name.rpartition("-")
@@ -371,7 +374,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     """Write ``RUN_DIR/report.md`` and its figures; returns the report's path."""
     run_dir = Path(run_dir)
     search_dir = _search_dir(run_dir)
-    trained = _trained(run_dir)
+    trained = trained_runs(run_dir)
     if search_dir is None and not trained:
         raise ReportError(
             f"{run_dir} holds neither a search (results.sqlite) nor trained models; give the "
