@@ -24,8 +24,9 @@ from _report import write_section  # noqa: E402
 
 from models.baselines import resolve_arch  # noqa: E402
 from models.teachers import cifar_resnet  # noqa: E402
+from pipeline.config import ProxyConfig  # noqa: E402
 from pipeline.data import BatchLoader, default_data_dir, load_npz, split_train_val  # noqa: E402
-from pipeline.proxy import CachedTeacher, OnlineTeacher, ProxySettings, train_candidate  # noqa: E402
+from pipeline.proxy import CachedTeacher, OnlineTeacher, train_candidate  # noqa: E402
 
 
 def main() -> None:
@@ -42,11 +43,11 @@ def main() -> None:
     mini_train, mini_val = split_train_val(subset, 0.2, seed=0)
     arch = resolve_arch(args.student, 32, 10)
     teacher = cifar_resnet(args.teacher).eval().to(memory_format=torch.channels_last)
-    kd = ProxySettings(epochs=args.epochs, warmup_epochs=min(1, args.epochs))
-    ce = ProxySettings(epochs=args.epochs, warmup_epochs=min(1, args.epochs), loss="ce")
+    kd = ProxyConfig(epochs=args.epochs, warmup_epochs=min(1, args.epochs))
+    ce = ProxyConfig(epochs=args.epochs, warmup_epochs=min(1, args.epochs), loss="ce")
 
     start = time.perf_counter()
-    loader = BatchLoader(mini_train, kd.batch_size, train=True, seed=kd.seed)
+    loader = BatchLoader(mini_train, kd.batch_size, train=True, seed=0)
     cached = CachedTeacher.compute(teacher, loader, args.epochs)
     fill_seconds = time.perf_counter() - start
 

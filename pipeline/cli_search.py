@@ -16,12 +16,14 @@ from pathlib import Path
 import click
 
 from pipeline.config import (
+    BUDGET_KEYS,
     CONFIG_FILE_NAME,
     ConfigError,
     load_config,
     parse_overrides,
     with_absolute_paths,
 )
+from pipeline.registry import CONTROLLERS, LOSSES
 from pipeline.run_config import RUN_SECTIONS, RunConfig
 
 
@@ -72,10 +74,10 @@ def _overrides(options: dict, settings: tuple[str, ...]) -> dict:
 @click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option(
     "--controller",
-    type=click.Choice(["ppo", "reinforce", "random", "evolution"]),
+    type=click.Choice(CONTROLLERS.names),
     default=None,
 )
-@click.option("--loss", type=click.Choice(["kd", "ce", "od"]), default=None, help="proxy loss")
+@click.option("--loss", type=click.Choice(LOSSES.names), default=None, help="proxy loss")
 @click.option(
     "--latency",
     default=None,
@@ -100,7 +102,7 @@ def search_command(
                 raise click.ClickException(
                     f"{resume_dir} has no {CONFIG_FILE_NAME}: not a pearl search run folder"
                 )
-            allowed = {("search", k) for k in ("max_candidates", "max_hours", "report_targets")}
+            allowed = {("search", k) for k in BUDGET_KEYS}
             changed = {(s, k) for s, values in overrides.items() for k in values}
             if changed - allowed:
                 names = ", ".join(sorted(f"{s}.{k}" for s, k in changed - allowed))
@@ -158,15 +160,20 @@ def _text(summary: dict) -> str:
     ]
     for entry in summary["best"]:
         if entry.get("arch") is None:
-            lines.append(f"target {cost} <= {entry['target']:g}: {entry.get('note')}")
+            lines.append(f"target {cost} <= {entry['target']:g}: no scored candidate")
             continue
         latency = (
             f", latency {entry['latency_ms']:.3f} ms ({entry['latency_spec']})"
             if entry.get("latency_ms") is not None
             else ""
         )
+        where = (
+            f"best within {cost} <= {entry['target']:g}"
+            if entry["within_target"]
+            else f"nothing within {cost} <= {entry['target']:g}; best reward"
+        )
         lines.append(
-            f"best within {cost} <= {entry['target']:g}: accuracy "
+            f"{where}: accuracy "
             f"{100 * entry['accuracy']:.2f}%{latency}, {entry['macs'] / 1e6:.1f}M MACs, "
             f"{entry['params'] / 1e6:.2f}M params, reward {entry['reward']:.4f}"
         )

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.files import atomic_write
+from pipeline.registry import CONTROLLERS, LOSSES
 from pipeline.reward import COST_NAMES, PRESETS
 
-LOSSES = ("kd", "ce", "od")
-CONTROLLER_NAMES = ("ppo", "reinforce", "random", "evolution")
 CONFIG_FILE_NAME = "config.toml"
 
 
@@ -50,7 +50,7 @@ class DataConfig:
     train_images: int = 0  # first N mini-train images (0: all)
     val_images: int = 0  # first N mini-val images (0: all)
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         _require(0 < self.val_fraction < 1, "data.val_fraction", "must be in (0, 1)")
         _require(self.train_images >= 0, "data.train_images", "must be >= 0 (0: all)")
         _require(self.val_images >= 0, "data.val_images", "must be >= 0 (0: all)")
@@ -67,7 +67,7 @@ class SpaceConfig:
     stem_channels: int = 0
     head_channels: int = 0
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         from models.space import SPACE_DEFAULTS
 
         _require(
@@ -120,8 +120,8 @@ class ProxyConfig:
     early_stop_epoch: int = 0
     early_stop_ratio: float = 0.5
 
-    def check(self) -> None:
-        _require(self.loss in LOSSES, "proxy.loss", f"must be one of {LOSSES}")
+    def __post_init__(self) -> None:
+        _require(self.loss in LOSSES, "proxy.loss", f"must be one of {LOSSES.names}")
         _require(self.epochs >= 1, "proxy.epochs", "must be >= 1")
         _require(self.batch_size >= 1, "proxy.batch_size", "must be >= 1")
         _require(0 <= self.warmup_epochs <= self.epochs, "proxy.warmup_epochs", "0..epochs")
@@ -140,7 +140,7 @@ class RewardConfig:
     target: float = 1.0  # in the unit of `cost`
     cost: str = "latency_ms"  # latency_ms | macs | params
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         _require(self.preset in PRESETS, "reward.preset", f"must be one of {sorted(PRESETS)}")
         _require(self.cost in COST_NAMES, "reward.cost", f"must be one of {COST_NAMES}")
         _require(self.target > 0, "reward.target", "must be > 0")
@@ -156,10 +156,8 @@ class ControllerConfig:
     name: str = "ppo"
     options: dict[str, Any] = field(default_factory=dict)  # keyword hyper-parameters
 
-    def check(self) -> None:
-        _require(
-            self.name in CONTROLLER_NAMES, "controller.name", f"must be one of {CONTROLLER_NAMES}"
-        )
+    def __post_init__(self) -> None:
+        _require(self.name in CONTROLLERS, "controller.name", f"must be one of {CONTROLLERS.names}")
 
 
 @dataclass(frozen=True)
@@ -171,7 +169,7 @@ class SearchSection:
     # latency targets (in reward.cost units) for the best-arch report; empty: [reward.target]
     report_targets: tuple[float, ...] = ()
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "search.batch_size", "must be >= 1")
         _require(self.max_candidates >= 0, "search.max_candidates", "must be >= 0")
         _require(self.max_hours >= 0, "search.max_hours", "must be >= 0")
@@ -193,7 +191,7 @@ class LatencyConfig:
     overlap: bool = True  # export candidates in a background process while training
     remeasure_top: int = 3  # re-measure this many front-runners when a better backend returns
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         _require(self.threads >= 1, "latency.threads", "must be >= 1")
         for spec in self.backends:
             kind, _, rest = spec.partition(":")
@@ -231,11 +229,8 @@ class SearchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def __post_init__(self) -> None:
-        for name in SECTIONS:
-            section = getattr(self, name)
-            if hasattr(section, "check"):
-                section.check()
-        if self.proxy.loss in ("kd", "od") and not self.teacher.spec:
+        """Each section checked itself when it was made; here the rules across sections."""
+        if LOSSES[self.proxy.loss].needs_teacher and not self.teacher.spec:
             raise ConfigError(
                 f"proxy.loss = {self.proxy.loss!r} needs a teacher: set teacher.spec to a "
                 "checkpoint (or use proxy.loss = 'ce')"
@@ -403,10 +398,9 @@ def save_config(config: Any, run_dir: str | os.PathLike) -> str:
 
     digest = config_hash(config)
     path = Path(run_dir) / CONFIG_FILE_NAME
-    text = f"# resolved pearl config, hash {digest}\n" + tomli_w.dumps(config.to_dict())
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    atomic_write(
+        path, f"# resolved pearl config, hash {digest}\n" + tomli_w.dumps(config.to_dict())
+    )
     return digest
 
 

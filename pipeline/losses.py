@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.registry import LOSSES
+
 AKD_TEMPERATURE, AKD_ALPHA = 1.0, 0.9  # AKD sec. 3.2
 KDAS_TEMPERATURE, KDAS_ALPHA = 3.0, 1.0  # KDAS "Implementation details": T = 3, lambda = 0
 
@@ -129,3 +131,21 @@ def _check_hyperparameters(temperature: float, alpha: float) -> None:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha (the weight of the KL term) must be in [0, 1], got {alpha}")
+
+
+def training_loss(
+    kind: str,
+    student_logits: Tensor,
+    teacher_logits: Tensor | None,
+    labels: Tensor,
+    temperature: float,
+    alpha: float,
+) -> Tensor:
+    """The loss called `kind` (`pipeline.registry.LOSSES`): ``ce`` ignores the teacher, ``kd``
+    takes (B, C) teacher logits, ``od`` (M, B, C) logits of the M ensemble members."""
+    entry = LOSSES[kind]
+    if not entry.needs_teacher:
+        return cross_entropy(student_logits, labels)
+    if teacher_logits is None:
+        raise ValueError(f"loss {kind!r} needs teacher logits")
+    return entry.load()(student_logits, teacher_logits, labels, temperature, alpha)

@@ -23,8 +23,11 @@ from torch import nn
 
 from models.arch import Arch
 from models.builder import build
+from models.files import atomic_path
+from pipeline.config import ProxyConfig
 from pipeline.data import BatchLoader, ImageArrays
-from pipeline.losses import cross_entropy, hinton_kd, oracle_kd
+from pipeline.losses import training_loss
+from pipeline.registry import LOSSES
 
 
 class TeacherSignal(Protocol):
@@ -90,39 +93,13 @@ class CachedTeacher:
         return self.per_epoch[epoch][start : start + len(images)]
 
     def save(self, path: Path) -> None:
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save({"per_epoch": self.per_epoch, "batch_size": self.batch_size}, temporary)
-        temporary.replace(path)
+        with atomic_path(path) as temporary:
+            torch.save({"per_epoch": self.per_epoch, "batch_size": self.batch_size}, temporary)
 
     @classmethod
     def load(cls, path: Path) -> CachedTeacher:
         state = torch.load(path, weights_only=True)
         return cls(state["per_epoch"], state["batch_size"])
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    """AKD's proxy: 5 epochs, the first with warm-up; KD with T=1, alpha=0.9."""
-
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    warmup_epochs: int = 1
-    loss: str = "kd"  # "kd" (Hinton), "ce" (no teacher) or "od" (oracle KD, KDAS eq. 4)
-    temperature: float = 1.0
-    alpha: float = 0.9
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.loss not in ("kd", "ce", "od"):
-            raise ValueError(
-                f"proxy loss must be 'kd' or 'ce' (or 'od': oracle KD of an ensemble), "
-                f"got {self.loss!r}"
-            )
-        if self.epochs < 1 or self.batch_size < 1 or not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError("need epochs >= 1, batch_size >= 1 and 0 <= warmup_epochs <= epochs")
 
 
 @dataclass(frozen=True)
@@ -166,26 +143,30 @@ def train_candidate(
     arch: Arch,
     mini_train: ImageArrays,
     mini_val: ImageArrays,
-    settings: ProxySettings,
+    settings: ProxyConfig,
     teacher: TeacherSignal | None = None,
     early_stop: EarlyStop | None = None,
+    *,
+    seed: int = 0,
 ) -> ProxyResult:
-    """Train `arch` from scratch on the proxy task and score it; deterministic for a seed.
+    """Train `arch` from scratch on the proxy task (`settings`: the config's ``[proxy]``
+    section) and score it; deterministic for a `seed` (the search passes ``search.seed``).
 
     With `early_stop`, the mini-val accuracy after `early_stop.after_epochs` epochs is measured
     (evaluation does not change the training, so a candidate that passes ends exactly as without
     the check) and training stops there if it is below `early_stop.min_accuracy`.
     """
-    if settings.loss in ("kd", "od") and teacher is None:
+    kind = LOSSES[settings.loss]
+    if kind.needs_teacher and teacher is None:
         raise ValueError(
             f"proxy loss {settings.loss!r} needs a teacher (OnlineTeacher or CachedTeacher)"
         )
     started = time.perf_counter()
-    loader = BatchLoader(mini_train, settings.batch_size, train=True, seed=settings.seed)
+    loader = BatchLoader(mini_train, settings.batch_size, train=True, seed=seed)
     total_steps = settings.epochs * len(loader)
     warmup_steps = settings.warmup_epochs * len(loader)
     with torch.random.fork_rng():
-        torch.manual_seed(settings.seed)
+        torch.manual_seed(seed)
         model = build(arch).to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(
             model.parameters(),
@@ -203,14 +184,14 @@ def train_candidate(
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, total_steps, warmup_steps, settings.lr)
                 logits = model(x)
-                if settings.loss == "kd":
+                target = None
+                if kind.needs_teacher:
                     target = teacher.logits(epoch, batch_index, x)
-                    loss = hinton_kd(logits, target, y, settings.temperature, settings.alpha)
-                elif settings.loss == "od":
-                    members = teacher.logits(epoch, batch_index, x).transpose(0, 1)
-                    loss = oracle_kd(logits, members, y, settings.temperature, settings.alpha)
-                else:
-                    loss = cross_entropy(logits, y)
+                    if kind.teacher == "members":
+                        target = target.transpose(0, 1)  # (B, M, C) -> (M, B, C)
+                loss = training_loss(
+                    settings.loss, logits, target, y, settings.temperature, settings.alpha
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

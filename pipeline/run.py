@@ -19,31 +19,23 @@ LABEL is ``searched-KEY`` for a winner (KEY: the arch's key) and ``baseline-NAME
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import CONFIG_FILE_NAME, config_hash, save_config
+from models.files import atomic_write_json
+from pipeline.config import config_hash, save_config
+from pipeline.layout import RunLayout
+from pipeline.registry import LOSSES
 from pipeline.run_config import RunConfig
 
-SEARCH_DIR, WINNERS_FILE, LATENCY_FILE = "search", "winners.json", "latency.json"
-SUMMARY_FILE = "summary.json"
 Log = Callable[[str], None]
 
 
 class RunError(RuntimeError):
     """A stage cannot go on; the message names the stage, the cause and what to do."""
-
-
-def write_json(path: Path, document: Any) -> None:
-    """Atomic JSON write: a kill leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def read_json(path: Path) -> Any:
@@ -54,16 +46,16 @@ def read_json(path: Path) -> Any:
 
 
 def stage_search(config: RunConfig, run_dir: Path, log: Log, progress: bool) -> dict:
-    out = run_dir / SEARCH_DIR
-    done = out / SUMMARY_FILE
+    layout = RunLayout(run_dir).search
+    done = layout.summary
     if done.is_file():
         log(f"search: done ({done}), skipped")
         return read_json(done)
     from pipeline.search import Search, SearchError, build_setup
-    from pipeline.store import STORE_FILE_NAME
 
+    out = layout.root
     search_config = config.search_config()
-    resume = (out / STORE_FILE_NAME).is_file()
+    resume = layout.store.is_file()
     log(f"search: {'resuming' if resume else 'starting'} in {out}")
     setup = build_setup(search_config, log)
     try:
@@ -73,31 +65,33 @@ def stage_search(config: RunConfig, run_dir: Path, log: Log, progress: bool) -> 
         raise RunError(f"search stage: {error}") from None
     finally:
         setup.close()
-    write_json(done, summary)
+    atomic_write_json(done, summary)
     return summary
 
 
 def stage_winners(config: RunConfig, run_dir: Path, log: Log) -> list[dict]:
-    path = run_dir / WINNERS_FILE
+    layout = RunLayout(run_dir)
+    path = layout.winners
     if path.is_file():
         return read_json(path)
-    from pipeline.store import STORE_FILE_NAME, ResultsStore
+    from pipeline.search_report import report_targets
+    from pipeline.store import ResultsStore
     from pipeline.winners import pick_winners
 
-    with ResultsStore(run_dir / SEARCH_DIR / STORE_FILE_NAME) as store:
-        rows = store.candidates("WHERE reused_from IS NULL AND status IN ('ok','terminated')")
-    targets = list(config.search.report_targets or (config.reward.target,))
-    winners = pick_winners(rows, targets, config.reward.spec())
+    with ResultsStore(layout.search.store) as store:
+        rows = store.scored()
+    winners = pick_winners(rows, report_targets(config), config.reward.spec())
     if not any(w.get("arch") for w in winners):
         raise RunError(
-            f"winners stage: the search in {run_dir / SEARCH_DIR} has no scored candidate; "
+            f"winners stage: the search in {layout.search.root} has no scored candidate; "
             "raise search.max_candidates and run again"
         )
-    write_json(path, winners)
+    atomic_write_json(path, winners)
     for w in winners:
         if w.get("arch"):
             log(
                 f"winner at target {w['target']:g}: {w['key']} (proxy accuracy {w['accuracy']:.3f})"
+                + ("" if w["within_target"] else f"; {w['note']}")
             )
     return winners
 
@@ -127,12 +121,13 @@ def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: boo
     """Train every unit with every loss; returns ``{label: {loss: metrics}}``."""
     from pipeline.training import METRICS_FILE, STATE_FILE, TrainSettings, input_statistics, train
 
+    layout = RunLayout(run_dir)
     stage = config.train
     results: dict[str, dict[str, dict]] = {}
     pending = []
     for label, arch in units:
         for loss in stage.losses:
-            folder = run_dir / "train" / f"{label}-{loss}"
+            folder = layout.train_dir(label, loss)
             metrics_path = folder / METRICS_FILE
             if metrics_path.is_file() and read_json(metrics_path).get("finished"):
                 results.setdefault(label, {})[loss] = read_json(metrics_path)
@@ -145,7 +140,7 @@ def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: boo
     train_arrays, test_arrays = _load_train_data(config)
     mean, std = input_statistics(train_arrays)
     teacher = None
-    if any(loss in ("kd", "od") for _, _, loss, _ in pending):
+    if any(LOSSES[loss].needs_teacher for _, _, loss, _ in pending):
         from models.teacher_loading import TeacherError, load_teacher
 
         try:
@@ -160,26 +155,14 @@ def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: boo
             raise RunError(f"train stage: {error}") from None
     for label, arch, loss, folder in pending:
         log(f"train: {label} with {loss} for {stage.epochs} epochs -> {folder}")
-        settings = TrainSettings(
-            model=arch,
-            epochs=stage.epochs,
-            batch_size=stage.batch_size,
-            lr=stage.lr,
-            weight_decay=stage.weight_decay,
-            warmup_epochs=stage.warmup_epochs,
-            schedule=stage.schedule,
-            loss=loss,
-            temperature=stage.temperature,
-            alpha=stage.alpha,
-            seed=stage.seed,
-        )
+        settings = TrainSettings.from_recipe(stage, model=arch, loss=loss)
         run_info = {
             "data": {
                 "path": config.train_data(),
                 "train_limit": config.train.train_images,
                 "test_limit": config.train.test_images,
             },
-            "teacher": config.teacher.spec if loss != "ce" else None,
+            "teacher": config.teacher.spec if LOSSES[loss].needs_teacher else None,
             "command": f"pearl run (stage train, {label})",
         }
         results.setdefault(label, {})[loss] = train(
@@ -187,7 +170,7 @@ def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: boo
             train_arrays,
             test_arrays,
             folder,
-            teacher=teacher if loss != "ce" else None,
+            teacher=teacher if LOSSES[loss].needs_teacher else None,
             resume=(folder / STATE_FILE).is_file(),
             run_info=run_info,
             progress=progress,
@@ -266,18 +249,20 @@ def target_device(config: RunConfig) -> str:
 
 def stage_measure(config: RunConfig, run_dir: Path, bundles: dict[str, dict], log: Log) -> dict:
     """``{"device": spec, "onnx_device": "host:onnx", "rows": [...]}``, one row per file."""
-    path = run_dir / LATENCY_FILE
+    layout = RunLayout(run_dir)
+    path = layout.latency
     if path.is_file():
         return read_json(path)
     from device_bench.backends import backend_from_spec
-    from device_bench.cache import MeasurementCache, measure_cached
+    from device_bench.cache import measure_cached
     from device_bench.measurement import MeasurementError
     from device_bench.ranking import ranking_latency_ms
     from models.export import record_measurement
+    from pipeline.search_setup import measurement_cache
 
     device = target_device(config)
     backends = {}
-    cache = MeasurementCache(config.latency.measurement_cache or None)
+    cache = measurement_cache(config.latency.measurement_cache)
     rows = []
     try:
         for label, metadata in bundles.items():
@@ -286,13 +271,13 @@ def stage_measure(config: RunConfig, run_dir: Path, bundles: dict[str, dict], lo
                 if spec not in backends:
                     backends[spec] = backend_from_spec(spec)
                 log(f"measure: {label} {fmt} on {spec}")
-                file_path = run_dir / "export" / label / entry["path"]
+                file_path = layout.export_dir(label) / entry["path"]
                 try:
                     measurement, _ = measure_cached(backends[spec], file_path, cache)
                 except MeasurementError as error:
                     raise RunError(f"measure stage: {error}") from None
                 record_measurement(
-                    run_dir / "export" / label,
+                    layout.export_dir(label),
                     "latency",
                     f"{fmt}@{measurement.device}",
                     {"spec": spec, **measurement.to_dict()},
@@ -312,7 +297,7 @@ def stage_measure(config: RunConfig, run_dir: Path, bundles: dict[str, dict], lo
             if close is not None:
                 close()
     result = {"device": device, "onnx_device": "host:onnx", "rows": rows}
-    write_json(path, result)
+    atomic_write_json(path, result)
     return result
 
 
@@ -321,7 +306,7 @@ def stage_measure(config: RunConfig, run_dir: Path, bundles: dict[str, dict], lo
 
 def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
     """Create the run folder with its config, or check a resumed one holds the same config."""
-    saved = run_dir / CONFIG_FILE_NAME
+    saved = RunLayout(run_dir).config
     if saved.is_file() and not resume:
         raise RunError(
             f"{run_dir} already holds a run; continue it with `pearl run --resume {run_dir}` "
@@ -329,7 +314,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
         )
     if resume:
         if not saved.is_file():
-            raise RunError(f"{run_dir} has no {CONFIG_FILE_NAME}: not a pearl run folder")
+            raise RunError(f"{run_dir} has no {saved.name}: not a pearl run folder")
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir)
@@ -355,7 +340,7 @@ def run_all(config: RunConfig, run_dir: Path, *, log: Log, progress: bool = True
             label: {loss: m.get("top1") for loss, m in per_loss.items()}
             for label, per_loss in trained.items()
         },
-        "bundles": {label: str(run_dir / "export" / label) for label in bundles},
+        "bundles": {label: str(RunLayout(run_dir).export_dir(label)) for label in bundles},
         "latency": latency,
         "report": str(report),
     }

@@ -13,8 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.export.common import DEFAULT_FORMATS, FORMATS
 from pipeline.config import (
-    LOSSES,
     SECTIONS,
     ConfigError,
     SearchConfig,
@@ -23,36 +23,29 @@ from pipeline.config import (
     resolve_path,
     with_absolute_paths,
 )
-
-EXPORT_FORMATS = ("tflite", "tflite-fp16", "tflite-int8", "onnx")
+from pipeline.registry import LOSSES
+from pipeline.train_settings import TrainRecipe
 
 
 @dataclass(frozen=True)
-class TrainStageConfig:
+class TrainStageConfig(TrainRecipe):
+    """``[train]``: the training recipe (`pipeline.train_settings.TrainRecipe`: epochs, lr,
+    schedule, KD temperature and weight...) and what it trains."""
+
     data: str = ""  # dataset of the final training and its test split ("": [data].path)
     train_images: int = 0  # first N training images (0: all; for quick trials)
     test_images: int = 0  # first N test images (0: all)
-    epochs: int = 10
     losses: tuple[str, ...] = ("kd", "ce")  # both: the report shows the KD - CE gain
     baseline: str = "mobilenet_v2_0.5"  # trained the same way for comparison ("": none)
-    batch_size: int = 128
-    lr: float = 0.1
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    schedule: str = "cosine"
-    temperature: float = 1.0
-    alpha: float = 0.9
-    seed: int = 0
     threads: int = 0  # torch threads (0: all usable cores)
 
-    def check(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", "must be >= 1")
+    def __post_init__(self) -> None:
+        for name, problem in self.problems():
+            raise ConfigError(f"config key train.{name}: {problem}")
         _require(bool(self.losses), "train.losses", "needs at least one of kd, ce, od")
         for loss in self.losses:
-            _require(loss in LOSSES, "train.losses", f"{loss!r} is not one of {LOSSES}")
+            _require(loss in LOSSES, "train.losses", f"{loss!r} is not one of {LOSSES.names}")
         _require(len(set(self.losses)) == len(self.losses), "train.losses", "has duplicates")
-        _require(0 <= self.warmup_epochs <= self.epochs, "train.warmup_epochs", "0..epochs")
-        _require(self.schedule in ("cosine", "step"), "train.schedule", "cosine or step")
         _require(self.threads >= 0, "train.threads", "must be >= 0")
         _require(self.train_images >= 0, "train.train_images", "must be >= 0 (0: all)")
         _require(self.test_images >= 0, "train.test_images", "must be >= 0 (0: all)")
@@ -60,13 +53,13 @@ class TrainStageConfig:
 
 @dataclass(frozen=True)
 class ExportStageConfig:
-    formats: tuple[str, ...] = EXPORT_FORMATS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     calib_images: int = 300  # training images that calibrate int8
     device: str = ""  # re-time the .tflite files here ("": the first adb: or host: backend)
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         for name in self.formats:
-            _require(name in EXPORT_FORMATS, "export.formats", f"{name!r} not in {EXPORT_FORMATS}")
+            _require(name in FORMATS, "export.formats", f"{name!r} not in {tuple(FORMATS)}")
         _require(self.calib_images >= 1, "export.calib_images", "must be >= 1")
         kind = self.device.partition(":")[0].lower()
         _require(
@@ -90,9 +83,7 @@ class RunConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.train.check()
-        self.export.check()
-        if any(loss in ("kd", "od") for loss in self.train.losses) and not self.teacher.spec:
+        if any(LOSSES[loss].needs_teacher for loss in self.train.losses) and not self.teacher.spec:
             raise ConfigError("train.losses has kd/od, which needs teacher.spec")
 
     def to_dict(self) -> dict[str, Any]:

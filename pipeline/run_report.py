@@ -11,38 +11,43 @@ from __future__ import annotations
 
 import json
 import statistics
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from models.export.common import FORMATS
+from models.files import atomic_write
+from pipeline.config import ConfigError, SearchConfig, load_config
+from pipeline.layout import RunLayout, SearchLayout
 from pipeline.pareto import pareto_front
-from pipeline.store import STORE_FILE_NAME, ResultsStore
+from pipeline.run_config import RUN_SECTIONS, RunConfig
+from pipeline.search_report import report_targets
+from pipeline.store import ResultsStore
 
-REPORT_FILE, FIGURES_DIR = "report.md", "figures"
-TFLITE_FORMATS = ("tflite", "tflite-fp16", "tflite-int8")
+TFLITE_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.runtime == "litert")
 
 
 class ReportError(ValueError):
     """RUN_DIR is not something pearl wrote."""
 
 
-def _search_dir(run_dir: Path) -> Path | None:
-    for folder in (run_dir / "search", run_dir):
-        if (folder / STORE_FILE_NAME).is_file():
-            return folder
-    return None
-
-
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _config(run_dir: Path, search_dir: Path | None) -> dict:
-    for folder in (run_dir, search_dir):
-        if folder is not None and (folder / "config.toml").is_file():
-            return tomllib.loads((folder / "config.toml").read_text())
-    return {}
+def _config(layout: RunLayout, search: SearchLayout | None) -> SearchConfig | None:
+    """The run's config through the config loader (a `pearl run` folder's has [train] and
+    [export]; a bare search folder's has the search sections only)."""
+    try:
+        if layout.config.is_file() and search != SearchLayout(layout.root):
+            return load_config(layout.config, None, RunConfig, RUN_SECTIONS)
+        if search is not None and search.config.is_file():
+            return load_config(search.config)
+    except ConfigError as error:
+        raise ReportError(f"cannot read the run's config: {error}") from None
+    if search is not None:
+        raise ReportError(f"{search.root} has no config.toml: not a folder pearl wrote")
+    return None  # trained models alone: nothing in the report needs the config
 
 
 # -- pure helpers ----------------------------------------------------------------------------
@@ -207,29 +212,30 @@ def plot_training(trained: dict[str, dict[str, dict]], path: Path) -> Path:
 
 
 def trained_runs(run_dir: Path) -> dict[str, dict[str, dict]]:
+    from pipeline.training import METRICS_FILE
+
     trained: dict[str, dict[str, dict]] = {}
-    for metrics_path in sorted((run_dir / "train").glob("*/metrics.json")):
-        label, _, loss = metrics_path.parent.name.rpartition("-")
+    for metrics_path in sorted(RunLayout(run_dir).train_root.glob(f"*/{METRICS_FILE}")):
+        label, loss = RunLayout.parse_train_dir(metrics_path.parent)
         trained.setdefault(label, {})[loss] = json.loads(metrics_path.read_text())
     return trained
 
 
-def _search_section(search_dir: Path, config: dict, winners, figures: Path, lines: list) -> None:
-    with ResultsStore(search_dir / STORE_FILE_NAME) as store:
-        rows = store.candidates("WHERE reused_from IS NULL AND status IN ('ok','terminated')")
+def _search_section(
+    search: SearchLayout, config: SearchConfig, winners, figures: Path, lines: list
+) -> None:
+    cost_name = config.reward.cost
+    with ResultsStore(search.store) as store:
+        rows = store.scored(cost_name)
         total = store.count()
-    reward = config.get("reward", {})
-    cost_name = reward.get("cost", "latency_ms")
-    rows = [r for r in rows if r.accuracy is not None and r.cost(cost_name) is not None]
-    targets = config.get("search", {}).get("report_targets") or [reward.get("target")]
-    targets = [t for t in targets if t is not None]
+    targets = report_targets(config)
     lines += [
         "## Search",
         "",
         f"{total} candidates proposed, {len(rows)} distinct archs scored, controller "
-        f"`{config.get('controller', {}).get('name', '?')}`, proxy loss "
-        f"`{config.get('proxy', {}).get('loss', '?')}`, reward `{reward.get('preset', '?')}` "
-        f"with target {', '.join(f'{t:g}' for t in targets)} ({cost_name}).",
+        f"`{config.controller.name}`, proxy loss `{config.proxy.loss}`, reward "
+        f"`{config.reward.preset}` with target {', '.join(f'{t:g}' for t in targets)} "
+        f"({cost_name}).",
         "",
     ]
     if not rows:
@@ -243,9 +249,9 @@ def _search_section(search_dir: Path, config: dict, winners, figures: Path, line
     plot_search(rows, cost_name, targets, winner_keys, figures / "search_front.png", title)
     plot_progress(rows, cost_name, figures / "search_progress.png")
     lines += [
-        f"![search: accuracy vs {cost_name}]({FIGURES_DIR}/search_front.png)",
+        f"![search: accuracy vs {cost_name}]({figures.name}/search_front.png)",
         "",
-        f"![search progress]({FIGURES_DIR}/search_progress.png)",
+        f"![search progress]({figures.name}/search_progress.png)",
         "",
     ]
     front = pareto_front([(r.accuracy, float(r.cost(cost_name))) for r in rows])
@@ -286,7 +292,7 @@ def _final_section(run_dir, trained, winners, latency, figures: Path, lines: lis
     rows = []
     for label, per_loss in sorted(trained.items(), key=lambda item: not item[0].startswith("s")):
         any_metrics = next(iter(per_loss.values()))
-        metadata = _read_json(run_dir / "export" / label / "metadata.json") or {}
+        metadata = _read_json(RunLayout(run_dir).bundle_metadata(label)) or {}
         winner = key_of.get(label, {})
         rows.append(
             [
@@ -357,9 +363,9 @@ def _final_section(run_dir, trained, winners, latency, figures: Path, lines: lis
             "",
         ]
     plot_training(trained, figures / "final_training.png")
-    lines += [f"![final training]({FIGURES_DIR}/final_training.png)", ""]
+    lines += [f"![final training]({figures.name}/final_training.png)", ""]
     for label in trained:
-        metadata = _read_json(run_dir / "export" / label / "metadata.json")
+        metadata = _read_json(RunLayout(run_dir).bundle_metadata(label))
         if metadata and metadata.get("accuracy"):
             lines += [
                 f"Exported `{label}` accuracy per file: "
@@ -373,38 +379,33 @@ def _final_section(run_dir, trained, winners, latency, figures: Path, lines: lis
 def write_run_report(run_dir: str | Path) -> Path:
     """Write ``RUN_DIR/report.md`` and its figures; returns the report's path."""
     run_dir = Path(run_dir)
-    search_dir = _search_dir(run_dir)
+    layout = RunLayout(run_dir)
+    search = layout.find_search()
     trained = trained_runs(run_dir)
-    if search_dir is None and not trained:
+    if search is None and not trained:
         raise ReportError(
             f"{run_dir} holds neither a search (results.sqlite) nor trained models; give the "
             "folder of a `pearl run` or `pearl search`"
         )
-    config = _config(run_dir, search_dir)
-    winners = _read_json(run_dir / "winners.json")
-    latency = _read_json(run_dir / "latency.json")
-    figures = run_dir / FIGURES_DIR
+    config = _config(layout, search)
+    winners = _read_json(layout.winners)
+    latency = _read_json(layout.latency)
+    figures = layout.figures
     figures.mkdir(exist_ok=True)
     lines = [f"# Pearl report: {run_dir.name}", ""]
-    teacher = config.get("teacher", {}).get("spec")
-    data = config.get("data", {}).get("path")
-    if teacher or data:
-        lines += [f"Teacher `{teacher}`, data `{data}`.", ""]
-    if search_dir is not None:
-        _search_section(search_dir, config, winners, figures, lines)
+    if config is not None:
+        lines += [f"Teacher `{config.teacher.spec}`, data `{config.data.path}`.", ""]
+    if search is not None:
+        _search_section(search, config, winners, figures, lines)
     if trained:
         _final_section(run_dir, trained, winners, latency, figures, lines)
     lines += ["## Reproduce", "", "```bash"]
-    if (run_dir / "search").is_dir():
+    if layout.search.root.is_dir():
         lines += [
-            f"pearl run --config {run_dir / 'config.toml'} --out NEW_RUN_DIR",
+            f"pearl run --config {layout.config} --out NEW_RUN_DIR",
             f"pearl run --resume {run_dir}    # continue this one after a kill",
         ]
     else:
-        lines += [f"pearl search --config {run_dir / 'config.toml'} --out NEW_RUN_DIR"]
+        lines += [f"pearl search --config {layout.config} --out NEW_RUN_DIR"]
     lines += [f"pearl report {run_dir}", "```", ""]
-    path = run_dir / REPORT_FILE
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text("\n".join(lines))
-    temporary.replace(path)
-    return path
+    return atomic_write(layout.report, "\n".join(lines))

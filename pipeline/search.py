@@ -1,22 +1,27 @@
-"""The search loop (AKD, DESIGN.md "The loop"): propose a batch, evaluate it, reward, update.
+"""The shared part of every search method (DESIGN.md "The loop"): the run folder, its results
+store and resume, the evaluation of proposed archs, the budget, the choice of winners.  What a
+method adds (a space, a proposer or optimiser, an evaluator) is in `pipeline.methods`.
 
-Per generation g:
+Per generation g, for the archs a method proposes:
 
-1. ``controller.propose(n)`` -> choice vectors -> archs (slots 0..n-1).
-2. Slots already in the store (a resumed generation) are taken as they are; an arch evaluated
+1. Slots already in the store (a resumed generation) are taken as they are; an arch evaluated
    before in this run is *reused* (a new row pointing at the first one, nothing retrained).
-3. The rest is trained through an `Executor` (in-process by default; the interface lets a Ray
-   executor train them elsewhere).  Meanwhile a background thread exports the latency files of
-   the batch (`LatencyChain.prepare`, in a converter subprocess: the other core).  Each
-   candidate is stored the moment its training ends, then timed (`LatencyChain.measure`, one
-   timing at a time, while no training runs in this process) and its reward stored.
-4. If a better latency backend came back (a phone re-attached), the front-runners measured by a
+2. The rest is trained through the `pipeline.executor.Executor` (in-process by default).
+   Meanwhile a background thread exports the latency files of the batch
+   (`LatencyChain.prepare`, in a converter subprocess: the other core).  Each candidate is
+   stored the moment its training ends, then timed (`LatencyChain.measure`, one timing at a
+   time, while no training runs in this process) and its reward stored.
+3. If a better latency backend came back (a phone re-attached), the front-runners measured by a
    worse one are re-measured.
-5. ``controller.update`` with the stored rewards; its new state, in the same transaction as the
-   generation record, goes to the store.
+4. The method learns from the stored rewards; its new state, in the same transaction as the
+   generation record, goes to the store (`finish_generation`).
+
+When the budget is spent, the winners and the Pareto front are re-measured on the best backend
+that is up until the choice is stable (`settle_winners`), then `pipeline.search_report` writes
+the result files.
 
 A ``kill -9`` at any moment loses at most the candidate being trained: ``--resume`` reloads the
-last recorded controller state, proposes the same batch again (same RNG state) and takes every
+last recorded method state, proposes the same batch again (same RNG state) and takes every
 candidate already stored instead of retraining it.
 """
 
@@ -27,195 +32,26 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pipeline.config import SearchConfig, config_hash, save_config
-from pipeline.store import STORE_FILE_NAME, Candidate, ResultsStore
+from pipeline.executor import TrainJob
+from pipeline.layout import SearchLayout
+from pipeline.progress import progress_bar
+from pipeline.registry import SEARCH_METHODS
+from pipeline.search_setup import SearchError, SearchSetup, build_setup
+from pipeline.store import Candidate, ResultsStore
 
-EVENTS_FILE_NAME = "evaluations.jsonl"
-
-
-class SearchError(RuntimeError):
-    """The search cannot go on; the message says why and what to do."""
-
-
-# --------------------------------------------------------------------------------------------
-# Executors
-
-
-@dataclass(frozen=True)
-class TrainJob:
-    generation: int
-    slot: int
-    arch: str  # canonical arch string
-    early_stop: Any = None  # pipeline.proxy.EarlyStop or None
-
-
-class Executor(Protocol):
-    """Trains candidates on the proxy task; yields each result as soon as it is known (in any
-    order), an exception object in place of a result when that candidate failed."""
-
-    def train(self, jobs: Sequence[TrainJob]) -> Iterator[tuple[TrainJob, Any]]: ...
-
-    def close(self) -> None: ...
-
-
-class InProcessExecutor:
-    """Trains one candidate after the other in this process."""
-
-    def __init__(self, mini_train, mini_val, settings, teacher=None, threads: int = 0) -> None:
-        self.mini_train = mini_train
-        self.mini_val = mini_val
-        self.settings = settings
-        self.teacher = teacher
-        self.threads = threads or os.cpu_count() or 1
-
-    def train(self, jobs: Sequence[TrainJob]) -> Iterator[tuple[TrainJob, Any]]:
-        import torch
-
-        from models.arch import Arch
-        from pipeline.proxy import train_candidate
-
-        torch.set_num_threads(self.threads)
-        for job in jobs:
-            try:
-                result = train_candidate(
-                    Arch.decode(job.arch),
-                    self.mini_train,
-                    self.mini_val,
-                    self.settings,
-                    self.teacher,
-                    early_stop=job.early_stop,
-                )
-            except (ValueError, RuntimeError, FloatingPointError) as error:
-                result = error
-            yield job, result
-
-    def close(self) -> None:
-        pass
-
-
-# --------------------------------------------------------------------------------------------
-# Set-up
-
-
-@dataclass
-class SearchSetup:
-    """Everything a search needs, built from a config (data, space, teacher, controller...)."""
-
-    config: SearchConfig
-    space: Any
-    reward_spec: Any
-    executor: Executor
-    chain: Any  # LatencyChain or None (reward cost macs / params)
-    teacher_note: str = ""
-    closers: list[Callable[[], None]] = field(default_factory=list)
-
-    def close(self) -> None:
-        for close in self.closers:
-            close()
-
-
-def load_splits(config: SearchConfig):
-    """``(mini_train, mini_val)`` from the config's data section."""
-    import numpy as np
-
-    from pipeline.data import load_dataset, split_train_val
-
-    train, _ = load_dataset(config.data.path, image_size=config.space.input_size)
-    mini_train, mini_val = split_train_val(train, config.data.val_fraction, config.data.split_seed)
-    if config.data.train_images:
-        mini_train = mini_train.take(np.arange(min(config.data.train_images, len(mini_train))))
-    if config.data.val_images:
-        mini_val = mini_val.take(np.arange(min(config.data.val_images, len(mini_val))))
-    return mini_train, mini_val
-
-
-def proxy_settings(config: SearchConfig):
-    from pipeline.proxy import ProxySettings
-
-    p = config.proxy
-    return ProxySettings(
-        epochs=p.epochs,
-        batch_size=p.batch_size,
-        lr=p.lr,
-        momentum=p.momentum,
-        weight_decay=p.weight_decay,
-        warmup_epochs=p.warmup_epochs,
-        loss=p.loss,
-        temperature=p.temperature,
-        alpha=p.alpha,
-        seed=config.search.seed,
-    )
-
-
-def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup:
-    from pipeline.latency_chain import LatencyChain, WorkerExporter
-
-    space = config.space.build()
-    mini_train, mini_val = load_splits(config)
-    if mini_train.num_classes != space.num_classes:
-        raise SearchError(
-            f"{config.data.path} has {mini_train.num_classes} classes but space.num_classes is "
-            f"{space.num_classes}; set space.num_classes = {mini_train.num_classes}"
-        )
-    settings = proxy_settings(config)
-    teacher, note = None, ""
-    if settings.loss in ("kd", "od"):
-        from pipeline.teacher_cache import cached_teacher
-
-        started = time.perf_counter()
-        teacher, path, hit = cached_teacher(
-            config.teacher.spec,
-            mini_train,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            epochs=settings.epochs,
-            members=settings.loss == "od",
-            cache_dir=config.teacher.cache_dir,
-            input_size=space.input_size,
-        )
-        seconds = time.perf_counter() - started
-        note = f"teacher logits {'read from' if hit else 'computed into'} {path} ({seconds:.1f} s)"
-        log(note)
-    executor = InProcessExecutor(mini_train, mini_val, settings, teacher, config.proxy.threads)
-    setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
-    if config.reward.cost == "latency_ms":
-        exporter = None
-        if config.latency.overlap:
-            exporter = WorkerExporter(config.latency.export_cache_dir, num_threads=1)
-            setup.closers.append(exporter.close)
-        measurement_cache = None
-        if config.latency.measurement_cache != "none":
-            from device_bench.cache import MeasurementCache
-
-            measurement_cache = MeasurementCache(config.latency.measurement_cache or None)
-        setup.chain = LatencyChain(
-            config.latency.backends,
-            export_cache_dir=config.latency.export_cache_dir,
-            measurement_cache=measurement_cache,
-            threads=config.latency.threads,
-            exporter=exporter,
-            log=log,
-        )
-        if setup.chain.best_rank() is None:
-            setup.close()
-            details = "; ".join(f"{s['spec']}: {s['why']}" for s in setup.chain.status())
-            raise SearchError(f"no latency backend is available ({details})")
-    setup.closers.append(executor.close)
-    return setup
-
-
-# --------------------------------------------------------------------------------------------
-# The loop
+__all__ = ["Search", "SearchError", "build_setup"]
+METHOD = "akd"  # the method every search runs until the config names one (SEARCH_METHODS)
 
 
 class Search:
-    """One run folder: its store, controller and set-up.  `run()` goes to the budget."""
+    """One run folder: its store, its method and set-up.  `run()` goes to the budget, then
+    `finish()` settles the winners and writes the result files."""
 
     def __init__(
         self,
@@ -227,99 +63,69 @@ class Search:
         log: Callable[[str], None] | None = None,
         show_progress: bool = True,
     ) -> None:
-        from pipeline.controllers import make_controller
-
         self.config = config
         self.run_dir = Path(run_dir)
+        self.layout = SearchLayout(self.run_dir)
         self.setup = setup
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self.show_progress = show_progress
         self.hash = config_hash(config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.store = ResultsStore(self.run_dir / STORE_FILE_NAME)
+        self.store = ResultsStore(self.layout.store)
+        self._check_folder(resume)
+        save_config(config, self.run_dir)
+        self.method = SEARCH_METHODS[METHOD].load()(config, setup.space)
+        last = self.store.last_generation()
+        self.generation, self.elapsed_before = 0, 0.0
+        if last is not None:
+            generation, state, self.elapsed_before = last
+            self.method.restore(state)
+            self.generation = generation + 1
+        self.proposed = sum(len(r) for r in self.store.generation_rewards())
+        self._started = time.time()
+        self._progress: _Progress | _NoProgress = _NoProgress()
+
+    def _check_folder(self, resume: bool) -> None:
         stored_hash = self.store.get_meta("config_hash")
         if resume:
             if stored_hash is None:
                 raise SearchError(f"{self.run_dir} holds no search to resume")
             if stored_hash != self.hash:
                 raise SearchError(
-                    f"{self.run_dir}/config.toml (hash {self.hash}) is not the config this run "
+                    f"{self.layout.config} (hash {self.hash}) is not the config this run "
                     f"started with (hash {stored_hash}); restore it or start a new run"
                 )
-        else:
-            if stored_hash is not None or self.store.count():
-                raise SearchError(
-                    f"{self.run_dir} already holds a search; resume it with "
-                    f"`pearl search --resume {self.run_dir}` or choose another --out folder"
-                )
-            self.store.set_meta("config_hash", self.hash)
-            self.store.set_meta("created_at", str(time.time()))
-        save_config(config, self.run_dir)
-        self.controller = make_controller(
-            config.controller.name,
-            setup.space.decisions(),
-            config.search.seed,
-            **config.controller.options,
-        )
-        last = self.store.last_generation()
-        self.generation, self.elapsed_before = 0, 0.0
-        if last is not None:
-            generation, state, self.elapsed_before = last
-            self.controller.load_state_dict(state)
-            self.generation = generation + 1
-        self.proposed = sum(len(r) for r in self.store.generation_rewards())
+            return
+        if stored_hash is not None or self.store.count():
+            raise SearchError(
+                f"{self.run_dir} already holds a search; resume it with "
+                f"`pearl search --resume {self.run_dir}` or choose another --out folder"
+            )
+        self.store.set_meta("config_hash", self.hash)
+        self.store.set_meta("created_at", str(time.time()))
 
-    # -- budget ----------------------------------------------------------------------------
+    # -- what a method calls ---------------------------------------------------------------
 
-    def _remaining(self, started: float) -> int | None:
-        """Candidates to propose next (0: budget spent)."""
+    def next_batch_size(self) -> int:
+        """How many candidates the next generation may propose (0: the budget is spent)."""
         search = self.config.search
-        if search.max_hours and (self.elapsed_before + time.time() - started) >= (
-            search.max_hours * 3600
-        ):
+        elapsed = self.elapsed_before + time.time() - self._started
+        if search.max_hours and elapsed >= search.max_hours * 3600:
             return 0
         if search.max_candidates:
-            return max(0, search.max_candidates - self.proposed)
-        return None
+            return min(search.batch_size, max(0, search.max_candidates - self.proposed))
+        return search.batch_size
 
-    # -- run -------------------------------------------------------------------------------
-
-    def run(self) -> dict[str, Any]:
-        started = time.time()
-        with _Progress(self, enabled=self.show_progress) as progress:
-            while True:
-                remaining = self._remaining(started)
-                if remaining == 0:
-                    break
-                n = self.config.search.batch_size
-                if remaining is not None:
-                    n = min(n, remaining)
-                choices = self.controller.propose(n)
-                rows = self._evaluate_generation(choices, progress)
-                rewards = [row.reward for row in rows]
-                stats = self.controller.update(choices, rewards)
-                elapsed = self.elapsed_before + time.time() - started
-                self.store.finish_generation(
-                    self.generation, self.controller.state_dict(), rewards, stats, elapsed
-                )
-                self.proposed += n
-                self.generation += 1
-                progress.generation_done()
-        from pipeline.search_report import write_report
-
-        return write_report(self)
-
-    def _evaluate_generation(self, choices: list[list[int]], progress) -> list[Candidate]:
-        from models.costs import arch_cost
-
+    def evaluate(self, archs: Sequence[Any], choices: Sequence[Sequence[int]]) -> list[Candidate]:
+        """Store, train, time and reward the archs of this generation (slot i: ``archs[i]``,
+        proposed as ``choices[i]``); returns their rows in slot order."""
         g = self.generation
-        archs = [self.setup.space.arch_from(c) for c in choices]
-        rows: list[Candidate | None] = [self.store.at(g, i) for i in range(len(choices))]
+        rows: list[Candidate | None] = [self.store.at(g, i) for i in range(len(archs))]
         for i, row in enumerate(rows):
             if row is not None and row.key != archs[i].key():
                 raise SearchError(
-                    f"stored generation {g} slot {i} is {row.key} but the controller proposes "
-                    f"{archs[i].key()}: the controller state does not match this store"
+                    f"stored generation {g} slot {i} is {row.key} but the method proposes "
+                    f"{archs[i].key()}: the method's state does not match this store"
                 )
         # reuse archs evaluated before; pick the first slot of each new arch to train
         first_slot: dict[str, int] = {}
@@ -328,33 +134,72 @@ class Search:
                 previous = self.store.evaluated(arch.key())
                 if previous is not None:
                     rows[i] = self._reuse(previous, g, i)
-                    progress.candidate_done(rows[i])
+                    self._progress.candidate_done(rows[i])
                 else:
                     first_slot.setdefault(arch.key(), i)
         to_train = sorted(first_slot.values())
-        early_stop = self._early_stop()
-        jobs = [TrainJob(g, i, archs[i].encode(), early_stop) for i in to_train]
-        prefetch = self._start_prefetch([archs[i] for i in to_train])
-        try:
-            for job, result in self.setup.executor.train(jobs):
-                arch = archs[job.slot]
-                cost = arch_cost(arch)
-                rows[job.slot] = self._store_training(job, arch, cost, choices[job.slot], result)
-                self._log_event(rows[job.slot])
-                rows[job.slot] = self._complete(rows[job.slot], arch)
-                progress.candidate_done(rows[job.slot])
-        finally:
-            if prefetch is not None:
-                prefetch.shutdown(wait=True, cancel_futures=True)
+        self._train(g, archs, to_train, choices, rows)
         # duplicates inside the batch, and rows a killed run left without latency
         for i, arch in enumerate(archs):
             if rows[i] is None:
                 rows[i] = self._reuse(self.store.evaluated(arch.key()), g, i)
-                progress.candidate_done(rows[i])
+                self._progress.candidate_done(rows[i])
             elif rows[i].status == "trained":
                 rows[i] = self._complete(rows[i], arch)
         self._remeasure_if_backend_returned()
-        return [self.store.at(g, i) for i in range(len(choices))]
+        return [self.store.at(g, i) for i in range(len(archs))]
+
+    def finish_generation(
+        self, state: dict[str, Any], rewards: Sequence[float], stats: dict[str, float]
+    ) -> None:
+        """Record the method's update and its new state (one transaction), then move on."""
+        elapsed = self.elapsed_before + time.time() - self._started
+        self.store.finish_generation(self.generation, state, rewards, stats, elapsed)
+        self.proposed += len(rewards)
+        self.generation += 1
+        self._progress.generation_done()
+
+    # -- the whole search ------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        self._started = time.time()
+        with _Progress(self, enabled=self.show_progress) as progress:
+            self._progress = progress
+            try:
+                self.method.run(self)
+            finally:
+                self._progress = _NoProgress()
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Settle the winners on the best backend, write the result files; the summary."""
+        from pipeline.search_report import write_search_outputs
+
+        self.settle_winners()
+        chain = self.setup.chain
+        return write_search_outputs(
+            self.layout,
+            self.config,
+            self.store.scored(self.config.reward.cost),
+            candidates=self.store.count(),
+            generations=self.generation,
+            latency_backends=chain.status() if chain is not None else [],
+        )
+
+    def settle_winners(self, rounds: int = 5) -> None:
+        """Re-measure the winners and the Pareto front on the best backend that is up (a
+        table or a fallback may have scored them while the phone was away) until the choice
+        is stable."""
+        from pipeline.search_report import contenders
+
+        chain = self.setup.chain
+        if chain is None:
+            return
+        chain.refresh()
+        for _ in range(rounds):
+            rows = self.store.scored(self.config.reward.cost)
+            if not self.remeasure(contenders(rows, self.config)):
+                break
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -367,6 +212,25 @@ class Search:
         best = self.store.best_early_accuracy(self.generation)
         threshold = proxy.early_stop_ratio * best if best is not None else 0.0
         return EarlyStop(proxy.early_stop_epoch, threshold)
+
+    def _train(self, g, archs, slots, choices, rows) -> None:
+        """Train the archs at `slots` through the executor; each row is stored, timed and
+        rewarded the moment its training ends."""
+        from models.costs import arch_cost
+
+        early_stop = self._early_stop()
+        jobs = [TrainJob(g, i, archs[i].encode(), early_stop) for i in slots]
+        prefetch = self._start_prefetch([archs[i] for i in slots])
+        try:
+            for job, result in self.setup.executor.train(jobs):
+                arch = archs[job.slot]
+                row = self._store_training(job, arch, arch_cost(arch), choices[job.slot], result)
+                self._log_event(row)
+                rows[job.slot] = self._complete(row, arch)
+                self._progress.candidate_done(rows[job.slot])
+        finally:
+            if prefetch is not None:
+                prefetch.shutdown(wait=True, cancel_futures=True)
 
     def _start_prefetch(self, archs) -> ThreadPoolExecutor | None:
         chain = self.setup.chain
@@ -460,7 +324,7 @@ class Search:
             "pid": os.getpid(),
             "time": time.time(),
         }
-        with (self.run_dir / EVENTS_FILE_NAME).open("a") as handle:
+        with self.layout.events.open("a") as handle:
             handle.write(json.dumps(event) + "\n")
 
     def _remeasure_if_backend_returned(self) -> None:
@@ -471,8 +335,7 @@ class Search:
 
     def front_runners(self, k: int) -> list[Candidate]:
         """The `k` best distinct archs by reward (first evaluations only)."""
-        rows = self.store.candidates("WHERE reused_from IS NULL AND status IN ('ok','terminated')")
-        rows.sort(key=lambda r: (-(r.reward or 0.0), r.id))
+        rows = sorted(self.store.scored(), key=lambda r: (-(r.reward or 0.0), r.id))
         return rows[:k]
 
     def remeasure(self, rows: Sequence[Candidate]) -> int:
@@ -511,61 +374,53 @@ def _latency_values(record) -> dict[str, Any]:
 # Progress bar (stderr)
 
 
+class _NoProgress:
+    def candidate_done(self, row: Candidate) -> None:
+        pass
+
+    def generation_done(self) -> None:
+        pass
+
+
 class _Progress:
+    """Candidates done out of the budget, the generation and the best reward so far."""
+
     def __init__(self, search: Search, enabled: bool) -> None:
         self.search = search
-        self.enabled = enabled
-        self._progress = None
-        self._task = None
+        self._bar = progress_bar(fields=("best",), description=_BAR_TEXT) if enabled else None
         self._lock = threading.Lock()
 
     def __enter__(self) -> _Progress:
-        if not self.enabled:
-            return self
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("[bold]search[/] gen {task.fields[generation]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("best reward {task.fields[best]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._progress.__enter__()
-        budget = self.search.config.search.max_candidates or None
-        done = self.search.store.count()
-        self._task = self._progress.add_task(
-            "search", total=budget, completed=done, generation=self.search.generation, best="-"
-        )
-        self._refresh_best()
+        if self._bar is not None:
+            self._bar.__enter__()
+            self._task = self._bar.add_task(
+                "search",
+                total=self.search.config.search.max_candidates or None,
+                completed=self.search.store.count(),
+                generation=self.search.generation,
+                best="",
+            )
+            self._refresh_best()
         return self
 
     def _refresh_best(self) -> None:
         rows = self.search.front_runners(1)
-        if self._progress is not None and rows:
-            self._progress.update(self._task, best=f"{rows[0].reward:.4f}")
+        if self._bar is not None and rows:
+            self._bar.update(self._task, best=f"best reward {rows[0].reward:.4f}")
 
     def candidate_done(self, row: Candidate) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=self.search.store.count())
-            self._refresh_best()
+        if self._bar is not None:
+            with self._lock:
+                self._bar.update(self._task, completed=self.search.store.count())
+                self._refresh_best()
 
     def generation_done(self) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, generation=self.search.generation)
+        if self._bar is not None:
+            self._bar.update(self._task, generation=self.search.generation)
 
     def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+_BAR_TEXT = "[bold]search[/] gen {task.fields[generation]}"

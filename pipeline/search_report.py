@@ -1,24 +1,27 @@
-"""What a finished search writes into its run folder:
+"""What a finished search writes into its folder (`pipeline.layout.SearchLayout`), from its
+scored rows:
 
 * ``candidates.csv``: every distinct evaluated arch;
 * ``pareto.csv`` / ``pareto.png``: the accuracy-vs-cost Pareto front (cost = the reward's cost,
   latency in ms by default);
-* ``best_arch.json``: the most accurate arch within each report target, and ``best_arch.txt``:
-  the arch string for the reward's target (the input of ``pearl export`` / a later ``pearl run``).
+* ``best_arch.json``: the winner of each report target (`pipeline.winners`: the most accurate
+  arch within the target), and ``best_arch.txt``: the arch string for the reward's target (the
+  input of ``pearl export`` / a later ``pearl run``).
 
-Before a candidate can win, its latency must come from the most trusted backend that is up: a
-winner or front member timed by a worse one (a table, while the phone was away) is re-measured
-first, and the choice is made again.
+The rows it is given are final: re-measuring winners on the best backend is a step of the
+search (`pipeline.search.Search.settle_winners`), done before this runs.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from pipeline.pareto import best_under, pareto_front, plot_front, write_csv
+from models.files import atomic_write, atomic_write_json
+from pipeline.config import SearchConfig
+from pipeline.layout import SearchLayout
+from pipeline.pareto import pareto_front, plot_front, write_csv
+from pipeline.winners import pick_winners
 
 CSV_FIELDS = (
     "key",
@@ -36,79 +39,70 @@ CSV_FIELDS = (
 )
 
 
-def _evaluated(search) -> list:
-    cost_name = search.config.reward.cost
-    rows = search.store.candidates("WHERE reused_from IS NULL AND status IN ('ok','terminated')")
-    return [r for r in rows if r.cost(cost_name) is not None and r.accuracy is not None]
+def report_targets(config: SearchConfig) -> list[float]:
+    return list(config.search.report_targets or (config.reward.target,))
 
 
-def _choose(search):
-    cost_name = search.config.reward.cost
-    rows = _evaluated(search)
-    points = [(r.accuracy, float(r.cost(cost_name))) for r in rows]
-    targets = list(search.config.search.report_targets or (search.config.reward.target,))
-    front = pareto_front(points)
-    winners = {t: best_under(points, t) for t in targets}
-    return rows, points, targets, front, winners
+def _front(rows: Sequence[Any], cost_name: str) -> list[int]:
+    return pareto_front([(r.accuracy, float(r.cost(cost_name))) for r in rows])
 
 
-def write_report(search) -> dict[str, Any]:
-    chain = search.setup.chain
-    if chain is not None:
-        chain.refresh()
-        for _ in range(5):  # re-measure winners and the front until the choice is stable
-            rows, _, _, front, winners = _choose(search)
-            contenders = {rows[i].id: rows[i] for i in front}
-            contenders.update({rows[i].id: rows[i] for i in winners.values() if i is not None})
-            if not search.remeasure(list(contenders.values())):
-                break
-    rows, points, targets, front, winners = _choose(search)
-    cost_name = search.config.reward.cost
-    out = search.run_dir
+def contenders(rows: Sequence[Any], config: SearchConfig) -> list[Any]:
+    """The rows whose latency decides the result: the Pareto front and every winner."""
+    cost_name = config.reward.cost
+    chosen = {rows[i].id: rows[i] for i in _front(rows, cost_name)}
+    by_key = {r.key: r for r in rows}
+    for winner in pick_winners(rows, report_targets(config), config.reward.spec()):
+        if winner.get("arch"):
+            chosen.setdefault(by_key[winner["key"]].id, by_key[winner["key"]])
+    return list(chosen.values())
+
+
+def write_search_outputs(
+    layout: SearchLayout,
+    config: SearchConfig,
+    rows: Sequence[Any],
+    *,
+    candidates: int,
+    generations: int,
+    latency_backends: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Write the result files from the scored rows (`ResultsStore.scored`); the summary."""
+    cost_name = config.reward.cost
+    targets = report_targets(config)
+    front = _front(rows, cost_name)
     table = [{name: r.to_dict()[name] for name in CSV_FIELDS} for r in rows]
-    write_csv(table, out / "candidates.csv")
-    write_csv([table[i] for i in front], out / "pareto.csv")
+    write_csv(table, layout.candidates_csv)
+    write_csv([table[i] for i in front], layout.pareto_csv)
     if rows:
         title = (
-            f"{len(rows)} archs, {search.config.controller.name}, loss "
-            f"{search.config.proxy.loss}, reward {search.config.reward.preset}"
+            f"{len(rows)} archs, {config.controller.name}, loss "
+            f"{config.proxy.loss}, reward {config.reward.preset}"
         )
+        points = [(r.accuracy, float(r.cost(cost_name))) for r in rows]
         plot_front(
-            points, front, out / "pareto.png", cost_name=cost_name, targets=targets, title=title
+            points, front, layout.pareto_png, cost_name=cost_name, targets=targets, title=title
         )
+    row_of = {r.key: r for r in rows}
     best = []
-    for target, index in winners.items():
-        entry: dict[str, Any] = {"target": target, "cost": cost_name}
-        if index is None:
-            entry["arch"] = None
-            entry["note"] = f"no evaluated arch has {cost_name} <= {target:g}"
-        else:
-            row = rows[index]
-            entry.update({name: row.to_dict()[name] for name in CSV_FIELDS})
+    for winner in pick_winners(rows, targets, config.reward.spec()):
+        entry = {**winner, "cost": cost_name}
+        if winner.get("arch"):
+            fields = row_of[winner["key"]].to_dict()
+            entry.update({name: fields[name] for name in CSV_FIELDS if name not in entry})
         best.append(entry)
-    _write_text(out / "best_arch.json", json.dumps(best, indent=2) + "\n")
-    reward_target = search.config.reward.target
-    primary = next((b for b in best if b["target"] == reward_target), best[0] if best else None)
-    if primary is None or primary.get("arch") is None:
-        # nothing within the reward's target: fall back to the best reward
-        top = max(rows, key=lambda r: (r.reward or 0.0, -r.id), default=None)
-        primary = {name: top.to_dict()[name] for name in CSV_FIELDS} if top else None
-    if primary is not None and primary.get("arch"):
-        _write_text(out / "best_arch.txt", primary["arch"] + "\n")
+    atomic_write_json(layout.best_arch_json, best)
+    primary = next((b for b in best if b["target"] == config.reward.target), best[0])
+    if primary.get("arch"):
+        atomic_write(layout.best_arch_txt, primary["arch"] + "\n")
     return {
-        "run_dir": str(out),
-        "candidates": search.store.count(),
+        "run_dir": str(layout.root),
+        "candidates": candidates,
         "distinct_archs": len(rows),
-        "generations": search.generation,
+        "generations": generations,
         "cost": cost_name,
         "best": best,
-        "best_arch": primary,
+        "best_arch": primary if primary.get("arch") else None,
         "pareto_front": [table[i] for i in front],
-        "latency_backends": chain.status() if chain is not None else [],
+        "latency_backends": latency_backends,
     }
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -225,6 +225,14 @@ class ResultsStore:
         rows = self._db.execute(f"{sql} {where} ORDER BY id", params).fetchall()
         return [_row(r) for r in rows]
 
+    def scored(self, cost_name: str | None = None) -> list[Candidate]:
+        """First evaluations (no reuses) that ended with a score (``ok`` or ``terminated``), in
+        id order; with `cost_name`, only those that have an accuracy and that cost."""
+        rows = self.candidates("WHERE reused_from IS NULL AND status IN ('ok','terminated')")
+        if cost_name is None:
+            return rows
+        return [r for r in rows if r.accuracy is not None and r.cost(cost_name) is not None]
+
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0])
 

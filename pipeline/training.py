@@ -26,13 +26,14 @@ import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from models.files import atomic_write_json
 from models.teacher_loading import atomic_save, build_model, save_checkpoint
 from models.teachers import Ensemble
 from pipeline.data import (
@@ -43,71 +44,18 @@ from pipeline.data import (
     ImageArrays,
     channel_mean_std,
 )
-from pipeline.losses import cross_entropy, hinton_kd, oracle_kd
+from pipeline.losses import training_loss
+from pipeline.progress import progress_bar
 from pipeline.proxy import learning_rate as warmup_cosine_lr
+from pipeline.registry import LOSSES
+from pipeline.train_settings import TrainingError, TrainSettings
 
-LOSSES = ("ce", "kd", "od")
-SCHEDULES = ("cosine", "step")
 STATE_FILE, METRICS_FILE, CONFIG_FILE, MODEL_FILE = (
     "state.pt",
     "metrics.json",
     "config.json",
     "model.pt",
 )
-
-
-class TrainingError(ValueError):
-    """Bad settings, a run folder that cannot be resumed, or a teacher that does not fit."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Defaults follow the CIFAR literature: SGD, Nesterov momentum 0.9, lr 0.1 at batch 128,
-    weight decay 5e-4, one warm-up epoch then cosine decay; step decay divides the rate by 10 at
-    50% and 75% of the epochs (He et al. 2016).  KD defaults are AKD's (T = 1, alpha = 0.9)."""
-
-    model: str  # CIFAR ResNet name, baseline name or arch string
-    epochs: int
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    schedule: str = "cosine"
-    milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of all epochs
-    gamma: float = 0.1  # step schedule: factor at each milestone
-    loss: str = "ce"
-    temperature: float = 1.0
-    alpha: float = 0.9
-    dropout: float = 0.2  # classifier dropout of Pearl students (CIFAR ResNets have none)
-    seed: int = 0
-    eval_batch_size: int = 500
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            problems.append("batch sizes must be >= 1")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            problems.append(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule}")
-        if self.loss not in LOSSES:
-            problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            problems.append("need lr > 0, weight_decay >= 0 and 0 <= momentum < 1")
-        if self.nesterov and self.momentum == 0:
-            problems.append("Nesterov momentum needs momentum > 0")
-        if not self.temperature > 0 or not 0 <= self.alpha <= 1:
-            problems.append("need temperature > 0 and 0 <= alpha <= 1")
-        if any(not 0 < m < 1 for m in self.milestones) or not 0 < self.gamma <= 1:
-            problems.append("milestones must be fractions in (0, 1) and gamma in (0, 1]")
-        if self.seed < 0:
-            problems.append(f"seed must be >= 0, got {self.seed}")
-        if problems:
-            raise TrainingError("; ".join(problems))
 
 
 def scheduled_lr(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
@@ -156,34 +104,14 @@ def evaluate(model: nn.Module, loader: BatchLoader, num_classes: int) -> dict[st
 # The loop
 
 
-@dataclass
 class _Progress:
-    """Rich progress bar on stderr (or nothing), with a log line per epoch."""
+    """The progress bar on stderr (or nothing), with a log line per epoch."""
 
-    enabled: bool
+    def __init__(self, enabled: bool) -> None:
+        self.bar = progress_bar(fields=("status",)) if enabled else None
 
     def __enter__(self) -> _Progress:
-        self.bar = None
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=Console(stderr=True),
-            )
+        if self.bar is not None:
             self.bar.__enter__()
         return self
 
@@ -210,19 +138,11 @@ class _Progress:
 
 def _teacher_targets(teacher: nn.Module, x: torch.Tensor, loss: str) -> torch.Tensor:
     with torch.no_grad():
-        if loss == "od":
+        if LOSSES[loss].teacher == "members":
             if isinstance(teacher, Ensemble):
                 return teacher.member_logits(x)
             return teacher(x).unsqueeze(0)
         return teacher(x)
-
-
-def _loss(settings: TrainSettings, logits, targets, labels) -> torch.Tensor:
-    if settings.loss == "kd":
-        return hinton_kd(logits, targets, labels, settings.temperature, settings.alpha)
-    if settings.loss == "od":
-        return oracle_kd(logits, targets, labels, settings.temperature, settings.alpha)
-    return cross_entropy(logits, labels)
 
 
 def _config(settings, run_info: dict[str, Any]) -> dict[str, Any]:
@@ -237,12 +157,6 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
         "data": config.get("data"),
         "teacher": config.get("teacher"),
     }
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def train(
@@ -268,7 +182,7 @@ def train(
     """
     run_dir = Path(run_dir)
     run_info = dict(run_info or {})
-    if settings.loss in ("kd", "od") and teacher is None:
+    if LOSSES[settings.loss].needs_teacher and teacher is None:
         raise TrainingError(f"loss {settings.loss!r} needs a teacher (--teacher)")
     if train_arrays.class_names != test_arrays.class_names:
         raise TrainingError("train and test splits have different class names")
@@ -289,7 +203,7 @@ def train(
     state_path = run_dir / STATE_FILE
     state = _load_state(state_path, config, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / CONFIG_FILE, config)
+    atomic_write_json(run_dir / CONFIG_FILE, config)
 
     loader = BatchLoader(
         train_arrays, settings.batch_size, train=True, seed=settings.seed, mean=mean, std=std
@@ -354,7 +268,7 @@ def train(
                     state_path,
                 )
                 metrics = _metrics(settings, model, curve, teacher_metrics, run_info, threads)
-                _write_json(run_dir / METRICS_FILE, metrics)
+                atomic_write_json(run_dir / METRICS_FILE, metrics)
                 bar.log(
                     f"epoch {epoch + 1}/{settings.epochs}: train loss {row['train_loss']:.4f}, "
                     f"test top-1 {100 * row['test_top1']:.2f}% top-5 {100 * row['test_top5']:.2f}%"
@@ -376,7 +290,7 @@ def train(
             test_top5=metrics["top5"],
             command=run_info.get("command", ""),
         )
-    _write_json(run_dir / METRICS_FILE, metrics)
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
 
 
@@ -392,7 +306,9 @@ def _train_epoch(settings, model, optimizer, loader, teacher, epoch, steps_per_e
             group["lr"] = lr
         targets = None if teacher is None else _teacher_targets(teacher, x, settings.loss)
         logits = model(x)
-        loss = _loss(settings, logits, targets, y)
+        loss = training_loss(
+            settings.loss, logits, targets, y, settings.temperature, settings.alpha
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,6 +1,15 @@
-"""Which searched architectures go on to final training: for every latency target, the one with
-the best reward under that target (MnasNet reward with the run's exponents), ties broken by the
-lower measured cost.  Pure functions over candidate rows."""
+"""Which searched architectures win: one rule, used by `pearl search` (``best_arch.json``) and
+`pearl run` (``winners.json``, the models that go on to final training).
+
+For every latency target: **the most accurate candidate whose cost is within the target**, ties
+broken by the lower cost; its ``reward`` is the MnasNet reward at that target.  A target is a
+budget the student must meet on the phone, so a slower candidate never wins it, whatever the
+reward's exponents (with the *soft* preset the search itself may prefer a slightly slower,
+more accurate arch: that steers the search, it does not move the budget).  When no candidate is
+within a target, the entry holds the candidate with the best reward at that target, marked
+``"within_target": false`` with a note, so a run still has something to train and says why.
+Pure functions over candidate rows.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +34,9 @@ WINNER_FIELDS = (
 def pick_winners(
     rows: Iterable[Any], targets: Sequence[float], spec: RewardSpec
 ) -> list[dict[str, Any]]:
-    """One entry per target: ``{"target", "reward", **WINNER_FIELDS}`` of the best candidate, or
-    ``{"target", "arch": None}`` when no candidate has an accuracy and a cost.
+    """One entry per target: ``{"target", "reward", "within_target", **WINNER_FIELDS}`` of the
+    winner (module docstring), or ``{"target", "arch": None}`` when no candidate has an accuracy
+    and a cost.
 
     `rows` are `pipeline.store.Candidate`-like objects (``accuracy``, ``cost(name)``, and the
     fields above); `spec` gives the exponents and the cost name, its target is replaced by each
@@ -35,15 +45,28 @@ def pick_winners(
     winners = []
     for target in targets:
         at_target = RewardSpec(target=target, alpha=spec.alpha, beta=spec.beta, cost=spec.cost)
-        best = max(
-            scored,
-            key=lambda r: (at_target(r.accuracy, float(r.cost(spec.cost))), -r.cost(spec.cost)),
-            default=None,
-        )
+        within = [r for r in scored if r.cost(spec.cost) <= target]
+        if within:
+            best = max(within, key=lambda r: (r.accuracy, -r.cost(spec.cost)))
+        else:
+            best = max(
+                scored,
+                key=lambda r: (at_target(r.accuracy, float(r.cost(spec.cost))), -r.cost(spec.cost)),
+                default=None,
+            )
         if best is None:
             winners.append({"target": target, "arch": None})
             continue
-        entry = {"target": target, "reward": at_target(best.accuracy, float(best.cost(spec.cost)))}
+        entry = {
+            "target": target,
+            "reward": at_target(best.accuracy, float(best.cost(spec.cost))),
+            "within_target": bool(within),
+        }
         entry.update({name: getattr(best, name) for name in WINNER_FIELDS})
+        if not within:
+            entry["note"] = (
+                f"no scored candidate has {spec.cost} <= {target:g}: this is the best reward; "
+                "raise the budget or the target"
+            )
         winners.append(entry)
     return winners

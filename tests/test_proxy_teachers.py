@@ -5,11 +5,11 @@ import torch
 
 from models.arch import Arch
 from models.teachers import Ensemble, cifar_resnet
+from pipeline.config import ProxyConfig
 from pipeline.data import BatchLoader, split_train_val
 from pipeline.proxy import (
     CachedTeacher,
     OnlineTeacher,
-    ProxySettings,
     evaluate,
     learning_rate,
     train_candidate,
@@ -60,16 +60,14 @@ def splits(cifar_small):
 
 def test_proxy_training_is_deterministic_and_learns(splits):
     mini_train, mini_val = splits
-    settings = ProxySettings(epochs=3, batch_size=50, lr=0.2, loss="ce", seed=1)
-    first = train_candidate(TINY, mini_train, mini_val, settings)
-    again = train_candidate(TINY, mini_train, mini_val, settings)
+    settings = ProxyConfig(epochs=3, batch_size=50, lr=0.2, loss="ce")
+    first = train_candidate(TINY, mini_train, mini_val, settings, seed=1)
+    again = train_candidate(TINY, mini_train, mini_val, settings, seed=1)
     assert first.accuracy == again.accuracy
     assert first.train_loss_per_epoch == again.train_loss_per_epoch
     assert first.train_loss_per_epoch[-1] < first.train_loss_per_epoch[0]
     assert first.accuracy > 0.2  # chance is 0.1; 1,000 images, 3 epochs
-    other_seed = train_candidate(
-        TINY, mini_train, mini_val, ProxySettings(**{**settings.__dict__, "seed": 2})
-    )
+    other_seed = train_candidate(TINY, mini_train, mini_val, settings, seed=2)
     assert other_seed.train_loss_per_epoch != first.train_loss_per_epoch
 
 
@@ -77,31 +75,31 @@ def test_cached_teacher_logits_train_exactly_like_the_online_teacher(splits, tmp
     mini_train, mini_val = splits
     torch.manual_seed(0)
     teacher = cifar_resnet("resnet20").eval()
-    settings = ProxySettings(epochs=1, batch_size=50, seed=3)
-    loader = BatchLoader(mini_train, settings.batch_size, train=True, seed=settings.seed)
+    settings, seed = ProxyConfig(epochs=1, batch_size=50), 3
+    loader = BatchLoader(mini_train, settings.batch_size, train=True, seed=seed)
     cached = CachedTeacher.compute(teacher, loader, epochs=1)
     cached.save(tmp_path / "teacher.pt")
     reloaded = CachedTeacher.load(tmp_path / "teacher.pt")
-    online = train_candidate(TINY, mini_train, mini_val, settings, OnlineTeacher(teacher))
-    offline = train_candidate(TINY, mini_train, mini_val, settings, reloaded)
+    online = train_candidate(TINY, mini_train, mini_val, settings, OnlineTeacher(teacher), seed=3)
+    offline = train_candidate(TINY, mini_train, mini_val, settings, reloaded, seed=3)
     assert offline.train_loss_per_epoch == online.train_loss_per_epoch
     assert offline.accuracy == online.accuracy
     # KD loss to an untrained teacher is a different objective from cross-entropy
     ce = train_candidate(
-        TINY, mini_train, mini_val, ProxySettings(epochs=1, batch_size=50, seed=3, loss="ce")
+        TINY, mini_train, mini_val, ProxyConfig(epochs=1, batch_size=50, loss="ce"), seed=3
     )
     assert ce.train_loss_per_epoch != online.train_loss_per_epoch
     with pytest.raises(ValueError, match="cached for 1 epochs, epoch 1 asked"):
         train_candidate(
-            TINY, mini_train, mini_val, ProxySettings(epochs=2, batch_size=50, seed=3), cached
+            TINY, mini_train, mini_val, ProxyConfig(epochs=2, batch_size=50), cached, seed=3
         )
 
 
 def test_bad_proxy_settings_are_rejected_clearly(splits):
-    with pytest.raises(ValueError, match="'kd' or 'ce'"):
-        ProxySettings(loss="mse")
+    with pytest.raises(ValueError, match="proxy.loss: must be one of.*'ce'.*'kd'"):
+        ProxyConfig(loss="mse")
     with pytest.raises(ValueError, match="needs a teacher"):
-        train_candidate(TINY, *splits, ProxySettings(epochs=1))
+        train_candidate(TINY, *splits, ProxyConfig(epochs=1))
 
 
 def test_evaluate_counts_top1_on_real_images(splits):

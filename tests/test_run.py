@@ -39,7 +39,7 @@ class Row:
         return getattr(self, name)
 
 
-def test_winners_take_the_best_reward_per_target_ties_to_the_faster():
+def test_winners_are_the_most_accurate_within_each_target_ties_to_the_faster():
     rows = [
         Row("slow-good", 0.80, 2.0),
         Row("fast-ok", 0.70, 0.5),
@@ -48,17 +48,23 @@ def test_winners_take_the_best_reward_per_target_ties_to_the_faster():
     ]
     hard = RewardSpec.preset("hard", 1.0)
     winners = pick_winners(rows, [1.0, 3.0], hard)
-    # hard: over the target the accuracy is divided by the overshoot (0.8 / 2 = 0.4 < 0.7)
     assert [w["key"] for w in winners] == ["fast-ok", "slow-good"]
-    assert winners[0]["reward"] == pytest.approx(0.70)
-    # equal reward (hard, both within target): the lower latency wins
+    assert [w["within_target"] for w in winners] == [True, True]
+    assert winners[0]["reward"] == pytest.approx(0.70)  # hard: the accuracy within the target
+    # equal accuracy within the target: the lower latency wins
     tie = pick_winners([Row("b", 0.7, 0.6), Row("a", 0.7, 0.5)], [1.0], hard)
     assert tie[0]["key"] == "a"
+    # soft: slow-good has the best reward (0.8 * 2 ** -0.07 = 0.762 > 0.735) but misses the
+    # 1 ms budget, so it does not win that target
     soft = RewardSpec.preset("soft", 1.0)
+    assert max(rows[:3], key=lambda r: soft(r.accuracy, r.latency_ms)).key == "slow-good"
     soft_winner = pick_winners(rows, [1.0], soft)[0]
-    assert soft_winner["reward"] == pytest.approx(
-        max(soft(r.accuracy, r.latency_ms) for r in rows[:3])
-    )
+    assert soft_winner["key"] == "fast-ok"
+    assert soft_winner["reward"] == pytest.approx(soft(0.70, 0.5))
+    # nothing within the target: the best reward, flagged and explained
+    over = pick_winners(rows, [0.2], soft)[0]
+    assert over["key"] == "slow-good" and over["within_target"] is False
+    assert "raise the budget" in over["note"]
     assert pick_winners([Row("x", None, None)], [1.0], soft) == [{"target": 1.0, "arch": None}]
 
 

@@ -108,7 +108,7 @@ def test_duplicate_archs_reuse_stored_results(finished_run, data_dir, tiny_teach
         assert all(r.key != new.key() for r in old)
         new_choices = [0] * len(setup.space.decisions())
         batch = [list(old[0].choices), list(old[0].choices), new_choices, new_choices]
-        rows = search._evaluate_generation(batch, progress=_NoProgress())
+        rows = search.evaluate([setup.space.arch_from(c) for c in batch], batch)
     finally:
         setup.close()
     assert [r.reused_from for r in rows[:2]] == [old[0].id, old[0].id]
@@ -117,21 +117,17 @@ def test_duplicate_archs_reuse_stored_results(finished_run, data_dir, tiny_teach
     assert len(_events(run_dir)) == events_before + 1  # only the new arch was trained
 
 
-class _NoProgress:
-    def candidate_done(self, row):
-        pass
-
-
 def test_early_termination_stops_hopeless_candidates_and_leaves_others_alone(cifar_small):
+    from pipeline.config import ProxyConfig
     from pipeline.data import split_train_val
-    from pipeline.proxy import EarlyStop, ProxySettings, train_candidate
+    from pipeline.proxy import EarlyStop, train_candidate
 
     config_space = tiny_space()
     arch = config_space.arch_from([0] * len(config_space.decisions()))
     mini_train, mini_val = split_train_val(cifar_small[0], 0.2, 0)
     mini_train = mini_train.take(list(range(256)))
     mini_val = mini_val.take(list(range(200)))
-    settings = ProxySettings(epochs=2, batch_size=64, loss="ce")
+    settings = ProxyConfig(epochs=2, batch_size=64, loss="ce")
     plain = train_candidate(arch, mini_train, mini_val, settings)
     passed = train_candidate(arch, mini_train, mini_val, settings, early_stop=EarlyStop(1, 0.0))
     stopped = train_candidate(arch, mini_train, mini_val, settings, early_stop=EarlyStop(1, 1.01))
@@ -252,8 +248,9 @@ def test_teacher_logit_cache_is_keyed_by_teacher_data_and_loader(
 ):
     import shutil
 
+    from pipeline.config import ProxyConfig
     from pipeline.data import split_train_val
-    from pipeline.proxy import ProxySettings, train_candidate
+    from pipeline.proxy import train_candidate
     from pipeline.teacher_cache import cache_key, cached_teacher
 
     mini_train, mini_val = split_train_val(cifar_small[0], 0.2, 0)
@@ -284,6 +281,6 @@ def test_teacher_logit_cache_is_keyed_by_teacher_data_and_loader(
     assert members.per_epoch[0].shape == (128, 2, 10)
     assert torch.equal(members.per_epoch[0][:, 0], first.per_epoch[0])
     arch = tiny_space().arch_from([0] * len(tiny_space().decisions()))
-    settings = ProxySettings(epochs=1, batch_size=64, loss="od", temperature=3.0, alpha=1.0)
+    settings = ProxyConfig(epochs=1, batch_size=64, loss="od", temperature=3.0, alpha=1.0)
     result = train_candidate(arch, mini_train, mini_val, settings, members)
     assert 0.0 <= result.accuracy <= 1.0 and result.epochs_trained == 1

@@ -93,7 +93,6 @@ def test_front_runners_scored_while_the_phone_was_away_are_remeasured_before_the
 ):
     from pipeline.config import load_config
     from pipeline.search import Search, build_setup
-    from pipeline.search_report import write_report
     from pipeline.store import ResultsStore
 
     chain, phone = chain_and_phone
@@ -119,7 +118,7 @@ def test_front_runners_scored_while_the_phone_was_away_are_remeasured_before_the
             assert {r.latency_rank for r in store.candidates()} == {1}
         assert phone.measured == 0
         phone.plugged = True  # the phone comes back before the winners are chosen
-        summary = write_report(search)
+        summary = search.finish()  # settles the winners on the best backend, then reports
     finally:
         setup.close()
     assert phone.measured >= 1

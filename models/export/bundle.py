@@ -34,6 +34,7 @@ from models.export.common import (
     DEFAULT_FORMATS,
     EXPORT_VERSION,
     FORMATS,
+    METADATA,
     ExportError,
     ParityError,
     parse_formats,
@@ -44,7 +45,6 @@ from models.export.delegation import report as delegation_report
 from models.export.parity import Parity, compare
 from models.export.prepare import preprocess, torch_logits
 
-METADATA = "metadata.json"
 LABELS = "labels.txt"
 METADATA_VERSION = 1
 SYNTHETIC_PARITY_IMAGES = 16

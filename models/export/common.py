@@ -12,6 +12,7 @@ from importlib import metadata
 # Bumped whenever a change here alters the files we write (op choices, quantisation recipe,
 # BN folding...), so latency-only caches keyed by arch do not hand out stale files.
 EXPORT_VERSION = 2  # 2: pool skips count zero padding (PAD + AVERAGE_POOL_2D)
+METADATA = "metadata.json"  # a bundle's self-description, beside its files
 
 
 class ExportError(ValueError):

@@ -23,23 +23,18 @@ from pipeline.controllers.evolution import EvolutionController
 from pipeline.controllers.ppo import PPOController
 from pipeline.controllers.random_search import RandomController
 from pipeline.controllers.reinforce import ReinforceController
+from pipeline.registry import CONTROLLERS as CONTROLLER_REGISTRY
 
-CONTROLLERS: dict[str, type] = {
-    "ppo": PPOController,
-    "reinforce": ReinforceController,
-    "random": RandomController,
-    "evolution": EvolutionController,
-}
+CONTROLLERS: dict[str, type] = {entry.name: entry.load() for entry in CONTROLLER_REGISTRY}
 
 
 def make_controller(
     name: str, decisions: Sequence[Any], seed: int = 0, **options: Any
 ) -> Controller:
-    """The controller called ``name`` for these decisions; ``options`` are its keyword
-    hyperparameters (ValueError names the accepted ones when one is unknown)."""
-    if name not in CONTROLLERS:
-        raise ValueError(f"unknown controller {name!r}; choose one of {sorted(CONTROLLERS)}")
-    cls = CONTROLLERS[name]
+    """The controller called ``name`` (`pipeline.registry.CONTROLLERS`) for these decisions;
+    ``options`` are its keyword hyperparameters (ValueError names the accepted ones when one is
+    unknown)."""
+    cls = CONTROLLER_REGISTRY[name].load()
     accepted = [
         p.name
         for p in inspect.signature(cls).parameters.values()

@@ -1,0 +1,121 @@
+"""Where everything lives in a run folder: the one place its folder and file names are spelled.
+
+A `pearl search` folder (`SearchLayout`)::
+
+    config.toml        the resolved config (`pipeline.config.save_config`)
+    results.sqlite     every candidate and controller update (`pipeline.store`)
+    evaluations.jsonl  one line per finished proxy training (a log; the store is the truth)
+    summary.json       written when the search reached its budget
+    candidates.csv, pareto.csv, pareto.png, best_arch.json, best_arch.txt
+
+A `pearl run` folder (`RunLayout`) holds a search folder and the stages after it::
+
+    config.toml, search/, winners.json, train/LABEL-LOSS/, export/LABEL/, latency.json,
+    report.md, figures/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.export.common import METADATA
+from pipeline.config import CONFIG_FILE_NAME
+from pipeline.store import STORE_FILE_NAME
+
+
+@dataclass(frozen=True)
+class SearchLayout:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE_NAME
+
+    @property
+    def store(self) -> Path:
+        return self.root / STORE_FILE_NAME
+
+    @property
+    def events(self) -> Path:
+        return self.root / "evaluations.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def candidates_csv(self) -> Path:
+        return self.root / "candidates.csv"
+
+    @property
+    def pareto_csv(self) -> Path:
+        return self.root / "pareto.csv"
+
+    @property
+    def pareto_png(self) -> Path:
+        return self.root / "pareto.png"
+
+    @property
+    def best_arch_json(self) -> Path:
+        return self.root / "best_arch.json"
+
+    @property
+    def best_arch_txt(self) -> Path:
+        return self.root / "best_arch.txt"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE_NAME
+
+    @property
+    def search(self) -> SearchLayout:
+        return SearchLayout(self.root / "search")
+
+    @property
+    def winners(self) -> Path:
+        return self.root / "winners.json"
+
+    @property
+    def latency(self) -> Path:
+        return self.root / "latency.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def train_root(self) -> Path:
+        return self.root / "train"
+
+    def train_dir(self, label: str, loss: str) -> Path:
+        return self.train_root / f"{label}-{loss}"
+
+    @staticmethod
+    def parse_train_dir(folder: Path) -> tuple[str, str]:
+        """``(label, loss)`` of a folder made by `train_dir`."""
+        label, _, loss = folder.name.rpartition("-")
+        return label, loss
+
+    def export_dir(self, label: str) -> Path:
+        return self.root / "export" / label
+
+    def bundle_metadata(self, label: str) -> Path:
+        return self.export_dir(label) / METADATA
+
+    def find_search(self) -> SearchLayout | None:
+        """The search of this folder: ``search/`` of a `pearl run`, or the folder itself when
+        it is a bare `pearl search` folder; None when it holds no results store."""
+        for layout in (self.search, SearchLayout(self.root)):
+            if layout.store.is_file():
+                return layout
+        return None
