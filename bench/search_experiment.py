@@ -34,8 +34,8 @@ METHODS = {"kd-ppo": ("kd", "ppo"), "ce-ppo": ("ce", "ppo"), "random": ("kd", "r
 def run_one(base, method: str, seed: int, scratch: Path) -> dict:
     from models.arch import Arch
     from pipeline.proxy import train_candidate
-    from pipeline.search import Search, build_setup, load_splits, proxy_settings
-    from pipeline.teacher_cache import cached_teacher
+    from pipeline.search import Search, build_setup
+    from pipeline.search_setup import load_splits, proxy_teacher
 
     loss, controller = METHODS[method]
     config = dataclasses.replace(
@@ -61,19 +61,14 @@ def run_one(base, method: str, seed: int, scratch: Path) -> dict:
     if loss == "ce":  # distil the CE winner with the same KD proxy
         kd_config = dataclasses.replace(config, proxy=dataclasses.replace(config.proxy, loss="kd"))
         mini_train, mini_val = load_splits(kd_config)
-        settings = proxy_settings(kd_config)
-        teacher, _, _ = cached_teacher(
-            kd_config.teacher.spec,
-            mini_train,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            epochs=settings.epochs,
-            members=False,
-            cache_dir=kd_config.teacher.cache_dir,
-            input_size=kd_config.space.input_size,
-        )
+        teacher, _, _ = proxy_teacher(kd_config, mini_train)
         distilled = train_candidate(
-            Arch.decode(best["arch"]), mini_train, mini_val, settings, teacher
+            Arch.decode(best["arch"]),
+            mini_train,
+            mini_val,
+            kd_config.proxy,
+            teacher,
+            seed=kd_config.search.seed,
         ).accuracy
     return {
         **result,

@@ -34,27 +34,21 @@ def kd_vs_ce(config, archs: int) -> tuple[list[str], str]:
     import torch
 
     from pipeline.proxy import train_candidate
-    from pipeline.search import load_splits, proxy_settings
-    from pipeline.teacher_cache import cached_teacher
+    from pipeline.search_setup import load_splits, proxy_teacher
 
     torch.set_num_threads(config.proxy.threads or os.cpu_count())
     mini_train, mini_val = load_splits(config)
-    settings = proxy_settings(config)
+    settings = dataclasses.replace(config.proxy, loss="kd")
     ce = dataclasses.replace(settings, loss="ce")
     with tempfile.TemporaryDirectory() as cache_dir:
-        kwargs = dict(
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            epochs=settings.epochs,
-            members=False,
-            cache_dir=cache_dir,
-            input_size=config.space.input_size,
+        config = dataclasses.replace(
+            config, teacher=dataclasses.replace(config.teacher, cache_dir=cache_dir)
         )
         started = time.perf_counter()
-        cached_teacher(config.teacher.spec, mini_train, **kwargs)
+        proxy_teacher(config, mini_train)
         fill_s = time.perf_counter() - started
         started = time.perf_counter()
-        teacher, path, hit = cached_teacher(config.teacher.spec, mini_train, **kwargs)
+        teacher, path, hit = proxy_teacher(config, mini_train)
         load_s = time.perf_counter() - started
         size_mb = path.stat().st_size / 1e6
         assert hit
@@ -67,7 +61,9 @@ def kd_vs_ce(config, archs: int) -> tuple[list[str], str]:
         arch = space.sample(rng)
         pair = {}
         for name, mode in (("ce", ce), ("kd (disk cache)", settings)):
-            result = train_candidate(arch, mini_train, mini_val, mode, teacher)
+            result = train_candidate(
+                arch, mini_train, mini_val, mode, teacher, seed=config.search.seed
+            )
             pair[name] = result.seconds
             seconds[name].append(result.seconds)
             print(f"arch {index} {name}: {result.seconds:.1f} s", file=sys.stderr)

@@ -32,6 +32,7 @@ from torch import nn
 
 from models.baselines import resolve_arch
 from models.builder import build
+from models.files import atomic_path
 from models.teachers import CIFAR_RESNET_DEPTHS, Ensemble, cifar_resnet
 
 CHECKPOINT_FORMAT = "pearl-checkpoint"
@@ -72,15 +73,9 @@ def build_model(name: str, *, num_classes: int, input_size: int, dropout: float 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save` to a temporary sibling, then rename over `path`: readers (and a resume
     after a kill) never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(obj, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def save_checkpoint(

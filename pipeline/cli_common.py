@@ -1,7 +1,11 @@
 """Pieces several `pearl` commands share: the ARCH_OR_BASELINE argument with its --input and
---classes options, and turning them into an `Arch` or a clear usage error."""
+--classes options (turned into an `Arch` or a clear usage error), and the run-folder options of
+`pearl search` and `pearl run`."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import click
 
@@ -30,3 +34,51 @@ def arch_or_fail(arch_text: str, input_size: int | None, num_classes: int | None
         return resolve_arch(arch_text, input_size, num_classes)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="ARCH_OR_BASELINE") from None
+
+
+def run_folder_options(*, config_help: str, resume_help: str, set_example: str):
+    """--config / --out / --resume / --set / --json / --no-progress, as `pearl search` and
+    `pearl run` both take them."""
+    options = [
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=config_help,
+        ),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="run folder (default runs/<config name>-<time>)",
+        ),
+        click.option(
+            "--resume",
+            "resume_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help=resume_help,
+        ),
+        click.option(
+            "--set",
+            "settings",
+            multiple=True,
+            metavar="SECTION.KEY=VALUE",
+            help=f"override a config key, e.g. --set {set_example} (repeatable)",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="print the result as JSON"),
+        click.option(
+            "--no-progress", is_flag=True, help="no progress bars (logs still go to stderr)"
+        ),
+    ]
+
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def default_run_dir(config_path: Path) -> Path:
+    """``runs/<config name>-<time>``: where a new run goes without --out."""
+    return Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"

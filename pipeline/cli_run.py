@@ -4,42 +4,21 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
 
+from pipeline.cli_common import default_run_dir, run_folder_options
 from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config, parse_overrides
 
 
 @click.command("run")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML config with the search sections and [train] / [export] (configs/quickstart.toml)",
+@run_folder_options(
+    config_help="TOML config with the search sections and [train] / [export] "
+    "(configs/quickstart.toml)",
+    resume_help="continue the run in this folder: finished stages are skipped",
+    set_example="train.epochs=3",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="run folder (default runs/<config name>-<time>)",
-)
-@click.option(
-    "--resume",
-    "resume_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="continue the run in this folder: finished stages are skipped",
-)
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="override a config key of a new run, e.g. --set train.epochs=3",
-)
-@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-@click.option("--no-progress", is_flag=True, help="no progress bars (logs still go to stderr)")
 def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress) -> None:
     """Search the student, train it (and a baseline) with KD and CE, export and re-time the
     bundle, and write report.md: one command, resumable stage by stage."""
@@ -57,9 +36,7 @@ def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress
         else:
             config = load_config(config_path, parse_overrides(settings), RunConfig, RUN_SECTIONS)
             config = run_config_with_absolute_paths(config)
-            run_dir = (
-                out_dir or Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
+            run_dir = out_dir or default_run_dir(config_path)
         prepare_run_dir(config, run_dir, resume=resume_dir is not None)
     except (ConfigError, RunError) as error:
         raise click.ClickException(str(error)) from None

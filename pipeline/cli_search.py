@@ -10,11 +10,11 @@ stdout, as text or ``--json``.  Torch and the converters are imported only when 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
 
+from pipeline.cli_common import default_run_dir, run_folder_options
 from pipeline.config import (
     BUDGET_KEYS,
     CONFIG_FILE_NAME,
@@ -44,30 +44,10 @@ def _overrides(options: dict, settings: tuple[str, ...]) -> dict:
 
 
 @click.command("search")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML config (see configs/quickstart.toml)",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="run folder (default runs/<config name>-<time>)",
-)
-@click.option(
-    "--resume",
-    "resume_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="continue the search in this run folder (after a kill or with a bigger budget)",
-)
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="override a config key, e.g. --set proxy.epochs=3 (repeatable)",
+@run_folder_options(
+    config_help="TOML config (see configs/quickstart.toml)",
+    resume_help="continue the search in this run folder (after a kill or with a bigger budget)",
+    set_example="proxy.epochs=3",
 )
 @click.option("--max-candidates", type=click.IntRange(min=0), default=None, help="budget")
 @click.option("--max-hours", type=click.FloatRange(min=0), default=None, help="budget")
@@ -84,8 +64,6 @@ def _overrides(options: dict, settings: tuple[str, ...]) -> dict:
     metavar="SPEC[,SPEC...]",
     help="latency backend chain, best first: adb:SERIAL, table:FILE, host:tflite, host:onnx",
 )
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.option("--no-progress", is_flag=True, help="no progress bar (logs still go to stderr)")
 def search_command(
     config_path, out_dir, resume_dir, settings, as_json, no_progress, **options
 ) -> None:
@@ -116,9 +94,7 @@ def search_command(
             # a `pearl run` config works too: its [train] / [export] sections are not used here
             run_config = load_config(config_path, overrides, RunConfig, RUN_SECTIONS)
             config = with_absolute_paths(run_config.search_config())
-            run_dir = (
-                out_dir or Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
+            run_dir = out_dir or default_run_dir(config_path)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
 

@@ -4,14 +4,33 @@ student (see `pipeline.training`).  torch is imported only when a command runs."
 from __future__ import annotations
 
 import functools
-import os
 import shlex
 import shutil
 from pathlib import Path
 
 import click
 
+from models.files import atomic_path
+from pipeline.registry import LOSSES
+
 _LOSS_HELP = "ce: cross-entropy; kd: Hinton KD; od: oracle KD for an ensemble teacher (KDAS eq. 4)"
+# options of both commands that are `pipeline.train_settings.TrainRecipe` fields by that name
+_RECIPE_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "schedule",
+    "seed",
+)
+
+
+def _output_option(help_text: str):
+    return click.option(
+        "-o", "--output", type=click.Path(path_type=Path), required=True, help=help_text
+    )
 
 
 def _common_options(function):
@@ -139,21 +158,15 @@ def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, d
     from models.teacher_loading import load_teacher
     from pipeline.training import TrainSettings, input_statistics, train
 
+    recipe = {name: opts[name] for name in _RECIPE_OPTIONS}
     settings = TrainSettings(
-        model=model,
-        epochs=opts["epochs"],
-        batch_size=opts["batch_size"],
-        lr=opts["lr"],
-        momentum=opts["momentum"],
-        nesterov=opts["nesterov"],
-        weight_decay=opts["weight_decay"],
+        **recipe,
         warmup_epochs=min(opts["warmup_epochs"], opts["epochs"]),
-        schedule=opts["schedule"],
+        model=model,
         loss=loss,
         temperature=temperature,
         alpha=alpha,
         dropout=dropout,
-        seed=opts["seed"],
     )
     train_arrays, test_arrays = _load_data(data_path, opts["train_images"], opts["test_images"])
     teacher = None
@@ -205,13 +218,7 @@ def teacher_group() -> None:
     required=True,
     help="resnet20/32/44/56/110 (CIFAR ResNets), a baseline name or an arch string",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="checkpoint to write (the run's state lives in OUTPUT.run/)",
-)
+@_output_option("checkpoint to write (the run's state lives in OUTPUT.run/)")
 @_common_options
 @_clear_errors
 def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> None:
@@ -219,9 +226,10 @@ def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> 
     run_dir = Path(f"{output}.run")
     metrics = _run(model, run_dir, data_path, "ce", None, 1.0, 0.9, 0.2, opts)
     if metrics["finished"]:
-        temporary = output.with_name(f".{output.name}.tmp")
-        shutil.copyfile(run_dir / "model.pt", temporary)
-        os.replace(temporary, output)
+        from pipeline.training import MODEL_FILE
+
+        with atomic_path(output) as temporary:
+            shutil.copyfile(run_dir / MODEL_FILE, temporary)
     click.echo(f"{_summary(metrics)} -> {output}")
 
 
@@ -236,7 +244,7 @@ def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> 
 )
 @click.option(
     "--loss",
-    type=click.Choice(["kd", "od", "ce"]),
+    type=click.Choice(LOSSES.names),
     default="kd",
     show_default=True,
     help=_LOSS_HELP,
@@ -263,13 +271,7 @@ def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> 
     show_default=True,
     help="classifier dropout",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="run folder: model.pt, metrics.json, config.json, state.pt",
-)
+@_output_option("run folder: model.pt, metrics.json, config.json, state.pt")
 @_common_options
 @_clear_errors
 def train_command(
@@ -277,7 +279,7 @@ def train_command(
 ) -> None:
     """Train a student (baseline name or arch string; input size and classes come from the
     data) on the full schedule, with KD from a teacher or plain cross-entropy."""
-    if loss in ("kd", "od") and not teacher_spec:
+    if LOSSES[loss].needs_teacher and not teacher_spec:
         raise click.UsageError(f"--loss {loss} needs --teacher (or use --loss ce)")
     metrics = _run(
         arch_text, output, data_path, loss, teacher_spec, temperature, alpha, dropout, opts

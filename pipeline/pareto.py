@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from models.files import atomic_path
+
 COST_LABELS = {
     "latency_ms": "latency (ms)",
     "macs": "MACs",
@@ -43,14 +45,11 @@ def best_under(points: Sequence[tuple[float, float]], target: float) -> int | No
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Rows (dicts with the same keys) as CSV, written atomically."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", newline="") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["arch"])
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, path)
-    return path
+    return Path(path)
 
 
 def plot_front(
@@ -92,9 +91,7 @@ def plot_front(
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    path = Path(path)
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary)
     plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return Path(path)
