@@ -1,4 +1,4 @@
-"""Training-epoch throughput of `pipeline.data.BatchLoader` against a torchvision-style
+"""Training-epoch throughput of `pipeline.batches.BatchLoader` against a torchvision-style
 per-image pipeline (PIL image -> RandomCrop(32, padding=4) -> RandomHorizontalFlip -> ToTensor
 -> Normalize, through a DataLoader with num_workers=0), on the same images in the same run,
 alternating between the two so that machine load hits both alike.  Writes BENCHMARKS.md.
@@ -23,11 +23,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from pipeline.batches import BatchLoader
 from pipeline.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     DATA_DIR_ENV,
-    BatchLoader,
     ImageArrays,
     default_data_dir,
     load_npz,

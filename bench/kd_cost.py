@@ -24,8 +24,9 @@ from _report import write_section  # noqa: E402
 
 from models.baselines import resolve_arch  # noqa: E402
 from models.teachers import cifar_resnet  # noqa: E402
+from pipeline.batches import BatchLoader  # noqa: E402
 from pipeline.config import ProxyConfig  # noqa: E402
-from pipeline.data import BatchLoader, default_data_dir, load_npz, split_train_val  # noqa: E402
+from pipeline.data import default_data_dir, load_npz, split_train_val  # noqa: E402
 from pipeline.proxy import CachedTeacher, OnlineTeacher, train_candidate  # noqa: E402
 
 

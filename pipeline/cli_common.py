@@ -39,25 +39,15 @@ def arch_or_fail(arch_text: str, input_size: int | None, num_classes: int | None
 def run_folder_options(*, config_help: str, resume_help: str, set_example: str):
     """--config / --out / --resume / --set / --json / --no-progress, as `pearl search` and
     `pearl run` both take them."""
+
+    def path(flag: str, dest: str, help_text: str, *, folder: bool):
+        kind = click.Path(file_okay=not folder, dir_okay=folder, path_type=Path)
+        return click.option(flag, dest, type=kind, help=help_text)
+
     options = [
-        click.option(
-            "--config",
-            "config_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help=config_help,
-        ),
-        click.option(
-            "--out",
-            "out_dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="run folder (default runs/<config name>-<time>)",
-        ),
-        click.option(
-            "--resume",
-            "resume_dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help=resume_help,
-        ),
+        path("--config", "config_path", config_help, folder=False),
+        path("--out", "out_dir", "run folder (default runs/<config name>-<time>)", folder=True),
+        path("--resume", "resume_dir", resume_help, folder=True),
         click.option(
             "--set",
             "settings",

@@ -1,9 +1,8 @@
-"""CIFAR-style image datasets held in memory, and a fast batched augmentation path.
+"""CIFAR-style image datasets held in memory (batches of them: `pipeline.batches`).
 
 Datasets are small enough (CIFAR-10: 150 MiB as uint8) to live in RAM, so there is no per-image
-Dataset/DataLoader machinery: `BatchLoader` keeps the whole set as one uint8 tensor and builds
-each training batch with a single gather that does the random crop and horizontal flip for every
-image at once.  Loaders read three layouts (`load_dataset` picks one by looking at the path):
+Dataset/DataLoader machinery.  Loaders read three layouts (`load_dataset` picks one by looking at
+the path):
 
 - a ``.npz`` archive with ``x_train``/``y_train``/``x_test``/``y_test``/``class_names``;
 - torchvision's extracted ``cifar-10-batches-py`` folder;
@@ -15,16 +14,14 @@ and what to do about it.
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -353,158 +350,3 @@ def channel_mean_std(
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
-
-
-# --------------------------------------------------------------------------------------------
-# Batched augmentation and normalisation (torch, CPU)
-
-
-def crop_and_flip(
-    images_nhwc_uint8: torch.Tensor,
-    top_px: torch.Tensor,
-    left_px: torch.Tensor,
-    flip: torch.Tensor,
-    pad: int,
-) -> torch.Tensor:
-    """Zero-pad every image by `pad` pixels on each side, cut image i's H x W window whose
-    top-left corner is (`top_px[i]`, `left_px[i]`) in the padded image, and mirror it left-right
-    where `flip[i]`.  One gather for the whole batch; returns uint8 (N, H, W, C)."""
-    n, height, width, channels = images_nhwc_uint8.shape
-    for name, offsets in (("top_px", top_px), ("left_px", left_px)):
-        if len(offsets) and (offsets.min() < 0 or offsets.max() > 2 * pad):
-            raise DataError(f"{name} must lie in [0, {2 * pad}] for pad={pad}")
-    padded = images_nhwc_uint8.new_zeros((n, height + 2 * pad, width + 2 * pad, channels))
-    padded[:, pad : pad + height, pad : pad + width] = images_nhwc_uint8
-    rows = top_px[:, None] + torch.arange(height)  # (N, H)
-    cols = torch.arange(width).expand(n, width)
-    cols = torch.where(flip[:, None], width - 1 - cols, cols) + left_px[:, None]  # (N, W)
-    # Flat pixel index into `padded` viewed as (N * H' * W', C): one index_select gathers every
-    # output pixel's C bytes (~3x faster than the equivalent 3-tensor advanced indexing).
-    padded_height, padded_width = padded.shape[1:3]
-    batch = torch.arange(n)[:, None, None]
-    pixel = (batch * padded_height + rows[:, :, None]) * padded_width + cols[:, None, :]
-    out = padded.view(-1, channels).index_select(0, pixel.view(-1))
-    return out.view(n, height, width, channels)
-
-
-def augment_batch(
-    images_nhwc_uint8: torch.Tensor, generator: torch.Generator, pad: int
-) -> torch.Tensor:
-    """CIFAR training augmentation for a whole batch: random crop with `pad` pixels of zero
-    padding, then random horizontal flip with probability 1/2.  uint8 NHWC in and out."""
-    if pad < 0:
-        raise DataError(f"pad must be >= 0 pixels, got {pad}")
-    n = images_nhwc_uint8.shape[0]
-    top_px = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    left_px = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    return crop_and_flip(images_nhwc_uint8, top_px, left_px, flip, pad)
-
-
-def normalize(
-    images_nhwc_uint8: torch.Tensor,
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
-) -> torch.Tensor:
-    """uint8 NHWC pixels -> float32 ``(x / 255 - mean) / std``, shaped NCHW and stored
-    channels_last (the NHWC buffer itself, permuted).  `mean`/`std` are per channel in [0, 1]."""
-    if images_nhwc_uint8.dtype != torch.uint8 or images_nhwc_uint8.ndim != 4:
-        raise DataError(
-            f"expected uint8 NHWC images, got {images_nhwc_uint8.dtype} "
-            f"{tuple(images_nhwc_uint8.shape)}"
-        )
-    channels = images_nhwc_uint8.shape[-1]
-    if len(mean) != channels or len(std) != channels or min(std) <= 0:
-        raise DataError(f"need {channels} means and {channels} positive stds, got {mean}, {std}")
-    scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))
-    shift = -torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
-    # x * scale + shift in one fused op, broadcasting over the trailing (channel) dimension.
-    x = torch.addcmul(shift, images_nhwc_uint8.contiguous().to(torch.float32), scale)
-    x = x.permute(0, 3, 1, 2)
-    assert x.is_contiguous(memory_format=torch.channels_last)
-    return x
-
-
-class BatchLoader:
-    """Iterate an in-memory `ImageArrays` as ``(x, y)`` batches: x float32 (B, 3, H, W) in
-    channels_last memory format, normalised with `mean`/`std`; y int64 (B,).
-
-    With ``train=True`` each epoch visits the examples in a fresh random order and applies
-    `augment_batch` (random crop with `pad` pixels of zero padding, random horizontal flip).
-    Everything random comes from a generator seeded with ``(seed, epoch)``, so a given epoch is
-    identical on every run.  Each pass over the loader uses the next epoch number (0, 1, 2, ...);
-    ``set_epoch(e)`` makes the next pass epoch `e` (to resume a run).  `drop_last` defaults to
-    `train`.
-    """
-
-    def __init__(
-        self,
-        arrays: ImageArrays,
-        batch_size: int,
-        *,
-        train: bool,
-        seed: int = 0,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
-        pad: int = 4,
-        drop_last: bool | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        if pad < 0:
-            raise DataError(f"pad must be >= 0 pixels, got {pad}")
-        if seed < 0:
-            raise DataError(f"seed must be >= 0, got {seed}")
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-        self.pad = pad
-        self.drop_last = train if drop_last is None else drop_last
-        self.epoch = 0
-        self.images = _as_tensor(arrays.images)  # uint8 (N, H, W, 3), converted once
-        self.labels = _as_tensor(arrays.labels)
-        if self.drop_last and len(self.labels) < batch_size:
-            raise DataError(
-                f"batch_size {batch_size} exceeds the {len(self.labels)} examples and drop_last "
-                "is set, so an epoch would be empty; use a smaller batch or drop_last=False"
-            )
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next pass epoch `epoch`."""
-        if epoch < 0:
-            raise DataError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return len(self.labels) // self.batch_size
-        return math.ceil(len(self.labels) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
-        count = len(self.labels)
-        order = torch.randperm(count, generator=generator) if self.train else None
-        for batch in range(len(self)):
-            start = batch * self.batch_size
-            if order is None:
-                images = self.images[start : start + self.batch_size]
-                labels = self.labels[start : start + self.batch_size]
-            else:
-                index = order[start : start + self.batch_size]
-                images = augment_batch(self.images.index_select(0, index), generator, self.pad)
-                labels = self.labels.index_select(0, index)
-            yield normalize(images, self.mean, self.std), labels
-
-
-def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    """Share memory with `array` when torch allows it (writeable, C-contiguous), else copy."""
-    array = np.ascontiguousarray(array)
-    return torch.from_numpy(array if array.flags.writeable else array.copy())
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 64-bit generator seed that differs for every (seed, epoch) pair."""
-    return int(np.random.SeedSequence((seed, epoch)).generate_state(1, dtype=np.uint64)[0])

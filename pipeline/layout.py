@@ -24,78 +24,39 @@ from pipeline.config import CONFIG_FILE_NAME
 from pipeline.store import STORE_FILE_NAME
 
 
+def _file(name: str) -> property:
+    return property(lambda self: self.root / name, doc=f"``{name}`` in this folder")
+
+
 @dataclass(frozen=True)
 class SearchLayout:
     root: Path
 
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG_FILE_NAME
-
-    @property
-    def store(self) -> Path:
-        return self.root / STORE_FILE_NAME
-
-    @property
-    def events(self) -> Path:
-        return self.root / "evaluations.jsonl"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def candidates_csv(self) -> Path:
-        return self.root / "candidates.csv"
-
-    @property
-    def pareto_csv(self) -> Path:
-        return self.root / "pareto.csv"
-
-    @property
-    def pareto_png(self) -> Path:
-        return self.root / "pareto.png"
-
-    @property
-    def best_arch_json(self) -> Path:
-        return self.root / "best_arch.json"
-
-    @property
-    def best_arch_txt(self) -> Path:
-        return self.root / "best_arch.txt"
+    config = _file(CONFIG_FILE_NAME)
+    store = _file(STORE_FILE_NAME)
+    events = _file("evaluations.jsonl")
+    summary = _file("summary.json")
+    candidates_csv = _file("candidates.csv")
+    pareto_csv = _file("pareto.csv")
+    pareto_png = _file("pareto.png")
+    best_arch_json = _file("best_arch.json")
+    best_arch_txt = _file("best_arch.txt")
 
 
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
 
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG_FILE_NAME
+    config = _file(CONFIG_FILE_NAME)
+    winners = _file("winners.json")
+    latency = _file("latency.json")
+    report = _file("report.md")
+    figures = _file("figures")
+    train_root = _file("train")
 
     @property
     def search(self) -> SearchLayout:
         return SearchLayout(self.root / "search")
-
-    @property
-    def winners(self) -> Path:
-        return self.root / "winners.json"
-
-    @property
-    def latency(self) -> Path:
-        return self.root / "latency.json"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.md"
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def train_root(self) -> Path:
-        return self.root / "train"
 
     def train_dir(self, label: str, loss: str) -> Path:
         return self.train_root / f"{label}-{loss}"

@@ -24,8 +24,9 @@ from torch import nn
 from models.arch import Arch
 from models.builder import build
 from models.files import atomic_path
+from pipeline.batches import BatchLoader
 from pipeline.config import ProxyConfig
-from pipeline.data import BatchLoader, ImageArrays
+from pipeline.data import ImageArrays
 from pipeline.losses import training_loss
 from pipeline.registry import LOSSES
 

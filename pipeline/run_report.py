@@ -280,6 +280,36 @@ def _latency_by(latency: dict | None) -> dict[tuple[str, str], dict]:
     return {(r["label"], r["format"]): r for r in (latency or {}).get("rows", [])}
 
 
+def _relative_gain_lines(trained: dict[str, dict[str, dict]]) -> list[str]:
+    """AKD eq. 1 per searched model, against the baseline (none without both losses)."""
+    gains = {label: kd_gain(per_loss) for label, per_loss in trained.items()}
+    baseline = next((g for label, g in gains.items() if label.startswith("baseline-")), None)
+    searched = [(label, g) for label, g in gains.items() if label.startswith("searched-")]
+    if baseline is not None and any(g is not None for _, g in searched):
+        return [
+            "### Relative gain (AKD eq. 1)",
+            "",
+            "[KD(searched) - CE(searched)] - [KD(baseline) - CE(baseline)], percentage points; "
+            "positive means the searched student profits more from this teacher than the "
+            "baseline does.",
+            "",
+            markdown_table(
+                ["searched", "KD - CE", "baseline KD - CE", "relative gain"],
+                [
+                    (
+                        f"`{label}`",
+                        _num(g, "+.2f"),
+                        _num(baseline, "+.2f"),
+                        _num(relative_gain(g, baseline), "+.2f"),
+                    )
+                    for label, g in searched
+                ],
+            ),
+            "",
+        ]
+    return []
+
+
 def _final_section(run_dir, trained, winners, latency, figures: Path, lines: list) -> None:
     by_file = _latency_by(latency)
     device = (latency or {}).get("device", "?")
@@ -337,31 +367,7 @@ def _final_section(run_dir, trained, winners, latency, figures: Path, lines: lis
             "the same split.",
             "",
         ]
-    gains = {label: kd_gain(per_loss) for label, per_loss in trained.items()}
-    baseline = next((g for label, g in gains.items() if label.startswith("baseline-")), None)
-    searched = [(label, g) for label, g in gains.items() if label.startswith("searched-")]
-    if baseline is not None and any(g is not None for _, g in searched):
-        lines += [
-            "### Relative gain (AKD eq. 1)",
-            "",
-            "[KD(searched) - CE(searched)] - [KD(baseline) - CE(baseline)], percentage points; "
-            "positive means the searched student profits more from this teacher than the "
-            "baseline does.",
-            "",
-            markdown_table(
-                ["searched", "KD - CE", "baseline KD - CE", "relative gain"],
-                [
-                    (
-                        f"`{label}`",
-                        _num(g, "+.2f"),
-                        _num(baseline, "+.2f"),
-                        _num(relative_gain(g, baseline), "+.2f"),
-                    )
-                    for label, g in searched
-                ],
-            ),
-            "",
-        ]
+    lines += _relative_gain_lines(trained)
     plot_training(trained, figures / "final_training.png")
     lines += [f"![final training]({figures.name}/final_training.png)", ""]
     for label in trained:

@@ -21,22 +21,9 @@ from models.files import atomic_write, atomic_write_json
 from pipeline.config import SearchConfig
 from pipeline.layout import SearchLayout
 from pipeline.pareto import pareto_front, plot_front, write_csv
-from pipeline.winners import pick_winners
+from pipeline.winners import WINNER_FIELDS, pick_winners
 
-CSV_FIELDS = (
-    "key",
-    "accuracy",
-    "latency_ms",
-    "latency_source",
-    "latency_spec",
-    "macs",
-    "params",
-    "reward",
-    "status",
-    "generation",
-    "train_seconds",
-    "arch",
-)
+CSV_FIELDS = (*WINNER_FIELDS[:-1], "reward", "status", "train_seconds", "arch")
 
 
 def report_targets(config: SearchConfig) -> list[float]:

@@ -112,7 +112,7 @@ def cached_teacher(
     import torch
 
     from models.teacher_loading import load_teacher
-    from pipeline.data import BatchLoader
+    from pipeline.batches import BatchLoader
     from pipeline.proxy import CachedTeacher, MemberLogits
 
     key = cache_key(

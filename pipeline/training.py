@@ -36,14 +36,8 @@ from torch import nn
 from models.files import atomic_write_json
 from models.teacher_loading import atomic_save, build_model, save_checkpoint
 from models.teachers import Ensemble
-from pipeline.data import (
-    CIFAR10_CLASSES,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    BatchLoader,
-    ImageArrays,
-    channel_mean_std,
-)
+from pipeline.batches import BatchLoader
+from pipeline.data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, ImageArrays, channel_mean_std
 from pipeline.losses import training_loss
 from pipeline.progress import progress_bar
 from pipeline.proxy import learning_rate as warmup_cosine_lr
@@ -181,24 +175,14 @@ def train(
     cores).  `stop_after_epochs` ends this call early (the run stays resumable).
     """
     run_dir = Path(run_dir)
-    run_info = dict(run_info or {})
     if LOSSES[settings.loss].needs_teacher and teacher is None:
         raise TrainingError(f"loss {settings.loss!r} needs a teacher (--teacher)")
     if train_arrays.class_names != test_arrays.class_names:
         raise TrainingError("train and test splits have different class names")
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     num_classes = train_arrays.num_classes
-    input_size = int(train_arrays.images.shape[1])
     mean, std = input_statistics(train_arrays)
-    run_info["data"] = {
-        **run_info.get("data", {}),
-        "train_images": len(train_arrays),
-        "test_images": len(test_arrays),
-        "num_classes": num_classes,
-        "input_size": input_size,
-        "mean": list(mean),
-        "std": list(std),
-    }
+    run_info = _with_data_info(run_info, train_arrays, test_arrays, mean, std)
     config = _config(settings, run_info)
     state_path = run_dir / STATE_FILE
     state = _load_state(state_path, config, resume)
@@ -214,30 +198,11 @@ def train(
     steps_per_epoch = len(loader)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
-        model = build_model(
-            settings.model,
-            num_classes=num_classes,
-            input_size=input_size,
-            dropout=settings.dropout,
-        ).to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=settings.lr,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-            nesterov=settings.nesterov,
-        )
-        curve: list[dict[str, Any]] = []
-        teacher_metrics = None
+        model, optimizer = _model_and_optimizer(settings, run_info["data"])
         if teacher is not None:
             teacher = teacher.eval().to(memory_format=torch.channels_last)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"])
-            curve = json.loads(state["curve"])
-            teacher_metrics = json.loads(state["teacher_metrics"])
-        elif teacher is not None:
+        curve, teacher_metrics = _restore(state, model, optimizer)
+        if state is None and teacher is not None:
             teacher_metrics = evaluate(teacher, test_loader, num_classes)
         start_epoch = len(curve)
         end_epoch = settings.epochs
@@ -256,17 +221,7 @@ def train(
                     {f"test_{k}": v for k, v in evaluate(model, test_loader, num_classes).items()}
                 )
                 curve.append(row)
-                atomic_save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "curve": json.dumps(curve),
-                        "teacher_metrics": json.dumps(teacher_metrics),
-                        "config": json.dumps(config),
-                    },
-                    state_path,
-                )
+                _save_state(state_path, model, optimizer, curve, teacher_metrics, config)
                 metrics = _metrics(settings, model, curve, teacher_metrics, run_info, threads)
                 atomic_write_json(run_dir / METRICS_FILE, metrics)
                 bar.log(
@@ -277,12 +232,13 @@ def train(
 
     metrics = _metrics(settings, model, curve, teacher_metrics, run_info, threads)
     if metrics["finished"]:
+        data = run_info["data"]
         save_checkpoint(
             run_dir / MODEL_FILE,
             model,
             model_name=settings.model,
             num_classes=num_classes,
-            input_size=input_size,
+            input_size=data["input_size"],
             mean=mean,
             std=std,
             class_names=train_arrays.class_names,
@@ -292,6 +248,64 @@ def train(
         )
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
+
+
+def _with_data_info(run_info, train_arrays, test_arrays, mean, std) -> dict[str, Any]:
+    """`run_info` with what the data is (recorded, and compared on resume)."""
+    run_info = dict(run_info or {})
+    run_info["data"] = {
+        **run_info.get("data", {}),
+        "train_images": len(train_arrays),
+        "test_images": len(test_arrays),
+        "num_classes": train_arrays.num_classes,
+        "input_size": int(train_arrays.images.shape[1]),
+        "mean": list(mean),
+        "std": list(std),
+    }
+    return run_info
+
+
+def _model_and_optimizer(settings: TrainSettings, data: dict[str, Any]):
+    model = build_model(
+        settings.model,
+        num_classes=data["num_classes"],
+        input_size=data["input_size"],
+        dropout=settings.dropout,
+    ).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        nesterov=settings.nesterov,
+    )
+    return model, optimizer
+
+
+def _restore(state: dict | None, model, optimizer) -> tuple[list[dict[str, Any]], Any]:
+    """``(curve, teacher metrics)`` of a resumed run, its weights, optimiser and RNG restored;
+    ``([], None)`` for a new one."""
+    if state is None:
+        return [], None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return json.loads(state["curve"]), json.loads(state["teacher_metrics"])
+
+
+def _save_state(path: Path, model, optimizer, curve, teacher_metrics, config) -> None:
+    """Everything a resume needs after a finished epoch, in one atomic file."""
+    atomic_save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "curve": json.dumps(curve),
+            "teacher_metrics": json.dumps(teacher_metrics),
+            "config": json.dumps(config),
+        },
+        path,
+    )
 
 
 def _train_epoch(settings, model, optimizer, loader, teacher, epoch, steps_per_epoch, bar):

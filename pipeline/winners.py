@@ -20,7 +20,6 @@ from pipeline.reward import RewardSpec
 
 WINNER_FIELDS = (
     "key",
-    "arch",
     "accuracy",
     "latency_ms",
     "latency_source",
@@ -28,6 +27,7 @@ WINNER_FIELDS = (
     "macs",
     "params",
     "generation",
+    "arch",
 )
 
 

@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.batches import BatchLoader, augment_batch, crop_and_flip, normalize
 from pipeline.data import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
     CIFAR10_STD,
-    BatchLoader,
     DataError,
     ImageArrays,
-    augment_batch,
     channel_mean_std,
-    crop_and_flip,
     load_cifar_folder,
     load_dataset,
     load_image_folder,
     load_npz,
-    normalize,
     split_indices,
     split_train_val,
 )

@@ -470,7 +470,7 @@ def test_random_imagenet_archs_match_pytorch(workers, cifar_small, tmp_path):
 
 
 def train_briefly(arch: Arch, train, epochs: int) -> nn.Module:
-    from pipeline.data import BatchLoader
+    from pipeline.batches import BatchLoader
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()

@@ -5,8 +5,9 @@ import torch
 
 from models.arch import Arch
 from models.teachers import Ensemble, cifar_resnet
+from pipeline.batches import BatchLoader
 from pipeline.config import ProxyConfig
-from pipeline.data import BatchLoader, split_train_val
+from pipeline.data import split_train_val
 from pipeline.proxy import (
     CachedTeacher,
     OnlineTeacher,

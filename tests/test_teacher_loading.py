@@ -16,7 +16,8 @@ from models.teacher_loading import (
     save_checkpoint,
 )
 from models.teachers import Ensemble
-from pipeline.data import CIFAR10_MEAN, CIFAR10_STD, BatchLoader
+from pipeline.batches import BatchLoader
+from pipeline.data import CIFAR10_MEAN, CIFAR10_STD
 from pipeline.training import evaluate
 
 TINY = (
