@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._report import write_section  # noqa: E402
+from pipeline.layout import RunLayout, is_baseline  # noqa: E402
 from pipeline.run_report import kd_gain, markdown_table, relative_gain, trained_runs  # noqa: E402
 
 
@@ -28,14 +29,15 @@ def main() -> None:
     parser.add_argument("--notes", default="")
     args = parser.parse_args()
 
+    layout = RunLayout(args.run_dir)
     trained = trained_runs(args.run_dir)
-    latency = json.loads((args.run_dir / "latency.json").read_text())
-    summary = json.loads((args.run_dir / "search" / "summary.json").read_text())
+    latency = json.loads(layout.latency.read_text())
+    summary = json.loads(layout.search.summary.read_text())
     by_file = {(r["label"], r["format"]): r["latency_ms"] for r in latency["rows"]}
     gains = {label: kd_gain(per_loss) for label, per_loss in trained.items()}
-    baseline_gain = next((g for k, g in gains.items() if k.startswith("baseline-")), None)
+    baseline_gain = next((g for k, g in gains.items() if is_baseline(k)), None)
     rows = []
-    for label, per_loss in sorted(trained.items(), key=lambda item: not item[0].startswith("s")):
+    for label, per_loss in sorted(trained.items(), key=lambda item: is_baseline(item[0])):
         first = next(iter(per_loss.values()))
         rows.append(
             (
@@ -44,9 +46,7 @@ def main() -> None:
                 first["epochs_done"],
                 *(f"{100 * per_loss[loss]['top1']:.2f}" for loss in ("kd", "ce")),
                 f"{gains[label]:+.2f}",
-                "-"
-                if label.startswith("baseline-")
-                else f"{relative_gain(gains[label], baseline_gain):+.2f}",
+                "-" if is_baseline(label) else f"{relative_gain(gains[label], baseline_gain):+.2f}",
                 f"{by_file.get((label, 'tflite'), float('nan')):.3f}",
                 f"{by_file.get((label, 'tflite-int8'), float('nan')):.3f}",
             )

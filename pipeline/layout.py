@@ -12,6 +12,8 @@ A `pearl run` folder (`RunLayout`) holds a search folder and the stages after it
 
     config.toml, search/, winners.json, train/LABEL-LOSS/, export/LABEL/, latency.json,
     report.md, figures/
+
+LABEL is ``searched-KEY`` for a winner (KEY: its arch key) and ``baseline-NAME``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,21 @@ from pathlib import Path
 from models.export.common import METADATA
 from pipeline.config import CONFIG_FILE_NAME
 from pipeline.store import STORE_FILE_NAME
+
+SEARCHED, BASELINE = "searched-", "baseline-"  # prefixes of the LABELs of trained models
+
+
+def searched_label(key: str) -> str:
+    """The LABEL of a searched winner (its arch key)."""
+    return SEARCHED + key
+
+
+def baseline_label(name: str) -> str:
+    return BASELINE + name
+
+
+def is_baseline(label: str) -> bool:
+    return label.startswith(BASELINE)
 
 
 def _file(name: str) -> property:

@@ -1,10 +1,11 @@
 """`pearl run`: teacher + data + device + budget in, a trained, exported, re-timed student and a
 report out.  Stages, each writing into the run folder and skipped when its output exists (so a
-re-run after a kill continues rather than restarts)::
+re-run after a kill continues rather than restarts); every path comes from
+`pipeline.layout.RunLayout`::
 
     search/               the KD-guided search (`pipeline.search`; resumes inside itself)
     search/summary.json   written when the search reached its budget
-    winners.json          best reward per latency target, ties broken by measured latency
+    winners.json          the winner of each latency target (`pipeline.winners`)
     train/LABEL-LOSS/     final training of each winner and of the baseline, per loss
                           (`pipeline.training`; resumes from its last finished epoch)
     export/LABEL/         the bundle: .tflite fp32/fp16/int8, .onnx, metadata.json
@@ -13,7 +14,7 @@ re-run after a kill continues rather than restarts)::
                           host's ONNX Runtime, kept apart: runtimes are never mixed)
     report.md + figures/  `pipeline.run_report`
 
-LABEL is ``searched-KEY`` for a winner (KEY: the arch's key) and ``baseline-NAME``.
+LABEL: `pipeline.layout` (``searched-KEY`` for a winner, ``baseline-NAME``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from models.files import atomic_write_json
 from pipeline.config import config_hash, save_config
-from pipeline.layout import RunLayout
+from pipeline.layout import RunLayout, baseline_label, searched_label
 from pipeline.registry import LOSSES
 from pipeline.run_config import RunConfig
 
@@ -104,7 +105,7 @@ def models_to_train(config: RunConfig, winners: list[dict]) -> list[tuple[str, s
     for w in winners:
         if w.get("arch") and w["key"] not in seen:
             seen.add(w["key"])
-            units.append((f"searched-{w['key']}", w["arch"]))
+            units.append((searched_label(w["key"]), w["arch"]))
     if config.train.baseline:
         try:
             arch = resolve_arch(
@@ -113,7 +114,7 @@ def models_to_train(config: RunConfig, winners: list[dict]) -> list[tuple[str, s
         except ValueError as error:
             raise RunError(f"train.baseline: {error}") from None
         name = config.train.baseline if "|" not in config.train.baseline else arch.key()
-        units.append((f"baseline-{name}", arch.encode()))
+        units.append((baseline_label(name), arch.encode()))
     return units
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from models.export.common import FORMATS
 from models.files import atomic_write
 from pipeline.config import ConfigError, SearchConfig, load_config
-from pipeline.layout import RunLayout, SearchLayout
+from pipeline.layout import RunLayout, SearchLayout, is_baseline, searched_label
 from pipeline.pareto import pareto_front
 from pipeline.run_config import RUN_SECTIONS, RunConfig
 from pipeline.search_report import report_targets
@@ -283,8 +283,8 @@ def _latency_by(latency: dict | None) -> dict[tuple[str, str], dict]:
 def _relative_gain_lines(trained: dict[str, dict[str, dict]]) -> list[str]:
     """AKD eq. 1 per searched model, against the baseline (none without both losses)."""
     gains = {label: kd_gain(per_loss) for label, per_loss in trained.items()}
-    baseline = next((g for label, g in gains.items() if label.startswith("baseline-")), None)
-    searched = [(label, g) for label, g in gains.items() if label.startswith("searched-")]
+    baseline = next((g for label, g in gains.items() if is_baseline(label)), None)
+    searched = [(label, g) for label, g in gains.items() if not is_baseline(label)]
     if baseline is not None and any(g is not None for _, g in searched):
         return [
             "### Relative gain (AKD eq. 1)",
@@ -313,14 +313,14 @@ def _relative_gain_lines(trained: dict[str, dict[str, dict]]) -> list[str]:
 def _final_section(run_dir, trained, winners, latency, figures: Path, lines: list) -> None:
     by_file = _latency_by(latency)
     device = (latency or {}).get("device", "?")
-    key_of = {f"searched-{w['key']}": w for w in winners or [] if w.get("arch")}
+    key_of = {searched_label(w["key"]): w for w in winners or [] if w.get("arch")}
     lines += ["## Winners and baseline after final training", ""]
     header = ["model", "MACs (M)", "params (M)", "proxy acc (%)"]
     losses = sorted({loss for per_loss in trained.values() for loss in per_loss})
     header += [f"top-1 {loss} (%)" for loss in losses] + ["KD - CE (pp)"]
     header += [f"{fmt} ms" for fmt in TFLITE_FORMATS]
     rows = []
-    for label, per_loss in sorted(trained.items(), key=lambda item: not item[0].startswith("s")):
+    for label, per_loss in sorted(trained.items(), key=lambda item: is_baseline(item[0])):
         any_metrics = next(iter(per_loss.values()))
         metadata = _read_json(RunLayout(run_dir).bundle_metadata(label)) or {}
         winner = key_of.get(label, {})
