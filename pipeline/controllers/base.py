@@ -56,7 +56,8 @@ def option_counts(decisions: Sequence[Any]) -> tuple[int, ...]:
 
 def keyword_options(init: Callable[..., Any], call_locals: Mapping[str, Any]) -> dict[str, Any]:
     """A controller's hyperparameters: the keyword-only parameters of its ``__init__`` with the
-    values of this call (``locals()`` at the top of ``__init__``), in signature order."""
+    values of this call (``call_locals``: ``locals()`` inside that ``__init__``), in signature
+    order, so the saved config lists every option once and in a fixed order."""
     return {
         name: call_locals[name]
         for name, parameter in inspect.signature(init).parameters.items()
