@@ -6,7 +6,11 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
+
+from models.files import atomic_write
 
 BENCHMARKS_PATH = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 _HEADER = (
@@ -41,7 +45,9 @@ def write_section(
         )
         before = "".join(lines[:start])
         after = "\n" + "".join(lines[end:]) if end < len(lines) else ""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(before + section + after)
-    os.replace(temporary, path)  # readers never see a half-written file
-    return path
+    return atomic_write(path, before + section + after)  # readers never see half a file
+
+
+def median_and_range(values: Sequence[float], decimals: int) -> tuple[float, str]:
+    """The median of ``values`` and their range written ``min-max`` with ``decimals`` decimals."""
+    return statistics.median(values), f"{min(values):.{decimals}f}-{max(values):.{decimals}f}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,11 +18,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import median_and_range, write_section  # noqa: E402
 
 from models.builder import build  # noqa: E402
 from models.costs import arch_cost  # noqa: E402
 from models.space import get_space  # noqa: E402
+from pipeline.run_report import markdown_table  # noqa: E402
 
 
 def time_stages(space_name: str, count: int, seed: int) -> dict[str, float]:
@@ -59,19 +59,13 @@ def main() -> None:
         for name in spaces:
             runs[name].append(time_stages(name, args.n, seed=repeat))
             print(f"repeat {repeat + 1}/{args.repeats} {name}: {runs[name][-1]}", file=sys.stderr)
-    rows = [
-        f"| space | stage | median s per {args.n} | min-max s | median us per candidate |",
-        "|---|---|---|---|---|",
-    ]
+    header = ("space", "stage", f"median s per {args.n}", "min-max s", "median us per candidate")
+    rows = []
     for name in spaces:
         for stage in runs[name][0]:
-            values = [run[stage] for run in runs[name]]
-            median = statistics.median(values)
-            rows.append(
-                f"| {name} | {stage} | {median:.3f} | {min(values):.3f}-{max(values):.3f} "
-                f"| {median / args.n * 1e6:.0f} |"
-            )
-    table = "\n".join(rows)
+            median_s, range_s = median_and_range([run[stage] for run in runs[name]], 3)
+            rows.append((name, stage, f"{median_s:.3f}", range_s, f"{median_s / args.n * 1e6:.0f}"))
+    table = markdown_table(header, rows)
     print(table)
     command = f"python bench/arch_throughput.py --n {args.n} --repeats {args.repeats}"
     notes = (

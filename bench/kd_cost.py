@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import median_and_range, write_section  # noqa: E402
 
 from models.baselines import resolve_arch  # noqa: E402
 from models.teachers import cifar_resnet  # noqa: E402
@@ -28,6 +28,7 @@ from pipeline.batches import BatchLoader  # noqa: E402
 from pipeline.config import ProxyConfig  # noqa: E402
 from pipeline.data import default_data_dir, load_npz, split_train_val  # noqa: E402
 from pipeline.proxy import CachedTeacher, OnlineTeacher, train_candidate  # noqa: E402
+from pipeline.run_report import markdown_table  # noqa: E402
 
 
 def main() -> None:
@@ -64,15 +65,12 @@ def main() -> None:
         for name, run in modes.items():
             seconds[name].append(run().seconds)
             print(f"repeat {repeat + 1} {name}: {seconds[name][-1]:.1f} s", file=sys.stderr)
-    ce_median = statistics.median(seconds["ce"])
-    rows = ["| mode | median s per candidate | min-max s | ratio to ce |", "|---|---|---|---|"]
+    ce_median_s = statistics.median(seconds["ce"])
+    rows = []
     for name, values in seconds.items():
-        median = statistics.median(values)
-        rows.append(
-            f"| {name} | {median:.1f} | {min(values):.1f}-{max(values):.1f} "
-            f"| {median / ce_median:.2f}x |"
-        )
-    table = "\n".join(rows)
+        median_s, range_s = median_and_range(values, 1)
+        rows.append((name, f"{median_s:.1f}", range_s, f"{median_s / ce_median_s:.2f}x"))
+    table = markdown_table(("mode", "median s per candidate", "min-max s", "ratio to ce"), rows)
     print(table)
     notes = (
         f"Student `{args.student}` (32x32, CIFAR layout), teacher `{args.teacher}` "

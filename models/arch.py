@@ -38,6 +38,15 @@ def _check(condition: bool, field: str, message: str) -> None:
         raise ArchFieldError(field, message)
 
 
+def _check_choice(value, choices: tuple, field: str, what: str) -> None:
+    """ArchFieldError unless ``value`` is one of ``choices``; ``what`` names it in the message."""
+    _check(value in choices, field, f"{what} must be one of {choices}, got {value!r}")
+
+
+def _check_at_least(value: int, minimum: int, field: str, what: str) -> None:
+    _check(value >= minimum, field, f"{what} must be >= {minimum}, got {value}")
+
+
 @dataclass(frozen=True)
 class StemSpec:
     """First layer: a regular kxk conv, BN, activation."""
@@ -48,26 +57,10 @@ class StemSpec:
     act: str = "r6"
 
     def __post_init__(self) -> None:
-        _check(
-            self.kernel in KERNELS,
-            "kernel",
-            f"stem kernel must be one of {KERNELS}, got {self.kernel}",
-        )
-        _check(
-            self.stride in STRIDES,
-            "stride",
-            f"stem stride must be one of {STRIDES}, got {self.stride}",
-        )
-        _check(
-            self.out_channels >= 1,
-            "channels",
-            f"stem channels must be >= 1, got {self.out_channels}",
-        )
-        _check(
-            self.act in ACTIVATIONS,
-            "act",
-            f"stem act must be one of {ACTIVATIONS}, got {self.act!r}",
-        )
+        _check_choice(self.kernel, KERNELS, "kernel", "stem kernel")
+        _check_choice(self.stride, STRIDES, "stride", "stem stride")
+        _check_at_least(self.out_channels, 1, "channels", "stem channels")
+        _check_choice(self.act, ACTIVATIONS, "act", "stem act")
 
     def encode(self) -> str:
         return f"stem_k{self.kernel}_s{self.stride}_c{self.out_channels}_{self.act}"
@@ -98,7 +91,7 @@ class BlockSpec:
     act: str = "r6"
 
     def __post_init__(self) -> None:
-        _check(self.op in OPS, "op", f"block op must be one of {OPS}, got {self.op!r}")
+        _check_choice(self.op, OPS, "op", "block op")
         if self.op == "mb":
             _check(
                 isinstance(self.expand, int) and self.expand >= 2,
@@ -108,26 +101,18 @@ class BlockSpec:
             )
         else:
             _check(self.expand == 1, "op", f"{self.op} takes no expand ratio, got {self.expand}")
-        _check(
-            self.kernel in KERNELS, "kernel", f"kernel must be one of {KERNELS}, got {self.kernel}"
-        )
-        _check(
-            self.stride in STRIDES, "stride", f"stride must be one of {STRIDES}, got {self.stride}"
-        )
-        _check(
-            self.out_channels >= 1, "channels", f"channels must be >= 1, got {self.out_channels}"
-        )
-        _check(self.layers >= 1, "layers", f"layers must be >= 1, got {self.layers}")
+        _check_choice(self.kernel, KERNELS, "kernel", "kernel")
+        _check_choice(self.stride, STRIDES, "stride", "stride")
+        _check_at_least(self.out_channels, 1, "channels", "channels")
+        _check_at_least(self.layers, 1, "layers", "layers")
         percent = round(self.se_ratio * 100)
         _check(
             0 <= percent < 100 and abs(percent / 100 - self.se_ratio) < 1e-12,
             "se",
             f"se_ratio must be a whole percentage in [0, 0.99], got {self.se_ratio}",
         )
-        _check(self.skip in SKIPS, "skip", f"skip must be one of {SKIPS}, got {self.skip!r}")
-        _check(
-            self.act in ACTIVATIONS, "act", f"act must be one of {ACTIVATIONS}, got {self.act!r}"
-        )
+        _check_choice(self.skip, SKIPS, "skip", "skip")
+        _check_choice(self.act, ACTIVATIONS, "act", "act")
 
     @property
     def op_name(self) -> str:
@@ -153,12 +138,8 @@ class HeadSpec:
     act: str = "r6"
 
     def __post_init__(self) -> None:
-        _check(self.channels >= 0, "channels", f"head channels must be >= 0, got {self.channels}")
-        _check(
-            self.act in ACTIVATIONS,
-            "act",
-            f"head act must be one of {ACTIVATIONS}, got {self.act!r}",
-        )
+        _check_at_least(self.channels, 0, "channels", "head channels")
+        _check_choice(self.act, ACTIVATIONS, "act", "head act")
 
     def encode(self) -> str:
         return f"head_c{self.channels}_{self.act}"

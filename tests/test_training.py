@@ -91,15 +91,20 @@ def test_schedules_warm_up_then_decay():
 
 def test_training_writes_checkpoint_and_metrics_and_resumes_exactly(tmp_path, tiny_data):
     train_arrays, test_arrays = tiny_data
-    full = train(
-        SETTINGS,
-        train_arrays,
-        test_arrays,
-        tmp_path / "full",
-        progress=False,
-        threads=1,
-        run_info={"command": "pearl train x"},
-    )
+
+    def run(name, settings=SETTINGS, **options):
+        return train(
+            settings,
+            train_arrays,
+            test_arrays,
+            tmp_path / name,
+            progress=False,
+            threads=1,
+            run_info={"command": "pearl train x"},
+            **options,
+        )
+
+    full = run("full")
     assert full["finished"] and full["epochs_done"] == 2 and len(full["curve"]) == 2
     assert 0 <= full["top1"] <= full["top5"] <= 1 and full["teacher"] is None
     assert full["top1"] == full["curve"][-1]["test_top1"]
@@ -114,39 +119,13 @@ def test_training_writes_checkpoint_and_metrics_and_resumes_exactly(tmp_path, ti
     loader = BatchLoader(test_arrays, 128, train=False)
     assert evaluate(model, loader, 10)["top1"] == full["top1"]
 
-    part = train(
-        SETTINGS,
-        train_arrays,
-        test_arrays,
-        tmp_path / "part",
-        progress=False,
-        threads=1,
-        stop_after_epochs=1,
-        run_info={"command": "pearl train x"},
-    )
+    part = run("part", stop_after_epochs=1)
     assert not part["finished"] and not (tmp_path / "part" / "model.pt").exists()
     with pytest.raises(TrainingError, match="pass --resume"):
-        train(SETTINGS, train_arrays, test_arrays, tmp_path / "part", progress=False)
+        run("part")
     with pytest.raises(TrainingError, match="different settings.*lr: 0.1 then, 0.05 now"):
-        train(
-            replace(SETTINGS, lr=0.05),
-            train_arrays,
-            test_arrays,
-            tmp_path / "part",
-            progress=False,
-            resume=True,
-            run_info={"command": "pearl train x"},
-        )
-    resumed = train(
-        SETTINGS,
-        train_arrays,
-        test_arrays,
-        tmp_path / "part",
-        progress=False,
-        threads=1,
-        resume=True,
-        run_info={"command": "pearl train x"},
-    )
+        run("part", replace(SETTINGS, lr=0.05), resume=True)
+    resumed = run("part", resume=True)
     assert _curve_without_timing(resumed) == _curve_without_timing(full)
     assert _same_weights(_weights(tmp_path / "part"), _weights(tmp_path / "full"))
 
@@ -251,63 +230,42 @@ def test_pearl_train_killed_mid_run_resumes_to_the_uninterrupted_result(
     assert _same_weights(_weights(tmp_path / "killed"), _weights(tmp_path / "reference"))
 
 
-def test_cli_errors_are_clear(tmp_path, data_dir):
-    runner = CliRunner()
-    small = str(data_dir / "cifar10_small.npz")
-    result = runner.invoke(
-        cli,
-        ["train", "mobilenet_v2_0.5", "--data", small, "--epochs", "1", "-o", str(tmp_path / "r")],
-    )
-    assert result.exit_code != 0 and "--loss kd needs --teacher" in result.output
-    result = runner.invoke(
-        cli,
-        [
-            "train",
-            "mobilenet_v3",
-            "--loss",
-            "ce",
-            "--data",
-            small,
-            "--epochs",
-            "1",
-            "-o",
-            str(tmp_path / "r"),
-        ],
-    )
-    assert result.exit_code == 1 and "neither a baseline name" in result.output
-    assert "resnet20" in result.output and "Traceback" not in result.output
-    result = runner.invoke(
-        cli,
-        [
-            "train",
-            TINY,
-            "--teacher",
-            str(tmp_path / "none.pt"),
-            "--data",
-            small,
-            "--epochs",
-            "1",
-            "-o",
-            str(tmp_path / "r"),
-        ],
-    )
-    assert result.exit_code == 1 and "no such checkpoint file" in result.output
-    result = runner.invoke(
-        cli,
-        [
-            "teacher",
-            "train",
-            "--model",
-            "resnet21",
-            "--data",
-            str(tmp_path / "missing.npz"),
-            "--epochs",
-            "1",
-            "-o",
-            "t.pt",
-        ],
-    )
-    assert result.exit_code == 1 and "does not exist" in result.output
+@pytest.mark.parametrize(
+    ("command", "exit_code", "messages"),
+    [
+        pytest.param(
+            "train mobilenet_v2_0.5 --data {small} --epochs 1 -o {tmp}/r",
+            2,  # a usage error
+            ["--loss kd needs --teacher"],
+            id="kd-without-teacher",
+        ),
+        pytest.param(
+            "train mobilenet_v3 --loss ce --data {small} --epochs 1 -o {tmp}/r",
+            1,
+            ["neither a baseline name", "resnet20"],
+            id="unknown-model",
+        ),
+        pytest.param(
+            f"train {TINY} --teacher {{tmp}}/none.pt --data {{small}} --epochs 1 -o {{tmp}}/r",
+            1,
+            ["no such checkpoint file"],
+            id="missing-teacher",
+        ),
+        pytest.param(
+            "teacher train --model resnet21 --data {tmp}/missing.npz --epochs 1 -o t.pt",
+            1,
+            ["does not exist"],
+            id="missing-data",
+        ),
+    ],
+)
+def test_cli_errors_are_clear(tmp_path, data_dir, command, exit_code, messages):
+    small = data_dir / "cifar10_small.npz"
+    args = [word.format(small=small, tmp=tmp_path) for word in command.split()]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == exit_code
+    assert all(message in result.output for message in messages), result.output
+    assert "Traceback" not in result.output
 
 
 def test_teacher_train_writes_a_loadable_teacher(tmp_path, data_dir):

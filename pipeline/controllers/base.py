@@ -10,9 +10,10 @@ dicts hold only tensors, numbers, strings, lists, tuples and dicts, so
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 Choices = list[int]
@@ -51,6 +52,17 @@ def option_counts(decisions: Sequence[Any]) -> tuple[int, ...]:
     if any(count < 1 for count in counts):
         raise ValueError(f"every decision needs at least one option, got counts {counts}")
     return counts
+
+
+def keyword_options(init: Callable[..., Any], call_locals: Mapping[str, Any]) -> dict[str, Any]:
+    """A controller's hyperparameters: the keyword-only parameters of its ``__init__`` with the
+    values of this call (``call_locals``: ``locals()`` inside that ``__init__``), in signature
+    order, so the saved config lists every option once and in a fixed order."""
+    return {
+        name: call_locals[name]
+        for name, parameter in inspect.signature(init).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
 def check_proposal_count(n: int) -> None:
@@ -120,3 +132,44 @@ def set_python_rng_state(rng: random.Random, state: Sequence) -> None:
     """`random.Random.setstate`, tolerant of tuples turned into lists by serialisers."""
     version, internal, gauss_next = state
     rng.setstate((version, tuple(internal), gauss_next))
+
+
+class PythonRandomController:
+    """What the random and evolution controllers share: the decisions, the hyperparameters, one
+    `random.Random` seeded with ``seed`` for all their randomness, the update count, and
+    (de)serialising them.  Subclasses implement `propose` and `update` and keep any extra state
+    in `_extra_state` / `_load_extra_state`."""
+
+    kind = "python-random"
+
+    def __init__(self, decisions: Sequence[Any], seed: int, config: dict[str, Any]) -> None:
+        self.option_counts = option_counts(decisions)
+        self.config = dict(config)
+        self.rng = random.Random(seed)
+        self.updates = 0
+
+    def _uniform(self, n: int) -> list[Choices]:
+        """``n`` choice vectors with every decision uniform and independent."""
+        return [[self.rng.randrange(k) for k in self.option_counts] for _ in range(n)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "option_counts": self.option_counts,
+            "config": dict(self.config),
+            "rng": self.rng.getstate(),
+            **self._extra_state(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_state_header(self.kind, self.option_counts, self.config, state)
+        set_python_rng_state(self.rng, state["rng"])
+        self._load_extra_state(state)
+        self.updates = int(state["updates"])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass

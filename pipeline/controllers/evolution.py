@@ -11,21 +11,19 @@ individuals to the queue and removes the oldest ones ("aging"), whatever their r
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from pipeline.controllers.base import (
+    PythonRandomController,
     check_batch,
     check_proposal_count,
-    check_state_header,
-    option_counts,
-    set_python_rng_state,
+    keyword_options,
 )
 
 
-class EvolutionController:
+class EvolutionController(PythonRandomController):
     kind = "evolution"
 
     def __init__(
@@ -42,17 +40,14 @@ class EvolutionController:
             raise ValueError(
                 f"sample_size must be in 1..population_size ({population_size}), got {sample_size}"
             )
-        self.option_counts = option_counts(decisions)
-        self.config: dict[str, Any] = dict(population_size=population_size, sample_size=sample_size)
-        self.rng = random.Random(seed)
+        super().__init__(decisions, seed, keyword_options(EvolutionController.__init__, locals()))
         self.population: deque[tuple[list[int], float]] = deque(maxlen=population_size)
-        self.updates = 0
         self._mutable = [step for step, k in enumerate(self.option_counts) if k > 1]
 
     def propose(self, n: int) -> list[list[int]]:
         check_proposal_count(n)
         if len(self.population) < self.config["population_size"]:
-            return [[self.rng.randrange(k) for k in self.option_counts] for _ in range(n)]
+            return self._uniform(n)
         return [self._mutate(self._tournament_winner()) for _ in range(n)]
 
     def _tournament_winner(self) -> list[int]:
@@ -83,19 +78,9 @@ class EvolutionController:
             "updates": float(self.updates),
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "option_counts": self.option_counts,
-            "config": dict(self.config),
-            "rng": self.rng.getstate(),
-            "population": [(list(c), r) for c, r in self.population],  # oldest first
-            "updates": self.updates,
-        }
+    def _extra_state(self) -> dict[str, Any]:
+        return {"population": [(list(c), r) for c, r in self.population]}  # oldest first
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_state_header(self.kind, self.option_counts, self.config, state)
-        set_python_rng_state(self.rng, state["rng"])
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.population.clear()
         self.population.extend((list(c), float(r)) for c, r in state["population"])
-        self.updates = int(state["updates"])

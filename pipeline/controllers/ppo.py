@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from pipeline.controllers.base import keyword_options
 from pipeline.controllers.policy import PolicyController
 
 
@@ -57,18 +58,7 @@ class PPOController(PolicyController):
             raise ValueError(f"reward_decay must be in [0, 1), got {reward_decay}")
         if epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {epochs}")
-        config = dict(
-            hidden_size=hidden_size,
-            learning_rate=learning_rate,
-            clip_epsilon=clip_epsilon,
-            epochs=epochs,
-            entropy_weight=entropy_weight,
-            value_weight=value_weight,
-            normalize_rewards=normalize_rewards,
-            reward_decay=reward_decay,
-            normalize_advantages=normalize_advantages,
-            max_grad_norm=max_grad_norm,
-        )
+        config = keyword_options(PPOController.__init__, locals())
         super().__init__(decisions, seed, config, value_head=True)
         self.reward_mean: float | None = None  # running statistics for normalize_rewards
         self.reward_var = 0.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.controllers.base import keyword_options
 from pipeline.controllers.policy import PolicyController
 
 
@@ -40,13 +41,7 @@ class ReinforceController(PolicyController):
     ) -> None:
         if not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
-        config = dict(
-            hidden_size=hidden_size,
-            learning_rate=learning_rate,
-            baseline_decay=baseline_decay,
-            entropy_weight=entropy_weight,
-            max_grad_norm=max_grad_norm,
-        )
+        config = keyword_options(ReinforceController.__init__, locals())
         super().__init__(decisions, seed, config, value_head=False)
         self.baseline: float | None = None
 

@@ -49,6 +49,23 @@ class ShellSyntaxError(Exception):
     pass
 
 
+class CommandFailed(Exception):
+    """A builtin command gives up: `message` goes to stderr and the command exits `status`."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _parse_int(text: str, base: int, message: str) -> int:
+    """``int(text, base)``; CommandFailed with `message` when `text` is not such a number."""
+    try:
+        return int(text, base)
+    except ValueError:
+        raise CommandFailed(message) from None
+
+
 def split_commands(line: str) -> list[tuple[str | None, list[str]]]:
     """``[(operator before it, tokens)]`` for each simple command of `line`."""
     lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|<>")
@@ -185,7 +202,11 @@ class Shell:
         name = argv[0]
         builtin = getattr(self, f"cmd_{name}", None) if "/" not in name else None
         if builtin is not None:
-            return builtin(argv[1:], io)
+            try:
+                return builtin(argv[1:], io)
+            except CommandFailed as failure:
+                io.err(failure.message)
+                return failure.status
         if "/" in name:
             return self.exec_file(argv, io)
         io.err(f"/system/bin/sh: {name}: inaccessible or not found\n")
@@ -237,8 +258,7 @@ class Shell:
         flags = [a for a in args if a.startswith("-")]
         rest = [a for a in args if not a.startswith("-")]
         if not rest or rest[0] != "." or set("".join(flags)) - set("-Hs"):
-            io.err("grep: loopback grep supports only 'grep [-H] [-s] . FILE...'\n")
-            return 2
+            raise CommandFailed("grep: loopback grep supports only 'grep [-H] [-s] . FILE...'\n", 2)
         found = []
 
         def match(path, data):
@@ -257,27 +277,23 @@ class Shell:
 
     def cmd_sha256sum(self, args, io):
         if self.device.faults.no_sha256sum:
-            io.err("/system/bin/sh: sha256sum: inaccessible or not found\n")
-            return 127
+            raise CommandFailed("/system/bin/sh: sha256sum: inaccessible or not found\n", 127)
         return self._digest("sha256sum", "sha256", args, io)
 
     def cmd_md5sum(self, args, io):
         return self._digest("md5sum", "md5", args, io)
 
-    def _sandbox_args(self, name, args, io):
+    def _sandbox_args(self, name, args):
         paths = []
         for arg in args:
             host = self.sandbox_path(arg)
             if host is None:
-                io.err(f"{name}: {arg}: Permission denied\n")
-                return None
+                raise CommandFailed(f"{name}: {arg}: Permission denied\n")
             paths.append(host)
         return paths
 
     def cmd_ls(self, args, io):
-        paths = self._sandbox_args("ls", [a for a in args if not a.startswith("-")], io)
-        if paths is None:
-            return 1
+        paths = self._sandbox_args("ls", [a for a in args if not a.startswith("-")])
         status = 0
         for device_path, host in zip(
             [a for a in args if not a.startswith("-")], paths, strict=True
@@ -293,80 +309,57 @@ class Shell:
 
     def cmd_rm(self, args, io):
         flags = "".join(a for a in args if a.startswith("-"))
-        paths = self._sandbox_args("rm", [a for a in args if not a.startswith("-")], io)
-        if paths is None:
-            return 1
+        paths = self._sandbox_args("rm", [a for a in args if not a.startswith("-")])
         for host in paths:
             if host == self.device.sandbox:
-                io.err("rm: refusing to remove /data/local/tmp\n")
-                return 1
+                raise CommandFailed("rm: refusing to remove /data/local/tmp\n")
             if host.is_dir() and "r" in flags:
                 shutil.rmtree(host)
             elif host.is_dir():
-                io.err(f"rm: {host.name}: Is a directory\n")
-                return 1
+                raise CommandFailed(f"rm: {host.name}: Is a directory\n")
             elif host.exists():
                 host.unlink()
             elif "f" not in flags:
-                io.err(f"rm: {host.name}: No such file or directory\n")
-                return 1
+                raise CommandFailed(f"rm: {host.name}: No such file or directory\n")
         return 0
 
     def cmd_mkdir(self, args, io):
         parents = "-p" in args
-        paths = self._sandbox_args("mkdir", [a for a in args if not a.startswith("-")], io)
-        if paths is None:
-            return 1
+        paths = self._sandbox_args("mkdir", [a for a in args if not a.startswith("-")])
         for host in paths:
             try:
                 host.mkdir(parents=parents, exist_ok=parents)
             except OSError as err:
-                io.err(f"mkdir: {host.name}: {err.strerror}\n")
-                return 1
+                raise CommandFailed(f"mkdir: {host.name}: {err.strerror}\n") from None
         return 0
 
     def cmd_chmod(self, args, io):
         if len(args) < 2:
-            io.err("chmod: needs MODE FILE...\n")
-            return 1
-        try:
-            mode = int(args[0], 8)
-        except ValueError:
-            io.err(f"chmod: loopback chmod takes octal modes, not {args[0]}\n")
-            return 1
-        paths = self._sandbox_args("chmod", args[1:], io)
-        if paths is None:
-            return 1
-        for host in paths:
+            raise CommandFailed("chmod: needs MODE FILE...\n")
+        mode = _parse_int(args[0], 8, f"chmod: loopback chmod takes octal modes, not {args[0]}\n")
+        for host in self._sandbox_args("chmod", args[1:]):
             if not host.exists():
-                io.err(f"chmod: {host.name}: No such file or directory\n")
-                return 1
+                raise CommandFailed(f"chmod: {host.name}: No such file or directory\n")
             host.chmod(mode)
         return 0
 
     def cmd_mv(self, args, io):
-        paths = self._sandbox_args("mv", args, io)
-        if paths is None or len(paths) != 2:
+        paths = self._sandbox_args("mv", args)
+        if len(paths) != 2:
             return 1
         os.replace(paths[0], paths[1])
         return 0
 
     def cmd_taskset(self, args, io):
         if not args or args[0].startswith("-"):
-            io.err("taskset: loopback taskset supports only 'taskset MASK COMMAND...'\n")
-            return 1
-        try:
-            mask = int(args[0], 16)
-        except ValueError:
-            io.err(f"taskset: bad mask '{args[0]}'\n")
-            return 1
-        cpus = len(self.device.script.cpus)
-        if mask & ((1 << cpus) - 1) == 0:
-            io.err("taskset: sched_setaffinity: Invalid argument\n")
-            return 1
+            raise CommandFailed(
+                "taskset: loopback taskset supports only 'taskset MASK COMMAND...'\n"
+            )
+        mask = _parse_int(args[0], 16, f"taskset: bad mask '{args[0]}'\n")
+        if mask & ((1 << len(self.device.script.cpus)) - 1) == 0:
+            raise CommandFailed("taskset: sched_setaffinity: Invalid argument\n")
         if len(args) < 2:
-            io.err("taskset: needs a command\n")
-            return 1
+            raise CommandFailed("taskset: needs a command\n")
         self.device.taskset_masks.append(args[0])
         return self.execute(args[1:], io)
 
