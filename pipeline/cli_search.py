@@ -16,10 +16,10 @@ import click
 
 from pipeline.cli_common import default_run_dir, run_folder_options
 from pipeline.config import (
-    BUDGET_KEYS,
     CONFIG_FILE_NAME,
     ConfigError,
     load_config,
+    may_change_on_resume,
     parse_overrides,
     with_absolute_paths,
 )
@@ -80,13 +80,14 @@ def search_command(
                 raise click.ClickException(
                     f"{resume_dir} has no {CONFIG_FILE_NAME}: not a pearl search run folder"
                 )
-            allowed = {("search", k) for k in BUDGET_KEYS}
             changed = {(s, k) for s, values in overrides.items() for k in values}
-            if changed - allowed:
-                names = ", ".join(sorted(f"{s}.{k}" for s, k in changed - allowed))
+            fixed = {(s, k) for s, k in changed if not may_change_on_resume(s, k)}
+            if fixed:
+                names = ", ".join(sorted(f"{s}.{k}" for s, k in fixed))
                 raise click.UsageError(
                     f"cannot change {names} when resuming (the stored results depend on them); "
-                    "only the budget (--max-candidates, --max-hours) may change"
+                    "only the budget (--max-candidates, --max-hours), [compute], [ray] and "
+                    "search.executor may change"
                 )
             config = load_config(saved, overrides)
             run_dir = resume_dir

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -168,6 +169,7 @@ class SearchSection:
     seed: int = 0
     # latency targets (in reward.cost units) for the best-arch report; empty: [reward.target]
     report_targets: tuple[float, ...] = ()
+    executor: str = "inprocess"  # inprocess | ray (where candidates train; see [ray])
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "search.batch_size", "must be >= 1")
@@ -179,6 +181,7 @@ class SearchSection:
             "set a budget: max_candidates > 0 and/or max_hours > 0",
         )
         _require(self.seed >= 0, "search.seed", "must be >= 0")
+        _require(self.executor in EXECUTORS, "search.executor", f"must be one of {EXECUTORS}")
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,43 @@ class LatencyConfig:
         _require(self.remeasure_top >= 0, "latency.remeasure_top", "must be >= 0")
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Where every trainer runs (teacher, proxy and final training, teacher logits, evaluation)."""
+
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); never on CPU
+    deterministic: bool = False  # on a GPU: deterministic kernels (slower); CPU always is
+
+    def __post_init__(self) -> None:
+        _require(
+            DEVICE_PATTERN.fullmatch(self.device) is not None,
+            "compute.device",
+            f"{self.device!r} is not one of auto, cpu, cuda, cuda:N, mps",
+        )
+
+
+EXECUTORS = ("inprocess", "ray")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """The Ray executor (``search.executor = "ray"``)."""
+
+    address: str = ""  # "": start a local Ray; "auto" or "ray://HOST:PORT": join a cluster
+    cpus_per_candidate: float = 1.0
+    gpus_per_candidate: float = 0.0  # fractions share a GPU between candidates
+    max_retries: int = 2  # a worker lost mid-candidate is retried this often
+
+    def __post_init__(self) -> None:
+        _require(self.cpus_per_candidate > 0, "ray.cpus_per_candidate", "must be > 0")
+        _require(self.gpus_per_candidate >= 0, "ray.gpus_per_candidate", "must be >= 0")
+        _require(self.max_retries >= 0, "ray.max_retries", "must be >= 0")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "space": SpaceConfig,
@@ -214,6 +254,8 @@ SECTIONS: dict[str, type] = {
     "controller": ControllerConfig,
     "search": SearchSection,
     "latency": LatencyConfig,
+    "compute": ComputeConfig,
+    "ray": RayConfig,
 }
 
 
@@ -227,6 +269,8 @@ class SearchConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     search: SearchSection = field(default_factory=SearchSection)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         """Each section checked itself when it was made; here the rules across sections."""
@@ -373,14 +417,29 @@ def load_config(
     return load_sections(merge(raw, overrides or {}), config_cls, sections)
 
 
-BUDGET_KEYS = ("max_candidates", "max_hours", "report_targets")  # [search] keys outside the hash
+BUDGET_KEYS = ("max_candidates", "max_hours", "report_targets")
+# What says how big, where and how fast a run is, not what its rows mean: left out of the hash,
+# so a run can be resumed with a bigger budget, on a GPU or on a cluster (None: whole section).
+UNHASHED: dict[str, tuple[str, ...] | None] = {
+    "search": (*BUDGET_KEYS, "executor"),
+    "compute": None,
+    "ray": None,
+}
+
+
+def may_change_on_resume(section: str, key: str) -> bool:
+    keys = UNHASHED.get(section, ())
+    return keys is None or key in keys
 
 
 def config_hash(config: Any) -> str:
-    """First 16 hex digits of the sha256 of the config's canonical JSON, leaving out the budget
-    and report keys of [search] (extending a run's budget does not change what its rows mean)."""
-    data = config.to_dict()
-    data["search"] = {k: v for k, v in data.get("search", {}).items() if k not in BUDGET_KEYS}
+    """First 16 hex digits of the sha256 of the config's canonical JSON, leaving out what
+    `UNHASHED` names (configs from before those keys existed keep their hash)."""
+    data = {
+        section: {k: v for k, v in values.items() if not may_change_on_resume(section, k)}
+        for section, values in config.to_dict().items()
+    }
+    data = {section: values for section, values in data.items() if values}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -109,3 +109,25 @@ def test_quickstart_config_is_valid():
     assert config.data.path.endswith("cifar10_small.npz")
     assert config.latency.backends
     assert config.train.losses == ("kd", "ce") and config.export.formats
+
+
+def test_where_a_run_trains_is_outside_the_hash_and_checked():
+    from pipeline.config import config_hash
+
+    base = load_config(None, {"proxy": {"loss": "ce"}})
+    moved = load_config(
+        None,
+        {
+            "proxy": {"loss": "ce"},
+            "compute": {"device": "cuda:1", "amp": "false"},
+            "ray": {"address": "auto", "gpus_per_candidate": "0.25"},
+            "search": {"executor": "ray", "max_candidates": "999"},
+        },
+    )
+    assert config_hash(moved) == config_hash(base)
+    other = load_config(None, {"proxy": {"loss": "ce", "epochs": "2"}})
+    assert config_hash(other) != config_hash(base)
+    with pytest.raises(ConfigError, match="compute.device: 'gpu' is not one of"):
+        load_config(None, {"proxy": {"loss": "ce"}, "compute": {"device": "gpu"}})
+    with pytest.raises(ConfigError, match="search.executor"):
+        load_config(None, {"proxy": {"loss": "ce"}, "search": {"executor": "dask"}})
