@@ -29,39 +29,51 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-class InProcessExecutor:
-    """Trains one candidate after the other in this process.  `settings` is the config's
-    ``[proxy]`` section, `seed` the search's seed."""
+@dataclass(frozen=True)
+class ProxyTask:
+    """Everything a worker needs to score a candidate, shipped once per search (an executor
+    that runs elsewhere sends this to its workers once, then only jobs)."""
 
-    def __init__(self, mini_train, mini_val, settings, teacher=None, threads: int = 0, seed=0):
-        self.mini_train = mini_train
-        self.mini_val = mini_val
-        self.settings = settings
-        self.teacher = teacher
-        self.threads = threads or os.cpu_count() or 1
-        self.seed = seed
+    mini_train: Any  # pipeline.data.ImageArrays
+    mini_val: Any
+    settings: Any  # the config's [proxy] section
+    teacher: Any = None  # pipeline.proxy.TeacherSignal or None
+    seed: int = 0  # the search's seed
+    threads: int = 0  # torch threads (0: all cores)
+    compute: Any = None  # the config's [compute] section (None: the defaults)
 
-    def train(self, jobs: Sequence[TrainJob]) -> Iterator[tuple[TrainJob, Any]]:
+    def score(self, job: TrainJob) -> Any:
+        """The `pipeline.proxy.ProxyResult` of `job`, or the exception that ended it (a
+        candidate that cannot train is a result too: it is stored as failed)."""
         import torch
 
         from models.arch import Arch
         from pipeline.proxy import train_candidate
 
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        try:
+            return train_candidate(
+                Arch.decode(job.arch),
+                self.mini_train,
+                self.mini_val,
+                self.settings,
+                self.teacher,
+                early_stop=job.early_stop,
+                seed=self.seed,
+            )
+        except (ValueError, RuntimeError, FloatingPointError) as error:
+            return error
+
+
+class InProcessExecutor:
+    """Trains one candidate after the other in this process."""
+
+    def __init__(self, task: ProxyTask) -> None:
+        self.task = task
+
+    def train(self, jobs: Sequence[TrainJob]) -> Iterator[tuple[TrainJob, Any]]:
         for job in jobs:
-            try:
-                result = train_candidate(
-                    Arch.decode(job.arch),
-                    self.mini_train,
-                    self.mini_val,
-                    self.settings,
-                    self.teacher,
-                    early_stop=job.early_stop,
-                    seed=self.seed,
-                )
-            except (ValueError, RuntimeError, FloatingPointError) as error:
-                result = error
-            yield job, result
+            yield job, self.task.score(job)
 
     def close(self) -> None:
         pass

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import SearchConfig
-from pipeline.executor import Executor, InProcessExecutor
+from pipeline.executor import Executor, InProcessExecutor, ProxyTask
 from pipeline.registry import LOSSES
 
 
@@ -83,9 +83,16 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
         seconds = time.perf_counter() - started
         note = f"teacher logits {'read from' if hit else 'computed into'} {path} ({seconds:.1f} s)"
         log(note)
-    executor = InProcessExecutor(
-        mini_train, mini_val, config.proxy, teacher, config.proxy.threads, config.search.seed
+    task = ProxyTask(
+        mini_train,
+        mini_val,
+        config.proxy,
+        teacher,
+        seed=config.search.seed,
+        threads=config.proxy.threads,
+        compute=config.compute,
     )
+    executor = InProcessExecutor(task)
     setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
     if config.reward.cost == "latency_ms":
         setup.chain = _latency_chain(config, setup, log)
