@@ -10,7 +10,6 @@ on the target device in one, ONNX Runtime on the host in another.
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,12 @@ from models.files import atomic_write
 from pipeline.config import ConfigError, SearchConfig, load_config
 from pipeline.layout import RunLayout, SearchLayout, is_baseline, searched_label
 from pipeline.pareto import pareto_front
+from pipeline.report_plots import (
+    cost_axis_label,
+    plot_progress,
+    plot_search,
+    plot_training,
+)
 from pipeline.run_config import RUN_SECTIONS, RunConfig
 from pipeline.search_report import report_targets
 from pipeline.store import ResultsStore
@@ -53,15 +58,6 @@ def _config(layout: RunLayout, search: SearchLayout | None) -> SearchConfig | No
 # -- pure helpers ----------------------------------------------------------------------------
 
 
-def per_generation_medians(generations: Sequence[int], values: Sequence[float]):
-    """``(sorted generations, median value of each)``."""
-    groups: dict[int, list[float]] = {}
-    for g, v in zip(generations, values, strict=True):
-        groups.setdefault(g, []).append(v)
-    keys = sorted(groups)
-    return keys, [statistics.median(groups[g]) for g in keys]
-
-
 def kd_gain(per_loss: dict[str, dict]) -> float | None:
     """Final top-1 with KD minus with cross-entropy (percentage points), if both were trained."""
     kd, ce = per_loss.get("kd"), per_loss.get("ce")
@@ -89,123 +85,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-# -- figures ---------------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_search(rows, cost_name: str, targets, winner_keys, path: Path, title: str) -> Path:
-    plt = _pyplot()
-    points = [(r.accuracy, float(r.cost(cost_name))) for r in rows]
-    front = pareto_front(points)
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=130)
-    dots = axes.scatter(
-        [c for _, c in points],
-        [100 * a for a, _ in points],
-        c=[r.generation for r in rows],
-        cmap="viridis",
-        s=28,
-        alpha=0.85,
-        label="candidates",
-    )
-    figure.colorbar(dots, ax=axes, label="generation")
-    fx, fy = [points[i][1] for i in front], [100 * points[i][0] for i in front]
-    axes.step(fx, fy, where="post", color="#c0392b", linewidth=2, label="Pareto front")
-    axes.scatter(fx, fy, s=60, facecolors="none", edgecolors="#c0392b", linewidths=1.5)
-    for i, row in enumerate(rows):
-        if row.key in winner_keys:
-            axes.scatter(
-                points[i][1],
-                100 * points[i][0],
-                marker="*",
-                s=320,
-                color="#f39c12",
-                edgecolors="black",
-                zorder=5,
-                label="winner",
-            )
-    for target in targets:
-        axes.axvline(target, linestyle="--", color="#2c3e50", linewidth=1)
-        axes.annotate(
-            f"target {target:g}",
-            (target, axes.get_ylim()[0]),
-            rotation=90,
-            va="bottom",
-            ha="right",
-            fontsize=9,
-            color="#2c3e50",
-        )
-    unit = {"latency_ms": "latency (ms)", "macs": "MACs", "params": "parameters"}[cost_name]
-    axes.set_xlabel(unit, fontsize=11)
-    axes.set_ylabel("proxy accuracy on mini-val (%)", fontsize=11)
-    axes.set_title(title, fontsize=11)
-    axes.grid(alpha=0.3)
-    handles, labels = axes.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    axes.legend(unique.values(), unique.keys(), loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
-
-
-def plot_progress(rows, cost_name: str, path: Path) -> Path:
-    plt = _pyplot()
-    generations = [r.generation for r in rows]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), dpi=130, sharex=True)
-    series = (
-        (top, [float(r.cost(cost_name)) for r in rows], cost_name.replace("_", " ")),
-        (bottom, [100 * r.accuracy for r in rows], "proxy accuracy (%)"),
-    )
-    for axes, values, label in series:
-        axes.scatter(generations, values, s=16, color="#7f8c8d", alpha=0.7, label="candidate")
-        keys, medians = per_generation_medians(generations, values)
-        axes.plot(keys, medians, color="#2980b9", linewidth=2, marker="o", label="median")
-        axes.set_ylabel(label, fontsize=11)
-        axes.grid(alpha=0.3)
-        axes.legend(loc="best", fontsize=9)
-    from matplotlib.ticker import MaxNLocator
-
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    bottom.set_xlabel("generation (controller updates)", fontsize=11)
-    top.set_title("how the controller moved", fontsize=11)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
-
-
-def plot_training(trained: dict[str, dict[str, dict]], path: Path) -> Path:
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=130)
-    for label, per_loss in sorted(trained.items()):
-        for loss, metrics in sorted(per_loss.items()):
-            curve = metrics.get("curve") or []
-            axes.plot(
-                range(1, len(curve) + 1),
-                [100 * row["test_top1"] for row in curve],
-                marker="o",
-                linestyle="-" if loss == "kd" else "--",
-                label=f"{label} ({loss})",
-            )
-    axes.set_xlabel("epoch", fontsize=11)
-    axes.set_ylabel("test top-1 (%)", fontsize=11)
-    axes.set_title("final training", fontsize=11)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -245,9 +124,19 @@ def _search_section(
     if sources:
         lines += [f"Latency sources: {', '.join(sources)}.", ""]
     winner_keys = {w["key"] for w in winners or [] if w.get("arch")}
-    title = f"{len(rows)} archs: accuracy vs {cost_name} (stars: winners)"
-    plot_search(rows, cost_name, targets, winner_keys, figures / "search_front.png", title)
-    plot_progress(rows, cost_name, figures / "search_progress.png")
+    cost_label = cost_axis_label(cost_name, _latency_where(rows))
+    chance = 1 / config.space.num_classes
+    plot_search(
+        rows,
+        cost_name,
+        targets,
+        winner_keys,
+        figures / "search_front.png",
+        title=f"{len(rows)} archs: proxy accuracy vs {cost_name} (stars: winners)",
+        x_label=cost_label,
+        chance=chance,
+    )
+    plot_progress(rows, cost_name, figures / "search_progress.png", cost_label=cost_label)
     lines += [
         f"![search: accuracy vs {cost_name}]({figures.name}/search_front.png)",
         "",
@@ -274,6 +163,16 @@ def _search_section(
         ),
         "",
     ]
+
+
+def _latency_where(rows) -> str:
+    """`` on SPEC, STATISTIC`` for the latency axis: where the numbers were taken and how."""
+    specs = sorted({r.latency_spec for r in rows if r.latency_spec})
+    if not specs:
+        return ""
+    tables = all(r.latency_source == "table" for r in rows if r.latency_source)
+    statistic = "table prediction" if tables else "fastest of the timed runs"
+    return f" on {', '.join(specs)}, {statistic}"
 
 
 def _latency_by(latency: dict | None) -> dict[tuple[str, str], dict]:

@@ -17,7 +17,8 @@ from pipeline.config import ConfigError, load_config
 from pipeline.reward import RewardSpec
 from pipeline.run import target_device
 from pipeline.run_config import RUN_SECTIONS, RunConfig
-from pipeline.run_report import kd_gain, markdown_table, per_generation_medians, relative_gain
+from pipeline.report_plots import per_generation_medians
+from pipeline.run_report import kd_gain, markdown_table, relative_gain
 from pipeline.winners import pick_winners
 
 REPO = Path(__file__).resolve().parents[1]
