@@ -44,6 +44,7 @@ from device_bench.table_runs import MeasureRun
 from latency_tables.keys import space_keys
 from latency_tables.table import Correction, Entry, LatencyTable, fit_correction
 from models.arch import Arch
+from models.files import atomic_write
 from models.space import SearchSpace, get_space
 
 # progress(phase, total) -> advance(n) callable
@@ -90,14 +91,14 @@ def network_files(
         raise ValueError(f"networks must be one of {NETWORK_SOURCES}, got {networks!r}")
     files: dict[str, Path] = {}
     if networks == "direct":
-        from device_bench.layer_files import layer_root, write_atomic
+        from device_bench.layer_files import layer_root
         from device_bench.layer_writer import write_network
 
         root = layer_root(cache_dir) / "networks-direct"
         for arch in archs:
             path = root / str(arch.input_size) / f"{arch.key()}.tflite"
             if not path.is_file():
-                write_atomic(path, write_network(arch))
+                atomic_write(path, write_network(arch))
             files[arch.encode()] = path
             on_done(1)
         return files
