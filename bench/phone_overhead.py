@@ -81,7 +81,7 @@ def overhead(device, binary: Path, models: list[Path]) -> tuple[str, str]:
         connect_ms.append(elapsed)
         probe_ms.append(timed(lambda c=connection: probe_device(c))[1])
         connection.close()
-    options = RunOptions(warmup_runs=5, warmup_min_secs=0, num_runs=50, min_secs=0)
+    options = RunOptions(warmup_runs=5, warmup_min_secs=0, num_runs=50, min_secs=0, max_secs=150)
     phases: dict[str, list[float]] = {
         k: []
         for k in (
@@ -168,16 +168,11 @@ def kendall_disagreements(runs: list[list[float]]) -> float:
 
 
 def ranking(device, binary: Path, models: list[Path], repeats: int) -> tuple[str, str]:
+    from android_runner.runner import RunOptions
     from device_bench.phone import AdbBackend, PhoneSettings
 
-    settings = PhoneSettings(
-        warmup_runs=5,
-        warmup_min_secs=0,
-        num_runs=50,
-        min_secs=0.2,
-        min_invocations=1,
-        max_invocations=1,
-    )
+    run = RunOptions(warmup_runs=5, warmup_min_secs=0, num_runs=50, min_secs=0.2)
+    settings = PhoneSettings(run, min_invocations=1, max_invocations=1)
     results: dict[str, list[list[float]]] = {"median_ms": [], "min_ms": []}
     with AdbBackend(device.spec, settings, benchmark_model=binary) as backend:
         for repeat in range(repeats):

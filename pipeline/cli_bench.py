@@ -218,9 +218,9 @@ def _phone_settings(runs, threads, gpu):
     from device_bench.phone import PhoneSettings
 
     base = PhoneSettings()
-    return dataclasses.replace(
-        base, threads=threads, use_gpu=gpu, num_runs=runs if runs is not None else base.num_runs
-    )
+    num_runs = runs if runs is not None else base.run.num_runs
+    run = dataclasses.replace(base.run, threads=threads, use_gpu=gpu, num_runs=num_runs)
+    return dataclasses.replace(base, run=run)
 
 
 __all__ = ["VALID_FORMS", "bench_command"]

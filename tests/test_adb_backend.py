@@ -5,6 +5,7 @@ LiteRT, so its median can be compared with an independent host timing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -15,17 +16,15 @@ import pytest
 from click.testing import CliRunner
 from loopback_adbd import Cooling, DeviceScript, Faults, LoopbackDevice, fake_aarch64_binary
 
+from android_runner.connection import ConnectionSettings
+from android_runner.runner import RunOptions
 from device_bench.cache import MeasurementCache, measure_cached
 from device_bench.measurement import LatencyBackend, MeasurementError, fingerprint_id
 from device_bench.phone import AdbBackend, DeviceDroppedError, PhoneOptions, PhoneSettings
 from device_bench.pool import DevicePool, PoolExhaustedError, PoolJobError
 
 QUICK = PhoneSettings(
-    warmup_runs=3,
-    warmup_min_secs=0,
-    num_runs=30,
-    min_secs=0.1,
-    max_secs=5,
+    RunOptions(warmup_runs=3, warmup_min_secs=0, num_runs=30, min_secs=0.1, max_secs=5),
     min_invocations=1,
     max_invocations=1,
 )
@@ -35,9 +34,7 @@ OPTIONS = PhoneOptions(
     thermal_poll_s=0.2,
     thermal_timeout_s=5,
     run_timeout_s=30,
-    connect_timeout_s=3,
-    auth_timeout_s=3,
-    command_timeout_s=10,
+    connection=ConnectionSettings(connect_timeout_s=3, auth_timeout_s=3, command_timeout_s=10),
 )
 
 
@@ -83,6 +80,11 @@ def device(tmp_path, env):
         yield dev
 
 
+def quick(**changes) -> PhoneSettings:
+    """QUICK with some fields changed (benchmark_model flags or invocation protocol)."""
+    return PhoneSettings.from_dict({**QUICK.to_dict(), **changes})
+
+
 def backend_for(dev, settings=QUICK, options=OPTIONS, **kwargs) -> AdbBackend:
     return AdbBackend(dev.spec, settings, options=options, **kwargs)
 
@@ -107,7 +109,7 @@ def _independent_median_ms(path: Path, runs: int = 300) -> float:
 
 def test_phone_measurement_matches_an_independent_timing(device, models):
     path = models["mid"]
-    with backend_for(device, PhoneSettings(**{**QUICK.__dict__, "num_runs": 200})) as backend:
+    with backend_for(device, quick(num_runs=200)) as backend:
         assert isinstance(backend, LatencyBackend)
         before = _independent_median_ms(path)
         m = backend.measure(path)
@@ -129,7 +131,7 @@ def test_phone_measurement_matches_an_independent_timing(device, models):
 def test_invocations_repeat_until_they_agree(device, models):
     def settings(target):
         changes = {"min_invocations": 2, "max_invocations": 3, "num_runs": 10}
-        return PhoneSettings(**{**QUICK.__dict__, **changes, "spread_target": target})
+        return quick(**changes, spread_target=target)
 
     with backend_for(device, settings(10.0)) as backend:
         m = backend.measure(models["tiny"])
@@ -142,7 +144,7 @@ def test_invocations_repeat_until_they_agree(device, models):
 
 
 def test_two_threads_pin_to_two_cluster(device, models):
-    settings = PhoneSettings(**{**QUICK.__dict__, "threads": 2, "num_runs": 10})
+    settings = quick(threads=2, num_runs=10)
     with backend_for(device, settings) as backend:
         backend.measure(models["tiny"])
     assert device.taskset_masks == ["f0"]  # prime + gold cluster: 4 cores for 2 threads
@@ -248,14 +250,14 @@ def test_tool_failures_are_clear_and_leave_no_cache_entry(device, models, fault,
 
 
 def test_gpu_delegate_failure_is_clear(device, models):
-    with backend_for(device, PhoneSettings(**{**QUICK.__dict__, "use_gpu": True})) as backend:
+    with backend_for(device, quick(use_gpu=True)) as backend:
         with pytest.raises(MeasurementError, match="could not apply the requested delegate"):
             backend.measure(models["tiny"])
 
 
 def test_hanging_tool_hits_the_run_timeout(device, models):
     device.faults.benchmark = "hang"
-    options = PhoneOptions(**{**OPTIONS.__dict__, "run_timeout_s": 2.0})
+    options = dataclasses.replace(OPTIONS, run_timeout_s=2.0)
     backend = backend_for(device, options=options)
     backend.fingerprint()
     started = time.monotonic()
