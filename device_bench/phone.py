@@ -39,6 +39,7 @@ from android_runner.connection import ConnectionSettings
 from android_runner.runner import RUN_TIMEOUT_S, RunOptions
 from device_bench.host import MeasureSettings
 from device_bench.measurement import Measurement, MeasurementError, fingerprint_id, relative_spread
+from device_bench.spec import BackendSpec
 
 BENCHMARK_MODEL_ENV = "PEARL_BENCHMARK_MODEL"
 _Z90, _Z95 = 1.2815515655446004, 1.6448536269514722
@@ -176,7 +177,7 @@ class AdbBackend:
 
     def __init__(
         self,
-        spec: str,
+        spec: str | BackendSpec,
         settings: PhoneSettings | None = None,
         *,
         benchmark_model: str | os.PathLike | None = None,
@@ -184,13 +185,9 @@ class AdbBackend:
         options: PhoneOptions | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        from android_runner.connection import DeviceAddress
-
-        try:
-            self.address = DeviceAddress.parse(spec)
-        except ValueError as err:
-            raise ValueError(str(err)) from None
-        self.spec = f"adb:{self.address}"
+        parsed = spec if isinstance(spec, BackendSpec) else BackendSpec.parse(spec)
+        self.address = parsed.address
+        self.spec = str(parsed)
         self.settings = settings or PhoneSettings()
         self.options = options or PhoneOptions()
         self.binary = resolve_benchmark_model(benchmark_model)
