@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device_bench.backends import backend_from_spec
 from device_bench.layer_files import DEFAULT_CHUNK, default_layer_cache, ensure_layer_files
 from device_bench.measurement import fingerprint_id
 from device_bench.table_measure import (
@@ -175,8 +176,6 @@ def build_table(
     progress: Progress = _no_progress,
     log: Callable[[str], None] = lambda _m: None,
 ) -> LatencyTable:
-    from device_bench.backends import backend_from_spec
-
     started = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_layer_cache().parent
     backend = backend_from_spec(spec, LAYER_SETTINGS)
@@ -277,8 +276,6 @@ def validate_table(
     """Predict and measure `n` random archs of the table's space (seed `seed`) and report
     ``within_5``, ``within_10`` (shares), ``rmspe``, ``n`` and the worst cases.
     With ``measure=False`` only archs already in the state file are used (a partial report)."""
-    from device_bench.backends import backend_from_spec
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_layer_cache().parent
     backend = backend_from_spec(spec, NETWORK_SETTINGS)
     fingerprint = backend.fingerprint()
