@@ -13,9 +13,9 @@ in turn mixes that drift into the table.  Instead every file is timed briefly, m
 Clock: on ``host:tflite`` each invoke is timed with the CPU time of the invoking thread
 (``CLOCK_THREAD_CPUTIME_ID``), not wall time.  With one runtime thread XNNPACK computes on the
 caller's thread, so on an idle machine the two agree; on a shared machine wall time adds every
-moment the process waits for a core (at load 8 on 2 cores, a 20 ms network's fastest wall-clock
-invoke out of 30 was 3-7x its compute time), thread CPU time does not.  Other backends (phones)
-use their own wall-clock timing (`LatencyBackend.measure`).
+moment the process waits for a core, thread CPU time does not (BENCHMARKS.md, "Latency table
+accuracy (host:tflite)").  Other backends (phones) use their own wall-clock timing
+(`LatencyBackend.measure`).
 
 A batch process reads ``{"spec", "settings", "paths"}`` as JSON on stdin and prints the
 device's fingerprint (``{"fingerprint"}``), then one JSON line per file
