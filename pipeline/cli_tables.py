@@ -40,26 +40,10 @@ def tables_group() -> None:
 
 @contextmanager
 def _progress():
-    """A rich progress bar on stderr; yields a `Progress` callback for `device_bench`."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """The pearl progress bar; yields a `Progress` callback for `device_bench`."""
+    from pipeline.progress import progress_bar
 
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
+    bar = progress_bar()
 
     def phase(description: str, total: int):
         task = bar.add_task(description, total=max(total, 1))
@@ -72,12 +56,19 @@ def _progress():
 
 
 def _check_spec(spec: str) -> None:
-    from device_bench.backends import backend_from_spec
+    """Tables are measured from .tflite files: a host:tflite or adb: device."""
+    from device_bench.spec import BackendSpec
 
     try:
-        backend_from_spec(spec)
+        device = BackendSpec.parse(spec)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--device") from None
+    if device.artifact_format != "tflite":
+        raise click.BadParameter(
+            f"{spec} cannot time the .tflite layer and network files a table is measured "
+            "from: use host:tflite, adb:SERIAL or adb:HOST:PORT",
+            param_hint="--device",
+        )
 
 
 def _output_for(out: Path, spec: str, several: bool) -> Path:
