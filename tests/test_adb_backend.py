@@ -9,12 +9,18 @@ import dataclasses
 import json
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from loopback_adbd import Cooling, DeviceScript, Faults, LoopbackDevice, fake_aarch64_binary
+from loopback_adbd import (
+    Cooling,
+    DeviceScript,
+    Faults,
+    LoopbackDevice,
+    conv_net_tflite,
+    fake_aarch64_binary,
+)
 
 from android_runner.connection import ConnectionSettings
 from android_runner.runner import RunOptions
@@ -41,43 +47,25 @@ OPTIONS = PhoneOptions(
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
     """Three small real .tflite files (conv nets of different widths), converted once."""
-    import litert_torch
     import torch
 
     folder = tmp_path_factory.mktemp("adb_models")
     torch.manual_seed(0)
-    paths = {}
-    for name, width, size in (("mid", 32, 40), ("small", 8, 32), ("tiny", 4, 16)):
-        net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, width, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(width, width, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(width, width, 3, padding=1),
-        ).eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            litert_torch.convert(net, (torch.randn(1, 3, size, size),)).export(
-                str(folder / f"{name}.tflite")
-            )
-        paths[name] = folder / f"{name}.tflite"
-    return paths
+    return {
+        name: conv_net_tflite(folder / f"{name}.tflite", width, size)
+        for name, width, size in (("mid", 32, 40), ("small", 8, 32), ("tiny", 4, 16))
+    }
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("PEARL_ADB_KEY", str(tmp_path / "keys" / "adbkey"))
+@pytest.fixture(autouse=True)
+def env(tmp_path, monkeypatch, adb_key):
+    """Every test: its own ADB key, measurement cache and (fake) benchmark_model binary; the
+    loopback phone itself is conftest's `device`."""
     monkeypatch.setenv("PEARL_CACHE_DIR", str(tmp_path / "cache"))
     binary = tmp_path / "android_aarch64_benchmark_model"
     fake_aarch64_binary(binary)
     monkeypatch.setenv("PEARL_BENCHMARK_MODEL", str(binary))
     return binary
-
-
-@pytest.fixture
-def device(tmp_path, env):
-    with LoopbackDevice(tmp_path / "sandbox") as dev:
-        yield dev
 
 
 def quick(**changes) -> PhoneSettings:
