@@ -23,13 +23,25 @@ CACHE_OPTION = click.option(
     "default: beside the measurement cache, ~/.cache/pearl)",
 )
 
-NETWORKS_OPTION = click.option(
+
+def _file_maker_option(flag: str, default: str, help: str):
+    """--converter / --networks: how .tflite files are made, by the direct TFLite writer
+    (`device_bench.layer_writer`) or by litert-torch itself."""
+    choices = click.Choice(["direct", "litert"])
+    return click.option(flag, type=choices, default=default, show_default=True, help=help)
+
+
+NETWORKS_OPTION = _file_maker_option(
     "--networks",
-    type=click.Choice(["litert", "direct"]),
-    default="litert",
-    show_default=True,
-    help="how whole networks are made: real litert-torch exports, or the direct writer's "
+    "litert",
+    "how whole networks are made: real litert-torch exports, or the direct writer's "
     "identical graphs (seconds instead of minutes each on a loaded machine)",
+)
+CONVERTER_OPTION = _file_maker_option(
+    "--converter",
+    "direct",
+    "how layer files are made: direct TFLite writer (litert-torch's graph, op for op) "
+    "or litert-torch itself",
 )
 
 
@@ -105,22 +117,14 @@ def _output_for(out: Path, spec: str, several: bool) -> Path:
 @click.option("--calibrate", type=click.IntRange(min=1), default=20, show_default=True,
               help="random whole networks measured to fit the sum correction")  # fmt: skip
 @click.option("--calibration-seed", type=int, default=1001, show_default=True)
-@click.option(
-    "--converter",
-    type=click.Choice(["direct", "litert"]),
-    default="direct",
-    show_default=True,
-    help="how layer files are made: direct TFLite writer (litert-torch's graph, op for op) "
-    "or litert-torch itself",
-)
+@CONVERTER_OPTION
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="parallel litert-torch conversion processes")  # fmt: skip
 @NETWORKS_OPTION
 @CACHE_OPTION
 def build_command(
-    specs, space_name, input_size, num_classes, out, passes, calibrate, calibration_seed,
-    converter, jobs, networks, cache_dir,
-) -> None:  # fmt: skip
+    specs, space_name, input_size, num_classes, out, cache_dir, **build_options
+) -> None:
     """Measure every layer variant of a search space on a device and write its table.
 
     Resumable: progress is kept in OUT.state.json (rewritten atomically after every batch);
@@ -133,14 +137,8 @@ def build_command(
     for spec in specs:
         _check_spec(spec)
     space = get_space(space_name, input_size, num_classes)
-    options = BuildOptions(
-        passes=passes,
-        jobs=jobs,
-        calibrate=calibrate,
-        calibration_seed=calibration_seed,
-        converter=converter,
-        networks=networks,
-    )
+    # --passes, --calibrate, --calibration-seed, --converter, --jobs, --networks
+    options = BuildOptions(**build_options)
     for spec in specs:
         path = _output_for(out, spec, len(specs) > 1)
         with _progress() as progress:
