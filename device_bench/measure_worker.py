@@ -24,7 +24,7 @@ def batch_backend(spec: str, settings: MeasureSettings) -> LatencyBackend:
     """The backend a batch times with: `spec`'s, timing host:tflite invokes in thread CPU
     time."""
     parsed = BackendSpec.parse(spec)
-    if parsed == BackendSpec.parse(HostTFLiteBackend.spec):
+    if str(parsed) == HostTFLiteBackend.spec:
         return HostTFLiteBackend(settings, sample_clock=time.thread_time_ns)
     return backend_from_spec(parsed, settings)
 

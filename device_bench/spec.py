@@ -17,9 +17,7 @@ from pathlib import Path
 
 from android_runner.connection import DeviceAddress
 
-# host runtime -> the suffix of the files it times
-HOST_RUNTIMES = {"tflite": ".tflite", "onnx": ".onnx"}
-KINDS = ("host", "adb", "table")
+HOST_RUNTIMES = ("tflite", "onnx")  # each times the files of its own suffix (.tflite, .onnx)
 VALID_FORMS = (
     *(f"host:{runtime}" for runtime in HOST_RUNTIMES),
     "adb:SERIAL",
@@ -56,8 +54,8 @@ class BackendSpec:
     def for_file(cls, path: str | os.PathLike) -> BackendSpec | None:
         """The host backend that times files like `path` (by suffix), or None."""
         lowered = str(path).lower()
-        for runtime, suffix in HOST_RUNTIMES.items():
-            if lowered.endswith(suffix):
+        for runtime in HOST_RUNTIMES:
+            if lowered.endswith(f".{runtime}"):
                 return cls("host", runtime)
         return None
 
