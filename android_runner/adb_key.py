@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from pathlib import Path
+
+from models.files import atomic_write
 
 ADB_KEY_ENV = "PEARL_ADB_KEY"
 
@@ -22,20 +23,6 @@ def default_key_path() -> Path:
     """``$PEARL_ADB_KEY``, else ``~/.android/adbkey``."""
     override = os.environ.get(ADB_KEY_ENV)
     return Path(override).expanduser() if override else Path.home() / ".android" / "adbkey"
-
-
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` atomically (temp file in the same folder + os.replace)."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(handle, mode)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
 
 
 def ensure_adb_key(path: str | os.PathLike | None = None) -> Path:
@@ -56,7 +43,7 @@ def ensure_adb_key(path: str | os.PathLike | None = None) -> Path:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_private(path, pem, 0o600)
+        atomic_write(path, pem, mode=0o600)
     public = Path(f"{path}.pub")
     if not public.exists():
         import base64
@@ -68,7 +55,7 @@ def ensure_adb_key(path: str | os.PathLike | None = None) -> Path:
                 f"{path} is not a PEM RSA private key ({err}); move it away and pearl creates a "
                 f"new one, or point {ADB_KEY_ENV} at a valid adb key"
             ) from None
-        _write_private(public, base64.b64encode(blob) + get_user_info().encode(), 0o644)
+        atomic_write(public, base64.b64encode(blob) + get_user_info().encode(), mode=0o644)
     return path
 
 

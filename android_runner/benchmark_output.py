@@ -167,6 +167,16 @@ def _to_int(text: str, *, what: str, line: str) -> int:
     return int(value)
 
 
+def _in_ms(field: str) -> property:
+    """A read-only view of the microsecond field `field` in milliseconds (None stays None)."""
+
+    def get(self) -> float | None:
+        value = getattr(self, field)
+        return None if value is None else value / _US_PER_MS
+
+    return property(get, doc=f"`{field}` in milliseconds.")
+
+
 @dataclass(frozen=True, slots=True)
 class TimingStats:
     """One statistics line of benchmark_model, in microseconds.
@@ -248,41 +258,15 @@ class TimingStats:
     def has_percentiles(self) -> bool:
         return self.p5_us is not None and self.median_us is not None and self.p95_us is not None
 
-    @property
-    def first_ms(self) -> float:
-        return self.first_us / _US_PER_MS
-
-    @property
-    def curr_ms(self) -> float:
-        return self.curr_us / _US_PER_MS
-
-    @property
-    def min_ms(self) -> float:
-        return self.min_us / _US_PER_MS
-
-    @property
-    def max_ms(self) -> float:
-        return self.max_us / _US_PER_MS
-
-    @property
-    def avg_ms(self) -> float:
-        return self.avg_us / _US_PER_MS
-
-    @property
-    def std_ms(self) -> float:
-        return self.std_us / _US_PER_MS
-
-    @property
-    def p5_ms(self) -> float | None:
-        return None if self.p5_us is None else self.p5_us / _US_PER_MS
-
-    @property
-    def median_ms(self) -> float | None:
-        return None if self.median_us is None else self.median_us / _US_PER_MS
-
-    @property
-    def p95_ms(self) -> float | None:
-        return None if self.p95_us is None else self.p95_us / _US_PER_MS
+    first_ms = _in_ms("first_us")
+    curr_ms = _in_ms("curr_us")
+    min_ms = _in_ms("min_us")
+    max_ms = _in_ms("max_us")
+    avg_ms = _in_ms("avg_us")
+    std_ms = _in_ms("std_us")
+    p5_ms = _in_ms("p5_us")  # None where the build prints no percentiles
+    median_ms = _in_ms("median_us")
+    p95_ms = _in_ms("p95_us")
 
 
 def parse_stat_line(line: str) -> TimingStats:

@@ -31,20 +31,31 @@ from android_runner.probe import DeviceProbe, hottest_c, probe_device, read_temp
 
 REMOTE_DIR = "/data/local/tmp/pearl"
 BINARY_NAME = "benchmark_model"
+RUN_TIMEOUT_S = 300.0  # default limit on one benchmark_model run
 
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """One benchmark_model invocation (its flags) and the limits around it."""
+    """benchmark_model's flags for one invocation: threads (pinned to as many big cores), the
+    GPU delegate, warm-up runs / seconds, and timed runs / seconds (it runs at least `num_runs`
+    and `min_secs`, stopping at `max_secs`)."""
 
     threads: int = 1
     use_gpu: bool = False
-    warmup_runs: int = 1
+    warmup_runs: int = 5
     warmup_min_secs: float = 0.5
     num_runs: int = 50
     min_secs: float = 1.0
-    max_secs: float = 150.0
-    run_timeout_s: float = 300.0
+    max_secs: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "num_runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RunOptions.{name} must be >= 1, not {getattr(self, name)}")
+        if self.warmup_runs < 0 or min(self.min_secs, self.warmup_min_secs) < 0:
+            raise ValueError("RunOptions: warmup_runs and the *_secs values must be >= 0")
+        if self.max_secs <= 0:
+            raise ValueError("RunOptions.max_secs must be > 0")
 
     def flags(self, graph: str) -> list[str]:
         flags = [
@@ -259,10 +270,13 @@ class PhoneSession:
             *options.flags(remote_model),
         ]
 
-    def run_benchmark(self, remote_model: str, options: RunOptions) -> BenchmarkResult:
+    def run_benchmark(
+        self, remote_model: str, options: RunOptions, *, timeout_s: float = RUN_TIMEOUT_S
+    ) -> BenchmarkResult:
+        """One benchmark_model run; `timeout_s` bounds its wall time."""
         binary = self.ensure_binary()
         argv = self.benchmark_argv(remote_model, options)
-        result = self.connection.run(argv, timeout_s=options.run_timeout_s)
+        result = self.connection.run(argv, timeout_s=timeout_s)
         return interpret_run(
             result.output,
             result.exit_code,

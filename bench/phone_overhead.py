@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,26 +36,12 @@ from _report import write_section  # noqa: E402
 
 
 def make_models(folder: Path, count: int) -> list[Path]:
-    import litert_torch
     import torch
+    from loopback_adbd import conv_net_tflite
 
     torch.manual_seed(0)
-    paths = []
-    for index in range(count):
-        width = 16 + 4 * index  # widths 16, 20, 24, ...: neighbours differ by ~20-40%
-        net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, width, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(width, width, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(width, width, 3, padding=1),
-        ).eval()
-        path = folder / f"cand{index}_w{width}.tflite"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            litert_torch.convert(net, (torch.randn(1, 3, 32, 32),)).export(str(path))
-        paths.append(path)
-    return paths
+    widths = [16 + 4 * index for index in range(count)]  # neighbours differ by ~20-40%
+    return [conv_net_tflite(folder / f"cand{i}_w{w}.tflite", w, 32) for i, w in enumerate(widths)]
 
 
 def timed(call):
@@ -81,7 +66,7 @@ def overhead(device, binary: Path, models: list[Path]) -> tuple[str, str]:
         connect_ms.append(elapsed)
         probe_ms.append(timed(lambda c=connection: probe_device(c))[1])
         connection.close()
-    options = RunOptions(warmup_runs=5, warmup_min_secs=0, num_runs=50, min_secs=0)
+    options = RunOptions(warmup_runs=5, warmup_min_secs=0, num_runs=50, min_secs=0, max_secs=150)
     phases: dict[str, list[float]] = {
         k: []
         for k in (
@@ -168,16 +153,11 @@ def kendall_disagreements(runs: list[list[float]]) -> float:
 
 
 def ranking(device, binary: Path, models: list[Path], repeats: int) -> tuple[str, str]:
+    from android_runner.runner import RunOptions
     from device_bench.phone import AdbBackend, PhoneSettings
 
-    settings = PhoneSettings(
-        warmup_runs=5,
-        warmup_min_secs=0,
-        num_runs=50,
-        min_secs=0.2,
-        min_invocations=1,
-        max_invocations=1,
-    )
+    run = RunOptions(warmup_runs=5, warmup_min_secs=0, num_runs=50, min_secs=0.2)
+    settings = PhoneSettings(run, min_invocations=1, max_invocations=1)
     results: dict[str, list[list[float]]] = {"median_ms": [], "min_ms": []}
     with AdbBackend(device.spec, settings, benchmark_model=binary) as backend:
         for repeat in range(repeats):

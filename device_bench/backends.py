@@ -1,15 +1,20 @@
-"""Choose a latency backend by its spec string (see DESIGN.md):
+"""Choose a latency backend by its spec string (`device_bench.spec.BackendSpec`):
 ``host:tflite``, ``host:onnx``, ``adb:SERIAL``, ``adb:HOST:PORT``, ``table:FILE``."""
 
 from __future__ import annotations
 
 from device_bench.host import HostOnnxBackend, HostTFLiteBackend, MeasureSettings
 from device_bench.measurement import LatencyBackend
+from device_bench.spec import VALID_FORMS, BackendSpec
 
-HOST_BACKENDS = {"host:tflite": HostTFLiteBackend, "host:onnx": HostOnnxBackend}
-VALID_FORMS = ("host:tflite", "host:onnx", "adb:SERIAL", "adb:HOST:PORT", "table:FILE")
-# which file suffix each host backend times
-SPEC_SUFFIX = {"host:tflite": ".tflite", "host:onnx": ".onnx"}
+__all__ = [
+    "VALID_FORMS",
+    "BackendNotAvailableError",
+    "BackendSpec",
+    "backend_from_spec",
+]
+
+HOST_BACKENDS = {"tflite": HostTFLiteBackend, "onnx": HostOnnxBackend}
 
 
 class BackendNotAvailableError(ValueError):
@@ -18,7 +23,7 @@ class BackendNotAvailableError(ValueError):
 
 
 def backend_from_spec(
-    spec: str, settings: MeasureSettings | None = None, **adb_options
+    spec: str | BackendSpec, settings: MeasureSettings | None = None, **adb_options
 ) -> LatencyBackend:
     """The backend named by `spec`. Unknown specs raise ValueError listing the valid forms.
 
@@ -26,28 +31,15 @@ def backend_from_spec(
     may be `MeasureSettings` (mapped onto benchmark_model's flags) or `PhoneSettings`;
     `adb_options` go to `AdbBackend` (``benchmark_model=``, ``key_path=``, ``options=``,
     ``log=``).  A missing benchmark_model binary raises `MeasurementError`."""
-    text = spec.strip()
-    kind, _, rest = text.partition(":")
-    kind = kind.lower()
-    if kind == "host" and f"host:{rest.lower()}" in HOST_BACKENDS:
-        return HOST_BACKENDS[f"host:{rest.lower()}"](settings)
-    if kind == "adb" and rest:
+    parsed = spec if isinstance(spec, BackendSpec) else BackendSpec.parse(spec)
+    if parsed.is_host:
+        return HOST_BACKENDS[parsed.target](settings)
+    if parsed.is_phone:
         from device_bench.phone import AdbBackend, PhoneSettings
 
         if isinstance(settings, MeasureSettings):
             settings = PhoneSettings.from_measure_settings(settings)
-        return AdbBackend(text, settings, **adb_options)
-    if kind == "table" and rest:
-        from device_bench.table_backend import TableBackend
+        return AdbBackend(parsed, settings, **adb_options)
+    from device_bench.table_backend import TableBackend
 
-        return TableBackend(rest, settings)
-    raise ValueError(f"unknown device spec {spec!r}; valid forms: {', '.join(VALID_FORMS)}")
-
-
-def default_spec_for(path: str) -> str | None:
-    """The host backend that times files like `path` (by suffix), or None."""
-    lowered = str(path).lower()
-    for spec, suffix in SPEC_SUFFIX.items():
-        if lowered.endswith(suffix):
-            return spec
-    return None
+    return TableBackend(parsed.target, settings)

@@ -58,10 +58,13 @@ def file_sha256(path: str | Path) -> str:
 
 
 def settings_json(settings: Any) -> str:
-    """Canonical JSON of a settings object (a dataclass, a mapping, or None)."""
+    """Canonical JSON of a settings object (one with `to_dict`, a dataclass, a mapping, or
+    None)."""
     if settings is None:
         return "null"
-    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+    if hasattr(settings, "to_dict"):
+        settings = settings.to_dict()
+    elif dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         settings = dataclasses.asdict(settings)
     return canonical_json(settings)
 

@@ -3,12 +3,13 @@ both single-threaded by default so that numbers are comparable between runs and 
 
 How a model is timed: load it, feed one fixed random input of the model's input shape and dtype,
 run `warmup_runs` untimed invokes, then timed rounds of `round_size` invokes (each invoke timed
-with `time.perf_counter_ns`).  Timing stops as soon as at least `min_runs` invokes and
-`min_seconds` of timing are done and the relative spread ``(max - min) / median`` of the last
-`window_rounds` round medians is at most `spread_target`, or when `max_runs` invokes or
-`max_seconds` of timing are reached.  The `Measurement` summarises every timed invoke; its
-`spread` is that of the last `window_rounds` round medians (the ones the stopping rule judged), so
-``spread <= spread_target`` means the timing settled and a larger one means a cap stopped it.
+with `time.perf_counter_ns`, or the backend's `sample_clock`).  Timing stops as soon as at least
+`min_runs` invokes and `min_seconds` of timing are done and the relative spread
+``(max - min) / median`` of the last `window_rounds` round medians is at most `spread_target`,
+or when `max_runs` invokes or `max_seconds` of timing are reached.  The `Measurement` summarises
+every timed invoke; its `spread` is that of the last `window_rounds` round medians (the ones the
+stopping rule judged), so ``spread <= spread_target`` means the timing settled and a larger one
+means a cap stopped it.
 (The 1 s floor spreads each measurement over more of the machine's slow/fast stretches; on a
 shared VM `min_ms` is still far more reproducible between processes than `median_ms`: see
 BENCHMARKS.md, "Host latency run-to-run spread".)
@@ -34,6 +35,7 @@ from device_bench.measurement import (
     relative_spread,
     summarize,
 )
+from device_bench.spec import BackendSpec
 
 __all__ = [
     "HostOnnxBackend",
@@ -80,34 +82,39 @@ class MeasureSettings:
 
 
 def time_rounds(
-    invoke: Callable[[], object], settings: MeasureSettings
+    invoke: Callable[[], object],
+    settings: MeasureSettings,
+    *,
+    sample_clock: Callable[[], int] = time.perf_counter_ns,
 ) -> tuple[list[float], list[float]]:
     """Warm up, then time `invoke` in rounds until the round medians settle or a cap is hit.
+    Each invoke is timed with `sample_clock` (nanoseconds; default: wall time); the
+    ``min_seconds`` / ``max_seconds`` limits are always wall time.
     Returns ``(samples_ms, round_medians_ms)``."""
     for _ in range(settings.warmup_runs):
         invoke()
-    clock = time.perf_counter_ns
+    wall = time.perf_counter_ns
     samples: list[float] = []
     round_medians: list[float] = []
-    started = clock()
+    started = wall()
     deadline = started + int(settings.max_seconds * 1e9)
     earliest_stop = started + int(settings.min_seconds * 1e9)
     while len(samples) < settings.max_runs:
         count = min(settings.round_size, settings.max_runs - len(samples))
         current = []
         for _ in range(count):
-            start = clock()
+            start = sample_clock()
             invoke()
-            current.append((clock() - start) / 1e6)
+            current.append((sample_clock() - start) / 1e6)
         samples.extend(current)
         round_medians.append(statistics.median(current))
         settled = (
             len(samples) >= settings.min_runs
-            and clock() >= earliest_stop
+            and wall() >= earliest_stop
             and len(round_medians) >= min(settings.window_rounds, 2)
             and relative_spread(round_medians[-settings.window_rounds :]) <= settings.spread_target
         )
-        if settled or clock() >= deadline:
+        if settled or wall() >= deadline:
             break
     return samples, round_medians
 
@@ -133,29 +140,15 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
-def _host_fingerprint(runtime: str, runtime_version: str, threads: int, delegate: str) -> dict:
-    return {
-        "kind": "host",
-        "cpu": cpu_model_name(),
-        "cores": os.cpu_count() or 1,
-        "runtime": runtime,
-        "runtime_version": runtime_version,
-        "threads": threads,
-        "delegate": delegate,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def _check_file(path: str | Path, suffix: str, spec: str, other: str) -> Path:
+def _check_file(path: str | Path, spec: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise MeasurementError(f"model file {path} not found: check the path")
+    suffix = BackendSpec.parse(spec).file_suffix
     if path.suffix.lower() != suffix:
-        raise MeasurementError(
-            f"{path} is not a {suffix} file: {spec} times {suffix} models "
-            f"(use --device {other} for {path.suffix or 'this'} files)"
-        )
+        other = BackendSpec.for_file(path)
+        hint = f" (use --device {other} for {path.suffix} files)" if other else ""
+        raise MeasurementError(f"{path} is not a {suffix} file: {spec} times {suffix} models{hint}")
     return path
 
 
@@ -174,20 +167,63 @@ def _random_array(shape, dtype, rng):
     raise MeasurementError(f"unsupported model input dtype {dtype}")
 
 
-class HostTFLiteBackend:
+class _HostBackend:
+    """What the host backends share: settings, the fingerprint (read once), the timing loop.
+    `sample_clock` times each invoke (`time_rounds`); the table protocol passes
+    `time.thread_time_ns` (see `device_bench.table_measure`)."""
+
+    spec: str  # "host:tflite" / "host:onnx"
+    package: str  # the runtime's distribution, whose version is part of the fingerprint
+    delegate: str
+
+    def __init__(
+        self,
+        settings: MeasureSettings | None = None,
+        *,
+        sample_clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self.settings = settings or MeasureSettings()
+        self.sample_clock = sample_clock
+        self._fingerprint: dict[str, Any] | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = {
+                "kind": "host",
+                "cpu": cpu_model_name(),
+                "cores": os.cpu_count() or 1,
+                "runtime": self.package,
+                "runtime_version": _package_version(self.package),
+                "threads": self.settings.threads,
+                "delegate": self.delegate,
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            }
+        return dict(self._fingerprint)
+
+    def _load(self, path: Path) -> Callable[[], object]:
+        """Load `path`, feed it a fixed random input, run it once; returns one invoke."""
+        raise NotImplementedError
+
+    def measure(self, path: str | Path) -> Measurement:
+        invoke = self._load(_check_file(path, self.spec))
+        samples, rounds = time_rounds(invoke, self.settings, sample_clock=self.sample_clock)
+        return summarize(
+            samples,
+            source="host",
+            device=fingerprint_id(self.fingerprint()),
+            round_medians_ms=rounds[-self.settings.window_rounds :],
+        )
+
+
+class HostTFLiteBackend(_HostBackend):
     """`host:tflite`: ai-edge-litert's Interpreter (XNNPACK by default) on this machine."""
 
     spec = "host:tflite"
+    package = "ai-edge-litert"
+    delegate = "xnnpack"
 
-    def __init__(self, settings: MeasureSettings | None = None) -> None:
-        self.settings = settings or MeasureSettings()
-
-    def fingerprint(self) -> dict[str, Any]:
-        return _host_fingerprint(
-            "ai-edge-litert", _package_version("ai-edge-litert"), self.settings.threads, "xnnpack"
-        )
-
-    def _load(self, path: Path):
+    def _load(self, path: Path) -> Callable[[], object]:
         import numpy as np
         from ai_edge_litert.interpreter import Interpreter
 
@@ -211,18 +247,7 @@ class HostTFLiteBackend:
                 f"could not load and run {path} as a TFLite model ({_first_line(err)}): "
                 "the file may be corrupt or truncated; re-export it"
             ) from None
-        return interpreter
-
-    def measure(self, path: str | Path) -> Measurement:
-        path = _check_file(path, ".tflite", self.spec, "host:onnx")
-        interpreter = self._load(path)
-        samples, rounds = time_rounds(interpreter.invoke, self.settings)
-        return summarize(
-            samples,
-            source="host",
-            device=fingerprint_id(self.fingerprint()),
-            round_medians_ms=rounds[-self.settings.window_rounds :],
-        )
+        return interpreter.invoke
 
 
 _ONNX_DTYPES = {
@@ -238,21 +263,14 @@ _ONNX_DTYPES = {
 }
 
 
-class HostOnnxBackend:
+class HostOnnxBackend(_HostBackend):
     """`host:onnx`: ONNX Runtime's CPU execution provider on this machine."""
 
     spec = "host:onnx"
-    provider = "CPUExecutionProvider"
+    package = "onnxruntime"
+    delegate = provider = "CPUExecutionProvider"
 
-    def __init__(self, settings: MeasureSettings | None = None) -> None:
-        self.settings = settings or MeasureSettings()
-
-    def fingerprint(self) -> dict[str, Any]:
-        return _host_fingerprint(
-            "onnxruntime", _package_version("onnxruntime"), self.settings.threads, self.provider
-        )
-
-    def _load(self, path: Path):
+    def _load(self, path: Path) -> Callable[[], object]:
         import numpy as np
         import onnxruntime as ort
 
@@ -281,18 +299,7 @@ class HostOnnxBackend:
                 f"could not load and run {path} as an ONNX model ({_first_line(err)}): "
                 "the file may be corrupt or truncated; re-export it"
             ) from None
-        return session, feeds
-
-    def measure(self, path: str | Path) -> Measurement:
-        path = _check_file(path, ".onnx", self.spec, "host:tflite")
-        session, feeds = self._load(path)
-        samples, rounds = time_rounds(lambda: session.run(None, feeds), self.settings)
-        return summarize(
-            samples,
-            source="host",
-            device=fingerprint_id(self.fingerprint()),
-            round_medians_ms=rounds[-self.settings.window_rounds :],
-        )
+        return lambda: session.run(None, feeds)
 
 
 def _first_line(err: BaseException) -> str:

@@ -12,7 +12,7 @@ Two ways to make the files (``converter``):
 * ``litert``: litert-torch itself, in chunks (`layer_models.convert_chunk`: one conversion of
   many independent branches, then split per layer), optionally in several processes at once.
 
-Each file appears atomically (temporary file + `os.replace`), so an interrupted build keeps
+Each file appears atomically (`models.files.atomic_write`), so an interrupted build keeps
 every finished file.
 """
 
@@ -21,11 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from latency_tables.keys import LayerKey
+from models.files import atomic_write
 
 LAYER_FILES_VERSION = 1
 DEFAULT_CHUNK = 16
@@ -51,18 +51,6 @@ def layer_path(root: Path, key: LayerKey, converter: str = "direct") -> Path:
     return root / converter / str(key.input_size) / f"{digest}.tflite"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _convert_and_store(root: str, keys: Sequence[LayerKey]) -> int:
     import torch
 
@@ -70,7 +58,7 @@ def _convert_and_store(root: str, keys: Sequence[LayerKey]) -> int:
 
     torch.set_num_threads(1)
     for key, data in zip(keys, convert_chunk(keys), strict=True):
-        write_atomic(layer_path(Path(root), key, "litert"), data)
+        atomic_write(layer_path(Path(root), key, "litert"), data)
     return len(keys)
 
 
@@ -99,7 +87,7 @@ def ensure_layer_files(
         if paths[key].is_file():
             present += 1
         elif direct:
-            write_atomic(paths[key], write_layer(key))
+            atomic_write(paths[key], write_layer(key))
             on_done and on_done(1)
     if present:
         on_done and on_done(present)

@@ -60,9 +60,9 @@ def chunk_module(keys: Sequence[LayerKey]):
     """One module whose i-th input/output is the NHWC layer model of ``keys[i]``."""
     from torch import nn
 
-    from models.export.tflite import _quiet_litert_torch
+    from models.export.tflite import quiet_litert_torch
 
-    litert_torch = _quiet_litert_torch()
+    litert_torch = quiet_litert_torch()
 
     class Chunk(nn.Module):
         def __init__(self) -> None:
@@ -93,9 +93,9 @@ def convert_chunk(keys: Sequence[LayerKey]) -> list[bytes]:
     lowering for all of them: about half the cost of one signature per key, a fraction of one
     conversion per key) and then split into one flatbuffer per branch (`split_branches`).
     """
-    from models.export.tflite import _quiet_litert_torch
+    from models.export.tflite import quiet_litert_torch
 
-    litert_torch = _quiet_litert_torch()
+    litert_torch = quiet_litert_torch()
     module = chunk_module(keys)
     model = litert_torch.convert(module, tuple(sample_input(k) for k in keys))
     return split_branches(bytes(model.model_content()), len(keys))

@@ -31,11 +31,15 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from android_runner.connection import ConnectionSettings
+from android_runner.runner import RUN_TIMEOUT_S, RunOptions
+from device_bench.host import MeasureSettings
 from device_bench.measurement import Measurement, MeasurementError, fingerprint_id, relative_spread
+from device_bench.spec import BackendSpec
 
 BENCHMARK_MODEL_ENV = "PEARL_BENCHMARK_MODEL"
 _Z90, _Z95 = 1.2815515655446004, 1.6448536269514722
@@ -47,59 +51,62 @@ class DeviceDroppedError(MeasurementError):
 
 @dataclasses.dataclass(frozen=True)
 class PhoneSettings:
-    """How a phone times a model.  Every field is part of the cache key."""
+    """How a phone times a model: every invocation runs benchmark_model with the flags `run`;
+    at most `max_invocations` of them, each once the phone is below `thermal_limit_c`, stopping
+    once `min_invocations` agree within `spread_target`.  All of it is part of the cache key, in
+    the flat form `to_dict` gives."""
 
-    threads: int = 1
-    use_gpu: bool = False
-    warmup_runs: int = 5
-    warmup_min_secs: float = 0.5
-    num_runs: int = 50
-    min_secs: float = 1.0
-    max_secs: float = 60.0
+    run: RunOptions = dataclasses.field(default_factory=RunOptions)
     min_invocations: int = 2
     max_invocations: int = 4
     spread_target: float = 0.02
     thermal_limit_c: float = 45.0
 
     def __post_init__(self) -> None:
-        for name in ("threads", "num_runs", "min_invocations", "max_invocations"):
+        for name in ("min_invocations", "max_invocations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PhoneSettings.{name} must be >= 1, not {getattr(self, name)}")
         if self.min_invocations > self.max_invocations:
             raise ValueError("PhoneSettings.min_invocations exceeds max_invocations")
-        if self.warmup_runs < 0 or min(self.min_secs, self.warmup_min_secs) < 0:
-            raise ValueError("PhoneSettings: warmup_runs and the *_secs values must be >= 0")
-        if self.max_secs <= 0:
-            raise ValueError("PhoneSettings.max_secs must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """benchmark_model's flags and the invocation protocol in one flat mapping."""
+        protocol = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del protocol["run"]
+        return {**dataclasses.asdict(self.run), **protocol}
 
     @classmethod
-    def from_measure_settings(cls, settings, **overrides) -> PhoneSettings:
-        """Map the host timing settings (`MeasureSettings`) onto benchmark_model's flags:
-        threads, warm-up runs, ``--num_runs`` = min_runs, ``--min_secs``, ``--max_secs``."""
-        values = {
-            "threads": settings.threads,
-            "warmup_runs": settings.warmup_runs,
-            "num_runs": settings.min_runs,
-            "min_secs": settings.min_seconds,
-            "max_secs": settings.max_seconds,
-            "spread_target": settings.spread_target,
-        }
-        values.update(overrides)
-        return cls(**values)
+    def from_dict(cls, data: Mapping[str, Any]) -> PhoneSettings:
+        """Inverse of `to_dict`; an unknown key is a TypeError naming it."""
+        flags = {f.name for f in dataclasses.fields(RunOptions)}
+        run = RunOptions(**{name: value for name, value in data.items() if name in flags})
+        return cls(run=run, **{name: value for name, value in data.items() if name not in flags})
+
+    @classmethod
+    def from_measure_settings(cls, settings: MeasureSettings) -> PhoneSettings:
+        """The host timing settings as benchmark_model flags (threads, warm-up runs,
+        ``--num_runs`` = min_runs, ``--min_secs`` / ``--max_secs`` = min_seconds / max_seconds)
+        and their spread target for the invocations."""
+        run = RunOptions(
+            threads=settings.threads,
+            warmup_runs=settings.warmup_runs,
+            num_runs=settings.min_runs,
+            min_secs=settings.min_seconds,
+            max_secs=settings.max_seconds,
+        )
+        return cls(run=run, spread_target=settings.spread_target)
 
 
 @dataclasses.dataclass(frozen=True)
 class PhoneOptions:
     """Limits and plumbing; not part of the cache key."""
 
-    run_timeout_s: float = 300.0
+    run_timeout_s: float = RUN_TIMEOUT_S
     thermal_timeout_s: float = 300.0
     thermal_poll_s: float = 5.0
     retries: int = 2
     retry_backoff_s: float = 1.0
-    connect_timeout_s: float = 10.0
-    auth_timeout_s: float = 30.0
-    command_timeout_s: float = 30.0
+    connection: ConnectionSettings = dataclasses.field(default_factory=ConnectionSettings)
     keep_models: bool = False
 
 
@@ -134,13 +141,19 @@ def _p90_estimate(stats) -> float:
     return min(max(estimate, centre), float(stats.max_us))
 
 
+def _centres_us(stats_list: Sequence) -> list[float]:
+    """Each timed run's centre (us): its median, or its average where no percentiles were
+    printed (see the module docstring)."""
+    return [float(s.median_us) if s.has_percentiles else s.avg_us for s in stats_list if s.count]
+
+
 def combine_runs(stats_list: Sequence, *, device: str) -> Measurement:
     """One `Measurement` from the inference statistics of one or more benchmark_model runs
     (`TimingStats`, microseconds).  Pure."""
     used = [s for s in stats_list if s.count > 0]
     if not used:
         raise MeasurementError("benchmark_model reported no timed run")
-    centres = [float(s.median_us) if s.has_percentiles else s.avg_us for s in used]
+    centres = _centres_us(used)
     total = sum(s.count for s in used)
     mean = sum(s.count * s.avg_us for s in used) / total
     second_moment = sum(s.count * (s.std_us**2 + s.avg_us**2) for s in used) / total
@@ -164,7 +177,7 @@ class AdbBackend:
 
     def __init__(
         self,
-        spec: str,
+        spec: str | BackendSpec,
         settings: PhoneSettings | None = None,
         *,
         benchmark_model: str | os.PathLike | None = None,
@@ -172,13 +185,9 @@ class AdbBackend:
         options: PhoneOptions | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        from android_runner.connection import DeviceAddress
-
-        try:
-            self.address = DeviceAddress.parse(spec)
-        except ValueError as err:
-            raise ValueError(str(err)) from None
-        self.spec = f"adb:{self.address}"
+        parsed = spec if isinstance(spec, BackendSpec) else BackendSpec.parse(spec)
+        self.address = parsed.address
+        self.spec = str(parsed)
         self.settings = settings or PhoneSettings()
         self.options = options or PhoneOptions()
         self.binary = resolve_benchmark_model(benchmark_model)
@@ -189,18 +198,13 @@ class AdbBackend:
 
     # ------------------------------------------------------------------ session
     def _new_session(self):
-        from android_runner.connection import ConnectionSettings
         from android_runner.runner import PhoneSession
 
         return PhoneSession(
             self.address,
             self.binary,
             key_path=self.key_path,
-            connection_settings=ConnectionSettings(
-                connect_timeout_s=self.options.connect_timeout_s,
-                auth_timeout_s=self.options.auth_timeout_s,
-                command_timeout_s=self.options.command_timeout_s,
-            ),
+            connection_settings=self.options.connection,
             log=self.log,
         )
 
@@ -252,9 +256,9 @@ class AdbBackend:
             **probe.fingerprint(),
             "runtime": "benchmark_model",
             "benchmark_model_sha256": self._binary_sha256[:16],
-            "threads": self.settings.threads,
-            "delegate": "gpu" if self.settings.use_gpu else "cpu",
-            "cores": list(probe.big_cores(self.settings.threads)),
+            "threads": self.settings.run.threads,
+            "delegate": "gpu" if self.settings.run.use_gpu else "cpu",
+            "cores": list(probe.big_cores(self.settings.run.threads)),
         }
 
     def close(self) -> None:
@@ -276,27 +280,11 @@ class AdbBackend:
         self.close()
 
     # ------------------------------------------------------------------ measure
-    def _run_options(self):
-        from android_runner.runner import RunOptions
-
-        s = self.settings
-        return RunOptions(
-            threads=s.threads,
-            use_gpu=s.use_gpu,
-            warmup_runs=s.warmup_runs,
-            warmup_min_secs=s.warmup_min_secs,
-            num_runs=s.num_runs,
-            min_secs=s.min_secs,
-            max_secs=s.max_secs,
-            run_timeout_s=self.options.run_timeout_s,
-        )
-
     def _measure_once(self, path: Path) -> Measurement:
         session = self.session
         session.ensure_connected()
         session.ensure_binary()
         remote = session.push_model(path)
-        options = self._run_options()
         stats = []
         for _ in range(self.settings.max_invocations):
             session.wait_until_cool(
@@ -304,12 +292,12 @@ class AdbBackend:
                 timeout_s=self.options.thermal_timeout_s,
                 poll_s=self.options.thermal_poll_s,
             )
-            stats.append(session.run_benchmark(remote, options).inference)
+            result = session.run_benchmark(
+                remote, self.settings.run, timeout_s=self.options.run_timeout_s
+            )
+            stats.append(result.inference)
             if len(stats) >= self.settings.min_invocations:
-                centres = [
-                    float(s.median_us) if s.has_percentiles else s.avg_us for s in stats if s.count
-                ]
-                if relative_spread(centres) <= self.settings.spread_target:
+                if relative_spread(_centres_us(stats)) <= self.settings.spread_target:
                     break
         return combine_runs(stats, device=fingerprint_id(self.fingerprint()))
 

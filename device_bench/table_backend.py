@@ -21,7 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from device_bench.measurement import Measurement, MeasurementError
+from device_bench.layer_files import default_layer_cache, ensure_layer_files
+from device_bench.measurement import Measurement, MeasurementError, fingerprint_id
+from device_bench.table_measure import DEFAULT_PASSES, LAYER_SETTINGS, combine, run_batch
 from latency_tables.keys import LayerKey
 from latency_tables.table import Entry, LatencyTable, TableError
 from models.arch import Arch
@@ -49,6 +51,7 @@ class TableBackend:
             raise ValueError(str(err)) from None
         self._sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
         self.measure_missing = measure_missing
+        self._measure_missing_checked = False  # is it the table's device? (asked once)
         self.cache_dir = cache_dir
 
     def fingerprint(self) -> dict[str, Any]:
@@ -81,15 +84,13 @@ class TableBackend:
         return self.measure_arch(arch_of_file(path))
 
     def _measure_key(self, key: LayerKey) -> Entry:
-        """Convert and time one missing layer on `measure_missing` (same protocol as a build)."""
-        from device_bench.backends import backend_from_spec
-        from device_bench.layer_files import default_layer_cache, ensure_layer_files
-        from device_bench.measurement import fingerprint_id
-        from device_bench.table_measure import DEFAULT_PASSES, LAYER_SETTINGS, combine, run_batch
-
-        backend = backend_from_spec(self.measure_missing, LAYER_SETTINGS)
-        if fingerprint_id(backend.fingerprint()) != self.table.fingerprint_id:
-            self.table.check_fingerprint(backend.fingerprint())
+        """Convert and time one missing layer on `measure_missing` (same protocol as a build:
+        fresh measurement processes, which also report the device's fingerprint)."""
+        if not self._measure_missing_checked:
+            fingerprint = run_batch(self.measure_missing, LAYER_SETTINGS, [], lambda *_: None)
+            if fingerprint_id(fingerprint) != self.table.fingerprint_id:
+                self.table.check_fingerprint(fingerprint)
+            self._measure_missing_checked = True
         cache = self.cache_dir or default_layer_cache().parent
         path = ensure_layer_files([key], cache)[key]
         found: list[Measurement] = []

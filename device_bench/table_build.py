@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device_bench.backends import backend_from_spec
 from device_bench.layer_files import DEFAULT_CHUNK, default_layer_cache, ensure_layer_files
 from device_bench.measurement import fingerprint_id
 from device_bench.table_measure import (
@@ -44,6 +45,7 @@ from device_bench.table_runs import MeasureRun
 from latency_tables.keys import space_keys
 from latency_tables.table import Correction, Entry, LatencyTable, fit_correction
 from models.arch import Arch
+from models.files import atomic_write
 from models.space import SearchSpace, get_space
 
 # progress(phase, total) -> advance(n) callable
@@ -90,14 +92,14 @@ def network_files(
         raise ValueError(f"networks must be one of {NETWORK_SOURCES}, got {networks!r}")
     files: dict[str, Path] = {}
     if networks == "direct":
-        from device_bench.layer_files import layer_root, write_atomic
+        from device_bench.layer_files import layer_root
         from device_bench.layer_writer import write_network
 
         root = layer_root(cache_dir) / "networks-direct"
         for arch in archs:
             path = root / str(arch.input_size) / f"{arch.key()}.tflite"
             if not path.is_file():
-                write_atomic(path, write_network(arch))
+                atomic_write(path, write_network(arch))
             files[arch.encode()] = path
             on_done(1)
         return files
@@ -174,8 +176,6 @@ def build_table(
     progress: Progress = _no_progress,
     log: Callable[[str], None] = lambda _m: None,
 ) -> LatencyTable:
-    from device_bench.backends import backend_from_spec
-
     started = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_layer_cache().parent
     backend = backend_from_spec(spec, LAYER_SETTINGS)
@@ -276,8 +276,6 @@ def validate_table(
     """Predict and measure `n` random archs of the table's space (seed `seed`) and report
     ``within_5``, ``within_10`` (shares), ``rmspe``, ``n`` and the worst cases.
     With ``measure=False`` only archs already in the state file are used (a partial report)."""
-    from device_bench.backends import backend_from_spec
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_layer_cache().parent
     backend = backend_from_spec(spec, NETWORK_SETTINGS)
     fingerprint = backend.fingerprint()

@@ -4,7 +4,7 @@ On a shared machine the speed drifts in stretches of seconds, so one long timing
 in turn mixes that drift into the table.  Instead every file is timed briefly, many times:
 
 * a *pass* times every file once, in a shuffled order (seeded by the pass number), in batches,
-  each batch in a fresh Python process (`python -m device_bench.table_measure`), so no file is
+  each batch in a fresh Python process (`python -m device_bench.measure_worker`), so no file is
   always timed right after the same neighbour or always early in a warm process;
 * the passes are repeated (3 by default) and combined per file: the fastest invoke over all
   passes (``min_ms``, the statistic tables predict from), the median of the pass medians, and
@@ -13,16 +13,18 @@ in turn mixes that drift into the table.  Instead every file is timed briefly, m
 Clock: on ``host:tflite`` each invoke is timed with the CPU time of the invoking thread
 (``CLOCK_THREAD_CPUTIME_ID``), not wall time.  With one runtime thread XNNPACK computes on the
 caller's thread, so on an idle machine the two agree; on a shared machine wall time adds every
-moment the process waits for a core (at load 8 on 2 cores, a 20 ms network's fastest wall-clock
-invoke out of 30 was 3-7x its compute time), thread CPU time does not.  Other backends (phones)
-use their own wall-clock timing (`LatencyBackend.measure`).
+moment the process waits for a core, thread CPU time does not (BENCHMARKS.md, "Latency table
+accuracy (host:tflite)").  Other backends (phones) use their own wall-clock timing
+(`LatencyBackend.measure`).
 
-A batch process reads ``{"spec", "settings", "paths"}`` as JSON on stdin and prints one JSON
-line per file (``{"path", "measurement", "load"}`` or ``{"path", "error"}``).
+A batch process reads ``{"spec", "settings", "paths"}`` as JSON on stdin and prints the
+device's fingerprint (``{"fingerprint"}``), then one JSON line per file
+(``{"path", "measurement", "load"}`` or ``{"path", "error"}``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -30,6 +32,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from device_bench.host import MeasureSettings
 from device_bench.measurement import Measurement, MeasurementError, relative_spread
@@ -45,15 +48,9 @@ LAYER_SETTINGS = MeasureSettings(
     window_rounds=2,
     spread_target=0.05,
 )
-NETWORK_SETTINGS = MeasureSettings(
-    warmup_runs=3,
-    min_runs=10,
-    max_runs=200,
-    min_seconds=0.05,
-    max_seconds=2.0,
-    round_size=5,
-    window_rounds=2,
-    spread_target=0.03,
+# whole networks: the same visits, a little longer and a tighter spread
+NETWORK_SETTINGS = dataclasses.replace(
+    LAYER_SETTINGS, min_seconds=0.05, max_seconds=2.0, spread_target=0.03
 )
 HOST_CLOCK = "thread_cpu"  # how host:tflite invokes are timed (see the module docstring)
 DEFAULT_PASSES = 3
@@ -66,14 +63,15 @@ def run_batch(
     paths: Sequence[str],
     on_result: Callable[[str, Measurement | None, str], None],
     timeout_s: float | None = None,
-) -> None:
-    """Time `paths` in one fresh process; `on_result(path, measurement, error)` per file."""
+) -> dict[str, Any]:
+    """Time `paths` in one fresh process; `on_result(path, measurement, error)` per file.
+    Returns the fingerprint of the device that timed them (also for an empty `paths`)."""
     request = json.dumps({"spec": spec, "settings": settings.to_dict(), "paths": list(paths)})
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(
-        [sys.executable, "-m", "device_bench.table_measure"],
+        [sys.executable, "-m", "device_bench.measure_worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -84,10 +82,14 @@ def run_batch(
     process.stdin.write(request)
     process.stdin.close()
     seen = set()
+    fingerprint: dict[str, Any] | None = None
     for line in process.stdout:
         if not line.startswith("{"):
             continue
         result = json.loads(line)
+        if "fingerprint" in result:
+            fingerprint = result["fingerprint"]
+            continue
         seen.add(result["path"])
         if "error" in result:
             on_result(result["path"], None, result["error"])
@@ -95,12 +97,13 @@ def run_batch(
             on_result(result["path"], Measurement.from_dict(result["measurement"]), "")
     code = process.wait(timeout=timeout_s)
     stderr = process.stderr.read() if process.stderr else ""
-    if code != 0 or len(seen) != len(paths):
+    if code != 0 or len(seen) != len(paths) or fingerprint is None:
         tail = "\n".join(stderr.strip().splitlines()[-10:])
         raise MeasurementError(
             f"measurement process for {spec} exited with code {code} after {len(seen)} of "
             f"{len(paths)} files; its last output:\n{tail}"
         )
+    return fingerprint
 
 
 def combine(passes: Sequence[Measurement]) -> dict:
@@ -117,91 +120,3 @@ def combine(passes: Sequence[Measurement]) -> dict:
         "passes": len(passes),
         "pass_spread": round(relative_spread(minima), 4),
     }
-
-
-def thread_cpu_rounds(invoke, settings: MeasureSettings) -> tuple[list[float], list[float]]:
-    """Like `device_bench.host.time_rounds`, but each invoke is timed in CPU time of this
-    thread; the ``min_seconds``/``max_seconds`` limits stay in wall time."""
-    import time
-
-    for _ in range(settings.warmup_runs):
-        invoke()
-    cpu, wall = time.thread_time_ns, time.perf_counter_ns
-    samples: list[float] = []
-    rounds: list[float] = []
-    started = wall()
-    deadline = started + int(settings.max_seconds * 1e9)
-    earliest = started + int(settings.min_seconds * 1e9)
-    while len(samples) < settings.max_runs:
-        current = []
-        for _ in range(min(settings.round_size, settings.max_runs - len(samples))):
-            begin = cpu()
-            invoke()
-            current.append((cpu() - begin) / 1e6)
-        samples.extend(current)
-        rounds.append(statistics.median(current))
-        settled = (
-            len(samples) >= settings.min_runs
-            and wall() >= earliest
-            and len(rounds) >= min(settings.window_rounds, 2)
-            and relative_spread(rounds[-settings.window_rounds :]) <= settings.spread_target
-        )
-        if settled or wall() >= deadline:
-            break
-    return samples, rounds
-
-
-def _measure_tflite_cpu(path: str, settings: MeasureSettings, device: str) -> Measurement:
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    from device_bench.measurement import summarize
-
-    if not Path(path).is_file():
-        raise MeasurementError(f"model file {path} not found")
-    try:
-        interpreter = Interpreter(model_path=str(path), num_threads=settings.threads)
-        interpreter.allocate_tensors()
-        rng = np.random.default_rng(settings.seed)
-        for detail in interpreter.get_input_details():
-            value = rng.standard_normal(tuple(detail["shape"])).astype(detail["dtype"])
-            interpreter.set_tensor(detail["index"], value)
-        interpreter.invoke()
-    except Exception as err:  # the runtime's errors carry C++ text
-        raise MeasurementError(f"could not load and run {path} as a TFLite model ({err})") from None
-    samples, rounds = thread_cpu_rounds(interpreter.invoke, settings)
-    return summarize(
-        samples,
-        source="host",
-        device=device,
-        round_medians_ms=rounds[-settings.window_rounds :],
-    )
-
-
-def _serve() -> None:
-    from device_bench.backends import backend_from_spec
-    from device_bench.measurement import fingerprint_id
-
-    request = json.loads(sys.stdin.read())
-    settings = MeasureSettings(**request["settings"])
-    backend = backend_from_spec(request["spec"], settings)
-    cpu_clock = request["spec"].strip().lower() == "host:tflite"
-    device = fingerprint_id(backend.fingerprint())
-    for path in request["paths"]:
-        try:
-            if cpu_clock:
-                measurement = _measure_tflite_cpu(path, settings, device)
-            else:
-                measurement = backend.measure(path)
-            line = {
-                "path": path,
-                "measurement": measurement.to_dict(),
-                "load": os.getloadavg()[0],
-            }
-        except MeasurementError as err:
-            line = {"path": path, "error": str(err)}
-        print(json.dumps(line), flush=True)
-
-
-if __name__ == "__main__":
-    _serve()

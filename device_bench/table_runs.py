@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from device_bench.host import MeasureSettings
 from device_bench.measurement import Measurement, MeasurementError
 from device_bench.table_measure import DEFAULT_BATCH, run_batch
+from models.files import atomic_write
 
 STATE_VERSION = 1
 
@@ -62,19 +62,8 @@ class MeasureRun:
         return self.state["passes"].setdefault(str(pass_index), {})
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            dir=self.path.parent, prefix=self.path.name, suffix=".tmp"
-        )
-        try:
-            with os.fdopen(handle, "w") as out:
-                json.dump(self.state, out)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        if self.path is not None:
+            atomic_write(self.path, json.dumps(self.state))
 
     def remaining(self, items: Sequence[str], passes: int) -> int:
         return sum(1 for p in range(passes) for item in items if item not in self.done(p))

@@ -33,7 +33,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 
 from latency_tables.keys import KEY_FIELDS, LayerKey, arch_key_tuples
 from models.arch import Arch
+from models.files import atomic_write
 
 FORMAT_VERSION = 1
 MAGIC = "# pearl latency table"
@@ -272,22 +272,9 @@ class LatencyTable:
         return out.getvalue()
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temporary file + rename): readers never see half a table."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", newline="") as out:
-                out.write(self.dumps())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a table is not
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        self.path = path
-        return path
+        """Write atomically (`models.files.atomic_write`): readers never see half a table."""
+        self.path = atomic_write(path, self.dumps().encode())
+        return self.path
 
     @classmethod
     def loads(cls, text: str, path: str | os.PathLike | None = None) -> LatencyTable:

@@ -15,11 +15,10 @@ from pathlib import Path
 import click
 
 from device_bench.backends import (
-    SPEC_SUFFIX,
     VALID_FORMS,
     BackendNotAvailableError,
+    BackendSpec,
     backend_from_spec,
-    default_spec_for,
 )
 from device_bench.cache import MeasurementCache, default_cache_path, measure_cached
 from device_bench.host import MeasureSettings
@@ -127,18 +126,20 @@ def bench_command(
         if model_path.suffix.lower() in (".tflite", ".onnx") or os.sep in model:
             raise click.BadParameter(f"file {model} does not exist", param_hint="MODEL")
         if fmt is None:
-            fmt = "onnx" if (spec or "").strip().lower() == "host:onnx" else "tflite"
+            fmt = "onnx" if spec and _device(spec).artifact_format == "onnx" else "tflite"
         model_path = _export_arch(model, fmt, input_size, num_classes)
     if spec is None:
-        spec = default_spec_for(model_path.name)
-        if spec is None:
+        device = BackendSpec.for_file(model_path.name)
+        if device is None:
             raise click.BadParameter(
                 f"cannot tell which runtime times {model_path.name!r}: expected a .tflite or "
                 "an .onnx file",
                 param_hint="MODEL",
             )
+    else:
+        device = _device(spec)
     defaults = MeasureSettings()
-    is_phone = spec.strip().lower().startswith("adb:")
+    is_phone = device.is_phone
     if is_phone:
         settings = _phone_settings(runs, threads, gpu)
     else:
@@ -155,14 +156,14 @@ def bench_command(
             "log": lambda message: click.echo(message, err=True),
         }
     try:
-        backend = backend_from_spec(spec, settings, **options)
+        backend = backend_from_spec(device, settings, **options)
     except (BackendNotAvailableError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="--device") from None
     except MeasurementError as err:
         raise click.ClickException(str(err)) from None
-    suffix = SPEC_SUFFIX.get(backend.spec, ".tflite" if is_phone else None)
+    suffix = device.file_suffix
     if suffix and model_path.suffix.lower() != suffix:
-        other = default_spec_for(model_path.name)
+        other = BackendSpec.for_file(model_path.name)
         hint = f"; use --device {other}" if other else ""
         raise click.UsageError(
             f"--device {backend.spec} times {suffix} files, but {model_path.name} is not one{hint}"
@@ -214,13 +215,20 @@ def bench_command(
         click.echo(f"{name:<{width}}  {value}")
 
 
+def _device(spec: str) -> BackendSpec:
+    try:
+        return BackendSpec.parse(spec)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None
+
+
 def _phone_settings(runs, threads, gpu):
     from device_bench.phone import PhoneSettings
 
     base = PhoneSettings()
-    return dataclasses.replace(
-        base, threads=threads, use_gpu=gpu, num_runs=runs if runs is not None else base.num_runs
-    )
+    num_runs = runs if runs is not None else base.run.num_runs
+    run = dataclasses.replace(base.run, threads=threads, use_gpu=gpu, num_runs=num_runs)
+    return dataclasses.replace(base, run=run)
 
 
 __all__ = ["VALID_FORMS", "bench_command"]

@@ -23,13 +23,25 @@ CACHE_OPTION = click.option(
     "default: beside the measurement cache, ~/.cache/pearl)",
 )
 
-NETWORKS_OPTION = click.option(
+
+def _file_maker_option(flag: str, default: str, help: str):
+    """--converter / --networks: how .tflite files are made, by the direct TFLite writer
+    (`device_bench.layer_writer`) or by litert-torch itself."""
+    choices = click.Choice(["direct", "litert"])
+    return click.option(flag, type=choices, default=default, show_default=True, help=help)
+
+
+NETWORKS_OPTION = _file_maker_option(
     "--networks",
-    type=click.Choice(["litert", "direct"]),
-    default="litert",
-    show_default=True,
-    help="how whole networks are made: real litert-torch exports, or the direct writer's "
+    "litert",
+    "how whole networks are made: real litert-torch exports, or the direct writer's "
     "identical graphs (seconds instead of minutes each on a loaded machine)",
+)
+CONVERTER_OPTION = _file_maker_option(
+    "--converter",
+    "direct",
+    "how layer files are made: direct TFLite writer (litert-torch's graph, op for op) "
+    "or litert-torch itself",
 )
 
 
@@ -40,26 +52,10 @@ def tables_group() -> None:
 
 @contextmanager
 def _progress():
-    """A rich progress bar on stderr; yields a `Progress` callback for `device_bench`."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """The pearl progress bar; yields a `Progress` callback for `device_bench`."""
+    from pipeline.progress import progress_bar
 
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
+    bar = progress_bar()
 
     def phase(description: str, total: int):
         task = bar.add_task(description, total=max(total, 1))
@@ -72,12 +68,19 @@ def _progress():
 
 
 def _check_spec(spec: str) -> None:
-    from device_bench.backends import backend_from_spec
+    """Tables are measured from .tflite files: a host:tflite or adb: device."""
+    from device_bench.spec import BackendSpec
 
     try:
-        backend_from_spec(spec)
+        device = BackendSpec.parse(spec)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--device") from None
+    if device.artifact_format != "tflite":
+        raise click.BadParameter(
+            f"{spec} cannot time the .tflite layer and network files a table is measured "
+            "from: use host:tflite, adb:SERIAL or adb:HOST:PORT",
+            param_hint="--device",
+        )
 
 
 def _output_for(out: Path, spec: str, several: bool) -> Path:
@@ -114,22 +117,14 @@ def _output_for(out: Path, spec: str, several: bool) -> Path:
 @click.option("--calibrate", type=click.IntRange(min=1), default=20, show_default=True,
               help="random whole networks measured to fit the sum correction")  # fmt: skip
 @click.option("--calibration-seed", type=int, default=1001, show_default=True)
-@click.option(
-    "--converter",
-    type=click.Choice(["direct", "litert"]),
-    default="direct",
-    show_default=True,
-    help="how layer files are made: direct TFLite writer (litert-torch's graph, op for op) "
-    "or litert-torch itself",
-)
+@CONVERTER_OPTION
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="parallel litert-torch conversion processes")  # fmt: skip
 @NETWORKS_OPTION
 @CACHE_OPTION
 def build_command(
-    specs, space_name, input_size, num_classes, out, passes, calibrate, calibration_seed,
-    converter, jobs, networks, cache_dir,
-) -> None:  # fmt: skip
+    specs, space_name, input_size, num_classes, out, cache_dir, **build_options
+) -> None:
     """Measure every layer variant of a search space on a device and write its table.
 
     Resumable: progress is kept in OUT.state.json (rewritten atomically after every batch);
@@ -142,14 +137,8 @@ def build_command(
     for spec in specs:
         _check_spec(spec)
     space = get_space(space_name, input_size, num_classes)
-    options = BuildOptions(
-        passes=passes,
-        jobs=jobs,
-        calibrate=calibrate,
-        calibration_seed=calibration_seed,
-        converter=converter,
-        networks=networks,
-    )
+    # --passes, --calibrate, --calibration-seed, --converter, --jobs, --networks
+    options = BuildOptions(**build_options)
     for spec in specs:
         path = _output_for(out, spec, len(specs) > 1)
         with _progress() as progress:

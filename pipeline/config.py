@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device_bench.spec import BackendSpec
 from models.files import atomic_write
 from pipeline.registry import CONTROLLERS, LOSSES
 from pipeline.reward import COST_NAMES, PRESETS
@@ -197,14 +198,7 @@ class LatencyConfig:
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "latency.threads", "must be >= 1")
         for spec in self.backends:
-            kind, _, rest = spec.partition(":")
-            _require(
-                (kind.lower() == "host" and rest.lower() in ("tflite", "onnx"))
-                or (kind.lower() in ("adb", "table") and bool(rest)),
-                "latency.backends",
-                f"unknown backend {spec!r}; use adb:SERIAL, adb:HOST:PORT, table:FILE, "
-                "host:tflite or host:onnx",
-            )
+            _backend_spec(spec, "latency.backends")
         _require(self.remeasure_top >= 0, "latency.remeasure_top", "must be >= 0")
 
 
@@ -477,11 +471,16 @@ def _absolute_teacher_spec(spec: str, base: Path) -> str:
     return ",".join(parts)
 
 
+def _backend_spec(spec: str, key: str) -> BackendSpec:
+    try:
+        return BackendSpec.parse(spec)
+    except ValueError as error:
+        raise ConfigError(f"config key {key}: {error}") from None
+
+
 def _absolute_backend(spec: str, base: Path) -> str:
-    kind, sep, rest = spec.partition(":")
-    if kind.lower() == "table" and rest:
-        return f"table:{resolve_path(rest, base)}"
-    return spec
+    parsed = BackendSpec.parse(spec)
+    return str(parsed.with_absolute_path(base)) if parsed.is_table else spec
 
 
 def with_absolute_paths(config: SearchConfig, base: Path | None = None) -> SearchConfig:

@@ -27,6 +27,7 @@ from typing import Any
 
 from device_bench.measurement import Measurement, fingerprint_id
 from device_bench.ranking import ranking_latency_ms
+from device_bench.spec import BackendSpec
 
 
 class LatencyUnavailableError(RuntimeError):
@@ -46,12 +47,7 @@ class LatencyRecord:
 
 def artifact_format(spec: str) -> str | None:
     """The export format a file-based backend runs (None: the backend predicts from the arch)."""
-    kind = spec.split(":", 1)[0].lower()
-    if spec.lower() == "host:onnx":
-        return "onnx"
-    if kind in ("host", "adb"):
-        return "tflite"
-    return None
+    return BackendSpec.parse(spec).artifact_format
 
 
 def is_drop(error: BaseException) -> bool:

@@ -240,10 +240,12 @@ def stage_export(config: RunConfig, run_dir: Path, units, log: Log) -> dict[str,
 def target_device(config: RunConfig) -> str:
     """Where exported .tflite files are re-timed: [export].device, else the first phone or host
     backend of the latency chain, else this machine's LiteRT."""
+    from device_bench.spec import BackendSpec
+
     if config.export.device:
         return config.export.device
     for spec in config.latency.backends:
-        if spec.partition(":")[0].lower() in ("adb", "host") and spec.lower() != "host:onnx":
+        if BackendSpec.parse(spec).artifact_format == "tflite":
             return spec
     return "host:tflite"
 

@@ -18,6 +18,7 @@ from pipeline.config import (
     SECTIONS,
     ConfigError,
     SearchConfig,
+    _backend_spec,
     _plain,
     _require,
     resolve_path,
@@ -61,12 +62,12 @@ class ExportStageConfig:
         for name in self.formats:
             _require(name in FORMATS, "export.formats", f"{name!r} not in {tuple(FORMATS)}")
         _require(self.calib_images >= 1, "export.calib_images", "must be >= 1")
-        kind = self.device.partition(":")[0].lower()
-        _require(
-            not self.device or kind in ("adb", "host"),
-            "export.device",
-            "must be adb:SERIAL, adb:HOST:PORT or host:tflite (a table cannot time a file)",
-        )
+        if self.device:
+            _require(
+                _backend_spec(self.device, "export.device").artifact_format == "tflite",
+                "export.device",
+                "must be adb:SERIAL, adb:HOST:PORT or host:tflite (a table cannot time a file)",
+            )
 
 
 RUN_SECTIONS: dict[str, type] = {

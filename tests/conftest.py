@@ -30,3 +30,20 @@ def cifar_small(data_dir: Path):
     if not path.is_file():
         pytest.skip(f"{path} not found; set PEARL_DATA to the folder holding cifar10_small.npz")
     return load_npz(path)
+
+
+@pytest.fixture
+def adb_key(tmp_path, monkeypatch) -> Path:
+    """This test's own ADB key pair ($PEARL_ADB_KEY; created on first connect)."""
+    path = tmp_path / "keys" / "adbkey"
+    monkeypatch.setenv("PEARL_ADB_KEY", str(path))
+    return path
+
+
+@pytest.fixture
+def device(tmp_path, adb_key):
+    """A loopback ADB device (tests/loopback_adbd) for this test, stopped after it."""
+    from loopback_adbd import LoopbackDevice
+
+    with LoopbackDevice(tmp_path / "sandbox") as dev:
+        yield dev

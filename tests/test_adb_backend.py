@@ -5,27 +5,32 @@ LiteRT, so its median can be compared with an independent host timing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from loopback_adbd import Cooling, DeviceScript, Faults, LoopbackDevice, fake_aarch64_binary
+from loopback_adbd import (
+    Cooling,
+    DeviceScript,
+    Faults,
+    LoopbackDevice,
+    conv_net_tflite,
+    fake_aarch64_binary,
+)
 
+from android_runner.connection import ConnectionSettings
+from android_runner.runner import RunOptions
 from device_bench.cache import MeasurementCache, measure_cached
 from device_bench.measurement import LatencyBackend, MeasurementError, fingerprint_id
 from device_bench.phone import AdbBackend, DeviceDroppedError, PhoneOptions, PhoneSettings
 from device_bench.pool import DevicePool, PoolExhaustedError, PoolJobError
 
 QUICK = PhoneSettings(
-    warmup_runs=3,
-    warmup_min_secs=0,
-    num_runs=30,
-    min_secs=0.1,
-    max_secs=5,
+    RunOptions(warmup_runs=3, warmup_min_secs=0, num_runs=30, min_secs=0.1, max_secs=5),
     min_invocations=1,
     max_invocations=1,
 )
@@ -35,41 +40,27 @@ OPTIONS = PhoneOptions(
     thermal_poll_s=0.2,
     thermal_timeout_s=5,
     run_timeout_s=30,
-    connect_timeout_s=3,
-    auth_timeout_s=3,
-    command_timeout_s=10,
+    connection=ConnectionSettings(connect_timeout_s=3, auth_timeout_s=3, command_timeout_s=10),
 )
 
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
     """Three small real .tflite files (conv nets of different widths), converted once."""
-    import litert_torch
     import torch
 
     folder = tmp_path_factory.mktemp("adb_models")
     torch.manual_seed(0)
-    paths = {}
-    for name, width, size in (("mid", 32, 40), ("small", 8, 32), ("tiny", 4, 16)):
-        net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, width, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(width, width, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(width, width, 3, padding=1),
-        ).eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            litert_torch.convert(net, (torch.randn(1, 3, size, size),)).export(
-                str(folder / f"{name}.tflite")
-            )
-        paths[name] = folder / f"{name}.tflite"
-    return paths
+    return {
+        name: conv_net_tflite(folder / f"{name}.tflite", width, size)
+        for name, width, size in (("mid", 32, 40), ("small", 8, 32), ("tiny", 4, 16))
+    }
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("PEARL_ADB_KEY", str(tmp_path / "keys" / "adbkey"))
+@pytest.fixture(autouse=True)
+def env(tmp_path, monkeypatch, adb_key):
+    """Every test: its own ADB key, measurement cache and (fake) benchmark_model binary; the
+    loopback phone itself is conftest's `device`."""
     monkeypatch.setenv("PEARL_CACHE_DIR", str(tmp_path / "cache"))
     binary = tmp_path / "android_aarch64_benchmark_model"
     fake_aarch64_binary(binary)
@@ -77,10 +68,9 @@ def env(tmp_path, monkeypatch):
     return binary
 
 
-@pytest.fixture
-def device(tmp_path, env):
-    with LoopbackDevice(tmp_path / "sandbox") as dev:
-        yield dev
+def quick(**changes) -> PhoneSettings:
+    """QUICK with some fields changed (benchmark_model flags or invocation protocol)."""
+    return PhoneSettings.from_dict({**QUICK.to_dict(), **changes})
 
 
 def backend_for(dev, settings=QUICK, options=OPTIONS, **kwargs) -> AdbBackend:
@@ -107,7 +97,7 @@ def _independent_median_ms(path: Path, runs: int = 300) -> float:
 
 def test_phone_measurement_matches_an_independent_timing(device, models):
     path = models["mid"]
-    with backend_for(device, PhoneSettings(**{**QUICK.__dict__, "num_runs": 200})) as backend:
+    with backend_for(device, quick(num_runs=200)) as backend:
         assert isinstance(backend, LatencyBackend)
         before = _independent_median_ms(path)
         m = backend.measure(path)
@@ -129,7 +119,7 @@ def test_phone_measurement_matches_an_independent_timing(device, models):
 def test_invocations_repeat_until_they_agree(device, models):
     def settings(target):
         changes = {"min_invocations": 2, "max_invocations": 3, "num_runs": 10}
-        return PhoneSettings(**{**QUICK.__dict__, **changes, "spread_target": target})
+        return quick(**changes, spread_target=target)
 
     with backend_for(device, settings(10.0)) as backend:
         m = backend.measure(models["tiny"])
@@ -142,7 +132,7 @@ def test_invocations_repeat_until_they_agree(device, models):
 
 
 def test_two_threads_pin_to_two_cluster(device, models):
-    settings = PhoneSettings(**{**QUICK.__dict__, "threads": 2, "num_runs": 10})
+    settings = quick(threads=2, num_runs=10)
     with backend_for(device, settings) as backend:
         backend.measure(models["tiny"])
     assert device.taskset_masks == ["f0"]  # prime + gold cluster: 4 cores for 2 threads
@@ -248,14 +238,14 @@ def test_tool_failures_are_clear_and_leave_no_cache_entry(device, models, fault,
 
 
 def test_gpu_delegate_failure_is_clear(device, models):
-    with backend_for(device, PhoneSettings(**{**QUICK.__dict__, "use_gpu": True})) as backend:
+    with backend_for(device, quick(use_gpu=True)) as backend:
         with pytest.raises(MeasurementError, match="could not apply the requested delegate"):
             backend.measure(models["tiny"])
 
 
 def test_hanging_tool_hits_the_run_timeout(device, models):
     device.faults.benchmark = "hang"
-    options = PhoneOptions(**{**OPTIONS.__dict__, "run_timeout_s": 2.0})
+    options = dataclasses.replace(OPTIONS, run_timeout_s=2.0)
     backend = backend_for(device, options=options)
     backend.fingerprint()
     started = time.monotonic()

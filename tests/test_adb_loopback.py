@@ -20,19 +20,6 @@ from android_runner.runner import PhoneSession
 FAST = ConnectionSettings(connect_timeout_s=5, auth_timeout_s=5, command_timeout_s=10)
 
 
-@pytest.fixture
-def key(tmp_path, monkeypatch):
-    path = tmp_path / "keys" / "adbkey"
-    monkeypatch.setenv("PEARL_ADB_KEY", str(path))
-    return path
-
-
-@pytest.fixture
-def device(tmp_path, key):
-    with LoopbackDevice(tmp_path / "sandbox") as dev:
-        yield dev
-
-
 def connect(dev, **kwargs) -> AdbConnection:
     return AdbConnection(dev.spec, settings=kwargs.pop("settings", FAST), **kwargs).connect()
 
@@ -41,7 +28,7 @@ def test_port_is_ephemeral_and_not_an_adb_port(device):
     assert device.port not in range(5555, 5586) and device.port > 1024
 
 
-def test_new_key_is_offered_then_trusted_by_signature(device, key):
+def test_new_key_is_offered_then_trusted_by_signature(device, adb_key):
     with connect(device) as conn:
         assert conn.run(["echo", "hi"]).output == "hi\n"
     # first contact: the signature fails (unknown key), the public key is offered and accepted
@@ -53,20 +40,20 @@ def test_new_key_is_offered_then_trusted_by_signature(device, key):
     assert device.protocol_errors == []
 
 
-def test_rejected_key_gives_a_clear_error(tmp_path, key):
+def test_rejected_key_gives_a_clear_error(tmp_path, adb_key):
     with LoopbackDevice(tmp_path / "sb", faults=Faults(accept_new_keys=False)) as dev:
         started = time.monotonic()
         with pytest.raises(AuthRejectedError, match="Allow") as info:
             connect(dev)
         assert time.monotonic() - started < 5
-        assert str(key) in str(info.value)
+        assert str(adb_key) in str(info.value)
 
 
-def test_key_trusted_in_advance_needs_no_prompt(tmp_path, key):
+def test_key_trusted_in_advance_needs_no_prompt(tmp_path, adb_key):
     from android_runner.adb_key import ensure_adb_key
 
-    ensure_adb_key(key)
-    public = key.with_name("adbkey.pub").read_bytes()
+    ensure_adb_key(adb_key)
+    public = adb_key.with_name("adbkey.pub").read_bytes()
     faults = Faults(accept_new_keys=False)
     with LoopbackDevice(tmp_path / "sb", trusted_public_keys=[public], faults=faults) as dev:
         with connect(dev) as conn:
@@ -137,7 +124,7 @@ def test_push_with_hash_skip(tmp_path, device):
         assert session.pushed_bytes == 256000 + 2 * 7
 
 
-def test_push_falls_back_to_md5_without_sha256sum(tmp_path, key):
+def test_push_falls_back_to_md5_without_sha256sum(tmp_path, adb_key):
     local = tmp_path / "m.tflite"
     local.write_bytes(b"x" * 1000)
     with LoopbackDevice(tmp_path / "sb", faults=Faults(no_sha256sum=True)) as dev:
@@ -177,7 +164,7 @@ def test_binary_push_checks_the_abi(tmp_path, device):
         assert (device.sandbox / "pearl/benchmark_model").stat().st_mode & 0o111
 
 
-def test_thermal_wait_until_cool(tmp_path, key):
+def test_thermal_wait_until_cool(tmp_path, adb_key):
     script = DeviceScript.snapdragon_855()
     cooling = Cooling(60.0, 40.0, 1.5)
     script.thermal = [("cpu-1-0-usr", cooling), ("battery", 70.0)]
@@ -191,7 +178,7 @@ def test_thermal_wait_until_cool(tmp_path, key):
         assert any("waiting to cool" in line for line in logs)
 
 
-def test_thermal_wait_gives_up_after_its_timeout(tmp_path, key):
+def test_thermal_wait_gives_up_after_its_timeout(tmp_path, adb_key):
     script = DeviceScript.snapdragon_855()
     script.thermal = [("cpu-0-0-usr", Cooling(80.0, 79.0, 100.0))]
     with LoopbackDevice(tmp_path / "sb", script) as dev:
@@ -205,7 +192,7 @@ def test_thermal_wait_gives_up_after_its_timeout(tmp_path, key):
         assert "running anyway" in logs[-1]
 
 
-def test_unreachable_device_is_a_transport_error(tmp_path, key):
+def test_unreachable_device_is_a_transport_error(tmp_path, adb_key):
     dev = LoopbackDevice(tmp_path / "sb").start()
     port = dev.port
     dev.stop()

@@ -24,8 +24,9 @@ from android_runner.probe import (
 )
 from android_runner.runner import RunOptions, interpret_run
 from device_bench.backends import backend_from_spec
+from device_bench.cache import settings_json
 from device_bench.host import MeasureSettings
-from device_bench.measurement import MeasurementError
+from device_bench.measurement import MeasurementError, canonical_json
 from device_bench.phone import (
     AdbBackend,
     PhoneSettings,
@@ -256,7 +257,7 @@ def test_backend_from_spec_gives_phone_backends(tmp_path, monkeypatch):
     binary.write_bytes(_elf(183))
     usb = backend_from_spec("adb:R58M123", MeasureSettings(threads=2), benchmark_model=binary)
     assert isinstance(usb, AdbBackend) and usb.spec == "adb:R58M123"
-    assert usb.settings.threads == 2 and usb.settings.num_runs == MeasureSettings().min_runs
+    assert usb.settings.run.threads == 2 and usb.settings.run.num_runs == MeasureSettings().min_runs
     tcp = backend_from_spec("adb:10.0.0.2:5555", benchmark_model=binary)
     assert tcp.address.is_tcp and tcp.spec == "adb:10.0.0.2:5555"
     with pytest.raises(ValueError, match="adb:SERIAL"):
@@ -267,7 +268,38 @@ def test_phone_settings_are_validated():
     with pytest.raises(ValueError, match="min_invocations"):
         PhoneSettings(min_invocations=3, max_invocations=2)
     with pytest.raises(ValueError, match="threads"):
-        PhoneSettings(threads=0)
+        PhoneSettings.from_dict({"threads": 0})
+
+
+def test_phone_settings_keep_their_flat_cache_form():
+    """The measurement cache keys on `to_dict`: the same flat mapping as before benchmark_model's
+    flags moved into `PhoneSettings.run`, so existing cache entries still hit."""
+    flat = {
+        "threads": 1,
+        "use_gpu": False,
+        "warmup_runs": 5,
+        "warmup_min_secs": 0.5,
+        "num_runs": 50,
+        "min_secs": 1.0,
+        "max_secs": 60.0,
+        "min_invocations": 2,
+        "max_invocations": 4,
+        "spread_target": 0.02,
+        "thermal_limit_c": 45.0,
+    }
+    assert PhoneSettings().to_dict() == flat
+    assert settings_json(PhoneSettings()) == canonical_json(flat)
+    changed = PhoneSettings.from_dict({**flat, "num_runs": 7, "max_invocations": 3})
+    assert changed.run.num_runs == 7 and changed.max_invocations == 3
+    assert PhoneSettings.from_dict(changed.to_dict()) == changed
+    mapped = PhoneSettings.from_measure_settings(MeasureSettings(threads=3))
+    assert mapped.to_dict() == {
+        **flat,
+        "threads": 3,
+        "warmup_runs": 10,
+        "num_runs": 100,
+        "max_secs": 10.0,
+    }
 
 
 def test_adb_server_device_list_and_held_device_hint():

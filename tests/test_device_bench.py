@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from device_bench.backends import backend_from_spec
+from device_bench.backends import VALID_FORMS, BackendSpec, backend_from_spec
 from device_bench.cache import MeasurementCache, cache_key, key_for, measure_cached
 from device_bench.host import HostOnnxBackend, HostTFLiteBackend, MeasureSettings
 from device_bench.measurement import (
@@ -131,6 +131,39 @@ def test_backend_from_spec():
         backend_from_spec("table:pixel7.json")
     with pytest.raises(ValueError, match="host:tflite, host:onnx, adb:SERIAL"):
         backend_from_spec("gpu:0")
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical", "artifact", "suffix"),
+    [
+        ("host:tflite", "host:tflite", "tflite", ".tflite"),
+        (" HOST:ONNX ", "host:onnx", "onnx", ".onnx"),
+        ("adb:R58M123", "adb:R58M123", "tflite", ".tflite"),
+        ("ADB:10.0.0.2:5555", "adb:10.0.0.2:5555", "tflite", ".tflite"),
+        ("table:tables/pixel7.csv", "table:tables/pixel7.csv", None, None),
+    ],
+)
+def test_backend_spec_parses_every_form(text, canonical, artifact, suffix):
+    spec = BackendSpec.parse(text)
+    assert str(spec) == canonical and BackendSpec.parse(str(spec)) == spec
+    assert (spec.artifact_format, spec.file_suffix) == (artifact, suffix)
+    assert spec.times_files is not spec.is_table
+    assert spec.is_phone is (spec.kind == "adb")
+
+
+def test_backend_spec_errors_list_the_valid_forms(tmp_path):
+    for bad in ("gpu:0", "host:tensorrt", "table:", "adb:", "phone"):
+        with pytest.raises(ValueError, match="valid forms: " + ", ".join(VALID_FORMS)):
+            BackendSpec.parse(bad)
+    with pytest.raises(ValueError, match="adb:SERIAL"):
+        BackendSpec.parse("adb:two words")
+    assert BackendSpec.parse("adb:[fe80::1]:5555").address.port == 5555
+    table = BackendSpec.parse("table:t.csv").with_absolute_path(tmp_path)
+    assert str(table) == f"table:{tmp_path.resolve() / 't.csv'}"
+    host = BackendSpec.parse("host:onnx")
+    assert host.with_absolute_path(tmp_path) == host
+    assert str(BackendSpec.for_file("m.ONNX")) == "host:onnx"
+    assert BackendSpec.for_file("m.txt") is None
 
 
 def test_settings_are_validated():

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError, load_config
+from pipeline.report_plots import per_generation_medians
 from pipeline.reward import RewardSpec
 from pipeline.run import target_device
 from pipeline.run_config import RUN_SECTIONS, RunConfig
-from pipeline.report_plots import per_generation_medians
 from pipeline.run_report import kd_gain, markdown_table, relative_gain
 from pipeline.winners import pick_winners
 

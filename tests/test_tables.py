@@ -233,11 +233,13 @@ def test_host_clock_counts_compute_not_waiting():
     (descheduled on a shared machine; here: sleeping) is not counted, computing is."""
     import time
 
-    from device_bench.host import MeasureSettings
-    from device_bench.table_measure import combine, thread_cpu_rounds
+    from device_bench.host import MeasureSettings, time_rounds
+    from device_bench.measure_worker import batch_backend
+    from device_bench.table_measure import combine
 
     settings = MeasureSettings(warmup_runs=0, min_runs=5, max_runs=5, min_seconds=0.0)
-    slept, _ = thread_cpu_rounds(lambda: time.sleep(0.003), settings)
+    clock = batch_backend("host:tflite", settings).sample_clock
+    slept, _ = time_rounds(lambda: time.sleep(0.003), settings, sample_clock=clock)
     assert len(slept) == 5 and max(slept) < 1.0  # 3 ms of wall time each, ~0 CPU
 
     def busy() -> None:
@@ -245,7 +247,7 @@ def test_host_clock_counts_compute_not_waiting():
         while time.thread_time() < end:
             pass
 
-    worked, _ = thread_cpu_rounds(busy, settings)
+    worked, _ = time_rounds(busy, settings, sample_clock=clock)
     assert min(worked) >= 1.9
 
     from device_bench.measurement import summarize

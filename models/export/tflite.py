@@ -33,7 +33,8 @@ from models.export.prepare import export_module
 INT8_IO = ("float", "int8")
 
 
-def _quiet_litert_torch():
+def quiet_litert_torch():
+    """The litert_torch module, imported with its per-pass progress log switched off."""
     import litert_torch
 
     litert_torch.config.show_progress = False  # its rich log of every pass goes to stdout
@@ -43,7 +44,7 @@ def _quiet_litert_torch():
 def convert_fp32(model: nn.Module, input_size: int) -> bytes:
     """The fp32 flatbuffer of `model` (an NCHW module, e.g. a `Student`) with a fixed
     (1, input_size, input_size, 3) NHWC float input and (1, classes) float output."""
-    litert_torch = _quiet_litert_torch()
+    litert_torch = quiet_litert_torch()
     module = litert_torch.to_channel_last_io(export_module(model), args=[0]).eval()
     sample = (torch.zeros(1, input_size, input_size, 3),)
     return bytes(litert_torch.convert(module, sample).model_content())

@@ -245,7 +245,7 @@ def _serve(conn, num_threads: int, warm_up: bool = True) -> None:
 
     from models.export import tflite
 
-    tflite._quiet_litert_torch()
+    tflite.quiet_litert_torch()
     if warm_up:
         _warm_up()
     conn.send(("ready",))

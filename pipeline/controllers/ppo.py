@@ -19,7 +19,7 @@ Not in the paper, but common PPO practice and needed here (``normalize_rewards``
 standardised with exponential moving mean and variance (decay 0.95 per reward, statistics that
 already include the batch).  Rewards of a real search differ by fractions of a percent of
 accuracy; without this the critic's errors are larger than those differences and drown them
-(measured: a synthetic task with rewards squeezed into [0.60, 0.65] did not learn at all).
+(BENCHMARKS.md, "PPO controller: reward normalisation").
 """
 
 from __future__ import annotations
