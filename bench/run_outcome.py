@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._report import write_section  # noqa: E402
 from pipeline.layout import RunLayout, is_baseline  # noqa: E402
-from pipeline.run_report import kd_gain, markdown_table, relative_gain, trained_runs  # noqa: E402
+from pipeline.report_text import kd_gain, markdown_table, relative_gain  # noqa: E402
+from pipeline.run_report import trained_runs  # noqa: E402
 
 
 def main() -> None:

@@ -112,7 +112,7 @@ def plot_search(
     return _save(figure, path)
 
 
-def plot_progress(rows, cost_name: str, path: Path, *, cost_label: str) -> Path:
+def plot_progress(rows, cost_name: str, path: Path, *, where: str = "") -> Path:
     """Cost and accuracy of each candidate against its generation; the per-generation median
     joins them only when there are enough generations for a trend to mean something."""
     from matplotlib.ticker import MaxNLocator
@@ -122,7 +122,7 @@ def plot_progress(rows, cost_name: str, path: Path, *, cost_label: str) -> Path:
     trend = len(set(generations)) >= MIN_GENERATIONS_FOR_TREND
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), dpi=130, sharex=True)
     series = (
-        (top, [float(r.cost(cost_name)) for r in rows], cost_label),
+        (top, [float(r.cost(cost_name)) for r in rows], COST_AXIS[cost_name]),
         (bottom, [100 * r.accuracy for r in rows], "proxy accuracy (%)"),
     )
     for axes, values, label in series:
@@ -133,10 +133,11 @@ def plot_progress(rows, cost_name: str, path: Path, *, cost_label: str) -> Path:
         axes.set_ylabel(label, fontsize=10)
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize=9)
-    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    bottom.set_xlim(min(generations) - 0.5, max(generations) + 0.5)
     bottom.set_xlabel("generation (0 = first; one controller update each)", fontsize=11)
     note = "" if trend else f" (fewer than {MIN_GENERATIONS_FOR_TREND} generations: no trend)"
-    top.set_title("how the controller moved" + note, fontsize=11)
+    top.set_title(f"how the controller moved{note}\n{where.strip(' ,')}", fontsize=10)
     return _save(figure, path)
 
 
@@ -151,6 +152,9 @@ def plot_training(
     figure, axes = plt.subplots(figsize=(9, 4.8), dpi=130)
     styles = {"kd": "-", "ce": "--", "od": "-."}
     palette = plt.get_cmap("tab10")
+    epochs = max(
+        (len(m.get("curve") or []) for p in trained.values() for m in p.values()), default=1
+    )
     for index, (label, per_loss) in enumerate(sorted(trained.items())):
         for loss, metrics in sorted(per_loss.items()):
             curve = metrics.get("curve") or []
@@ -165,7 +169,8 @@ def plot_training(
     if teacher_top1 is not None:
         axes.axhline(100 * teacher_top1, color="black", linewidth=1, label="teacher")
     axes.axhline(100 * chance, color="#7f8c8d", linestyle=":", linewidth=1, label="chance")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.set_xlim(0.5, max(epochs, 1) + 0.5)
     axes.set_xlabel("epoch", fontsize=11)
     axes.set_ylabel("test top-1 (%)", fontsize=11)
     axes.set_title(f"final training on {dataset}", fontsize=11)

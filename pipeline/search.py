@@ -406,7 +406,14 @@ class _Progress:
     def _refresh_best(self) -> None:
         rows = self.search.front_runners(1)
         if self._bar is not None and rows:
-            self._bar.update(self._task, best=f"best reward {rows[0].reward:.4f}")
+            best = rows[0]
+            cost = self.search.config.reward.cost
+            value = best.cost(cost)
+            shown = "" if value is None else f", {cost} {value:.4g}"
+            self._bar.update(
+                self._task,
+                best=f"best reward {best.reward:.4f} (acc {100 * best.accuracy:.1f}%{shown})",
+            )
 
     def candidate_done(self, row: Candidate) -> None:
         if self._bar is not None:

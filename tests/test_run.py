@@ -15,10 +15,10 @@ import pytest
 
 from pipeline.config import ConfigError, load_config
 from pipeline.report_plots import per_generation_medians
+from pipeline.report_text import kd_gain, markdown_table, relative_gain
 from pipeline.reward import RewardSpec
 from pipeline.run import target_device
 from pipeline.run_config import RUN_SECTIONS, RunConfig
-from pipeline.run_report import kd_gain, markdown_table, relative_gain
 from pipeline.winners import pick_winners
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,8 +70,13 @@ def test_winners_are_the_most_accurate_within_each_target_ties_to_the_faster():
 
 
 def test_report_arithmetic():
-    assert kd_gain({"kd": {"top1": 0.71}, "ce": {"top1": 0.69}}) == pytest.approx(2.0)
-    assert kd_gain({"kd": {"top1": 0.71}}) is None
+    done = {"finished": True}
+    assert kd_gain({"kd": {"top1": 0.71, **done}, "ce": {"top1": 0.69, **done}}) == pytest.approx(
+        2.0
+    )
+    assert kd_gain({"kd": {"top1": 0.71, **done}}) is None
+    # a training that stopped early is no final result: it is left out of the gain
+    assert kd_gain({"kd": {"top1": 0.71, "finished": False}, "ce": {"top1": 0.69, **done}}) is None
     assert relative_gain(2.0, 0.5) == pytest.approx(1.5)
     assert relative_gain(None, 0.5) is None
     assert per_generation_medians([1, 0, 1, 1], [3.0, 5.0, 1.0, 2.0]) == ([0, 1], [5.0, 2.0])
