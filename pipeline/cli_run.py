@@ -35,7 +35,7 @@ def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress
             config = load_config(run_dir / CONFIG_FILE_NAME, None, RunConfig, RUN_SECTIONS)
         else:
             config = load_config(config_path, parse_overrides(settings), RunConfig, RUN_SECTIONS)
-            config = run_config_with_absolute_paths(config)
+            config = run_config_with_absolute_paths(config, config_path.parent)
             run_dir = out_dir or default_run_dir(config_path)
         prepare_run_dir(config, run_dir, resume=resume_dir is not None)
     except (ConfigError, RunError) as error:
@@ -59,13 +59,17 @@ def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress
 def _run_stages(run_all, config, run_dir, log, progress) -> dict:
     from models.teacher_loading import TeacherError
     from pipeline.data import DataError
-    from pipeline.run import RunError
+    from pipeline.run import RunError, discard_unstarted_run
     from pipeline.search import SearchError
     from pipeline.training import TrainingError
 
     try:
         return run_all(config, run_dir, log=log, progress=progress)
     except (RunError, SearchError, DataError, TeacherError, TrainingError) as error:
+        if discard_unstarted_run(run_dir):
+            raise click.ClickException(
+                f"{error}\n(nothing was run; {run_dir} was removed)"
+            ) from None
         raise click.ClickException(
             f"{error}\n(finished stages are kept: continue with `pearl run --resume {run_dir}`)"
         ) from None

@@ -94,7 +94,7 @@ def search_command(
         else:
             # a `pearl run` config works too: its [train] / [export] sections are not used here
             run_config = load_config(config_path, overrides, RunConfig, RUN_SECTIONS)
-            config = with_absolute_paths(run_config.search_config())
+            config = with_absolute_paths(run_config.search_config(), config_path.parent)
             run_dir = out_dir or default_run_dir(config_path)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None

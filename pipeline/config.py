@@ -46,7 +46,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = "../shared/data/cifar10_small.npz"
+    path: str = "$PEARL_DATA/cifar10_small.npz"  # see `resolve_path`
     val_fraction: float = 0.2  # held out of the training split as mini-val (stratified)
     split_seed: int = 0
     train_images: int = 0  # first N mini-train images (0: all)
@@ -450,9 +450,27 @@ def save_config(config: Any, run_dir: str | os.PathLike) -> str:
     return digest
 
 
+DATA_VARIABLE = "$PEARL_DATA"
+
+
+def saved_config_hash(path: str | os.PathLike) -> str | None:
+    """The hash `save_config` wrote in the first line of a saved config, if it is there."""
+    first = Path(path).read_text().partition("\n")[0]
+    prefix = "# resolved pearl config, hash "
+    return first[len(prefix) :].strip() if first.startswith(prefix) else None
+
+
 def resolve_path(text: str, base: Path | None = None) -> Path:
-    """`text` with ``~`` expanded; relative paths are taken from `base` (default: cwd)."""
-    path = Path(os.path.expanduser(text))
+    """`text` with ``~`` and environment variables expanded, ``$PEARL_DATA`` standing for the
+    data folder (`pipeline.data.default_data_dir`: the variable, else ``../shared/data`` beside
+    the checkout); a relative path is taken from `base` (the config file's folder; default the
+    current directory)."""
+    if DATA_VARIABLE in text or "${PEARL_DATA}" in text:
+        from pipeline.data import default_data_dir
+
+        folder = str(default_data_dir())
+        text = text.replace("${PEARL_DATA}", folder).replace(DATA_VARIABLE, folder)
+    path = Path(os.path.expandvars(os.path.expanduser(text)))
     if not path.is_absolute() and base is not None:
         path = base / path
     return path.resolve()
@@ -484,8 +502,9 @@ def _absolute_backend(spec: str, base: Path) -> str:
 
 
 def with_absolute_paths(config: SearchConfig, base: Path | None = None) -> SearchConfig:
-    """`config` with every file path made absolute (relative ones taken from `base`, default
-    the current directory), so a saved run folder can be resumed from anywhere."""
+    """`config` with every file path made absolute (`resolve_path`: relative ones taken from
+    `base`, the config file's folder; default the current directory), so a saved run folder
+    can be resumed from anywhere."""
     base = base or Path.cwd()
     latency = config.latency
     return dataclasses.replace(

@@ -273,7 +273,11 @@ def load_dataset(
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: does not exist; check the path or set ${DATA_DIR_ENV}")
+        raise DataError(
+            f"{path}: does not exist; check the path (in a config, relative paths are taken "
+            f"from the config file's folder and ${DATA_DIR_ENV}/NAME means NAME in "
+            f"{default_data_dir()}; set ${DATA_DIR_ENV} to move that folder)"
+        )
     if path.is_file():
         if path.suffix == ".npz":
             return load_npz(path)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from models.files import atomic_write_json
-from pipeline.config import config_hash, save_config
+from pipeline.config import config_hash, resolve_path, save_config, saved_config_hash
 from pipeline.layout import RunLayout, baseline_label, searched_label
 from pipeline.registry import LOSSES
 from pipeline.run_config import RunConfig
@@ -186,7 +186,9 @@ def _load_train_data(config: RunConfig):
     from pipeline.data import DataError, load_dataset
 
     try:
-        train, test = load_dataset(config.train_data(), image_size=config.space.input_size)
+        train, test = load_dataset(
+            resolve_path(config.train_data()), image_size=config.space.input_size
+        )
     except DataError as error:
         raise RunError(f"train stage: {error}") from None
     if config.train.train_images:
@@ -308,19 +310,43 @@ def stage_measure(config: RunConfig, run_dir: Path, bundles: dict[str, dict], lo
 
 
 def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
-    """Create the run folder with its config, or check a resumed one holds the same config."""
-    saved = RunLayout(run_dir).config
-    if saved.is_file() and not resume:
+    """Create the run folder with its config, or check a resumed one still holds the config its
+    finished stages used."""
+    layout = RunLayout(run_dir)
+    saved = layout.config
+    if resume:
+        if not saved.is_file():
+            raise RunError(f"{run_dir} has no {saved.name}: not a pearl run folder")
+        recorded, now = saved_config_hash(saved), config_hash(config)
+        if recorded is not None and recorded != now:
+            raise RunError(
+                f"{saved} changed since this run started (hash {recorded} then, {now} now): its "
+                "finished stages used the old settings; restore the file or start a new run"
+            )
+        return
+    if saved.is_file():
         raise RunError(
             f"{run_dir} already holds a run; continue it with `pearl run --resume {run_dir}` "
             "or choose another --out folder"
         )
-    if resume:
-        if not saved.is_file():
-            raise RunError(f"{run_dir} has no {saved.name}: not a pearl run folder")
-        return
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        what = "a `pearl search`" if layout.find_search() else "other files"
+        raise RunError(
+            f"{run_dir} is not empty (it holds {what}); give a new or empty --out folder"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir)
+
+
+def discard_unstarted_run(run_dir: Path) -> bool:
+    """Remove a run folder that holds nothing but its config (its first stage failed before
+    writing anything): a failed start leaves no half-made folder.  True when removed."""
+    layout = RunLayout(run_dir)
+    if not run_dir.is_dir() or [p.name for p in run_dir.iterdir()] != [layout.config.name]:
+        return False
+    layout.config.unlink()
+    run_dir.rmdir()
+    return True
 
 
 def run_all(config: RunConfig, run_dir: Path, *, log: Log, progress: bool = True) -> dict:

@@ -70,6 +70,8 @@ class Search:
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self.show_progress = show_progress
         self.hash = config_hash(config)
+        if not resume:
+            _refuse_foreign_folder(self.layout)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.store = ResultsStore(self.layout.store)
         self._check_folder(resume)
@@ -357,6 +359,23 @@ class Search:
                 self.store.update(same.id, reward=self._reward(updated))
             done += 1
         return done
+
+
+def _refuse_foreign_folder(layout: SearchLayout) -> None:
+    """A new search goes into an empty folder or its own: never over other files (a `pearl
+    run` folder's config.toml, say)."""
+    if layout.store.is_file() or not layout.root.is_dir():
+        return
+    found = sorted(p.name for p in layout.root.iterdir())
+    if not found:
+        return
+    hint = ""
+    if layout.config.is_file() and (layout.root / "search").is_dir():
+        hint = f" (a `pearl run` folder: continue it with `pearl run --resume {layout.root}`)"
+    raise SearchError(
+        f"{layout.root} is not empty and holds no pearl search ({', '.join(found[:5])}"
+        f"{', ...' if len(found) > 5 else ''}){hint}; give a new or empty --out folder"
+    )
 
 
 def _latency_values(record) -> dict[str, Any]:

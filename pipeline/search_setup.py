@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import SearchConfig
+from pipeline.config import SearchConfig, resolve_path
 from pipeline.executor import Executor, InProcessExecutor, ProxyTask
 from pipeline.registry import LOSSES
 
@@ -42,7 +42,7 @@ def load_splits(config: SearchConfig):
 
     from pipeline.data import load_dataset, split_train_val
 
-    train, _ = load_dataset(config.data.path, image_size=config.space.input_size)
+    train, _ = load_dataset(resolve_path(config.data.path), image_size=config.space.input_size)
     mini_train, mini_val = split_train_val(train, config.data.val_fraction, config.data.split_seed)
     if config.data.train_images:
         mini_train = mini_train.take(np.arange(min(config.data.train_images, len(mini_train))))
