@@ -43,6 +43,7 @@ from models.export.delegation import Delegation
 from models.export.delegation import report as delegation_report
 from models.export.parity import Parity, compare
 from models.export.prepare import preprocess, torch_logits
+from models.files import atomic_write_json
 
 METADATA = "metadata.json"
 LABELS = "labels.txt"
@@ -340,12 +341,6 @@ def _publish(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json(path: Path, document: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def export_bundle(
     arch: Arch,
     out_dir: str | os.PathLike,
@@ -451,7 +446,7 @@ def export_bundle(
                     "give matching labels or none"
                 )
             (staging / LABELS).write_text("".join(f"{n}\n" for n in class_names))
-        write_json(staging / METADATA, document)
+        atomic_write_json(staging / METADATA, document)
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -476,5 +471,5 @@ def record_measurement(bundle_dir: str | os.PathLike, section: str, key: str, va
         raise ExportError(f"section must be 'latency' or 'accuracy', got {section!r}")
     document = read_metadata(bundle_dir)
     document.setdefault(section, {})[key] = value
-    write_json(Path(bundle_dir) / METADATA, document)
+    atomic_write_json(Path(bundle_dir) / METADATA, document)
     return document
