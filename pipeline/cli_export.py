@@ -44,7 +44,7 @@ def _shown(flag: str, kind: click.ParamType, default, help_text: str | None = No
 @click.option(
     "-o",
     "--output",
-    "output",
+    "out_dir",
     type=click.Path(path_type=Path),
     required=True,
     help="bundle directory to create (written to a temporary sibling, then renamed)",
@@ -94,30 +94,13 @@ def _shown(flag: str, kind: click.ParamType, default, help_text: str | None = No
     "CIFAR-10's for inputs <= 64 px, ImageNet's above)",
 )
 @click.option("--std", "std_text", default=None, help="input normalisation std 'r,g,b'")
-@_shown("--threads", click.IntRange(min=1), 2, "threads of PyTorch and the runtimes")
+@click.option("--threads", "num_threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--force", is_flag=True, help="replace an existing non-empty output directory")
 @click.option("--json", "as_json", is_flag=True, help="print metadata.json instead of a summary")
-def export_command(
-    arch_text,
-    output,
-    weights,
-    input_size,
-    num_classes,
-    formats,
-    data_path,
-    calib_images,
-    parity_images,
-    accuracy,
-    int8_io,
-    onnx_layout,
-    mean_text,
-    std_text,
-    threads,
-    force,
-    as_json,
-) -> None:
+def export_command(arch_text, formats, mean_text, std_text, as_json, **fields) -> None:
     """Export ARCH_OR_BASELINE to mobile files, check each against PyTorch, and write them with
     labels.txt and metadata.json into the directory -o."""
+    # `fields`: the options named after `ExportRequest` fields, passed on as they are
     from models.export.job import ExportRequest
 
     format_names = None
@@ -126,26 +109,15 @@ def export_command(
             format_names = parse_formats(formats)
         except ExportError as error:
             raise click.BadParameter(str(error), param_hint="--formats") from None
-    elif data_path is None:
+    elif fields["data_path"] is None:
         _note("skipping tflite-int8, which needs --calib DATA")
     try:
         request = ExportRequest(
             arch_text,
-            output,
-            weights=weights,
-            data_path=data_path,
             formats=format_names,
-            calib_images=calib_images,
-            parity_images=parity_images,
-            accuracy=accuracy,
             mean=_floats3(mean_text, "--mean"),
             std=_floats3(std_text, "--std"),
-            int8_io=int8_io,
-            onnx_layout=onnx_layout,
-            num_threads=threads,
-            force=force,
-            input_size=input_size,
-            num_classes=num_classes,
+            **fields,
         )
     except ExportError as error:
         raise _click_error(error, usage=True) from None
@@ -153,7 +125,7 @@ def export_command(
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
-        _summary(output, document)
+        _summary(request.out_dir, document)
 
 
 def _export(request) -> dict:
