@@ -113,8 +113,8 @@ class ExportRequest:
             return self.formats
         return tuple(f for f in DEFAULT_FORMATS if self.data_path or f != "tflite-int8")
 
-    def __str__(self) -> str:
-        return f"export of {self.arch} to {self.out_dir}"
+    def __str__(self) -> str:  # short, for messages (the worker's "died during ...")
+        return f"{self.arch} -> {self.out_dir}"
 
 
 def _resolve(text: str, input_size: int | None, num_classes: int | None) -> Arch:
