@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
+
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -35,9 +37,6 @@ CIFAR10_CLASSES = (
     "ship",
     "truck",
 )
-# Per-channel mean and (population) standard deviation of the CIFAR-10 training set, RGB, in [0, 1].
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 DATA_DIR_ENV = "PEARL_DATA"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")

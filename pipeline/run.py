@@ -9,7 +9,8 @@ re-run after a kill continues rather than restarts); every path comes from
     train/LABEL-LOSS/     final training of each winner and of the baseline, per loss
                           (`pipeline.training`; resumes from its last finished epoch)
     export/LABEL/         the bundle: .tflite fp32/fp16/int8, .onnx, metadata.json
-                          (`pearl export` in a subprocess, from the first loss's weights)
+                          (`models.export.run_export` in a worker process, from the first
+                          loss's weights)
     latency.json          the exported files re-timed on the target device (and ONNX on the
                           host's ONNX Runtime, kept apart: runtimes are never mixed)
     report.md + figures/  `pipeline.run_report`
@@ -20,8 +21,7 @@ LABEL: `pipeline.layout` (``searched-KEY`` for a winner, ``baseline-NAME``).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -199,44 +199,54 @@ def _load_train_data(config: RunConfig):
 
 
 def stage_export(config: RunConfig, run_dir: Path, units, log: Log) -> dict[str, dict]:
-    """Export every unit from the weights of its first loss, through `pearl export` (a
-    subprocess, so the converters' memory is returned after each bundle)."""
+    """Export every unit from the weights of its first loss (`models.export.run_export`, each in
+    a fresh worker process, so that the converters' memory is returned after each bundle)."""
+    from models.export import ExportError, ExportRequest
     from pipeline.training import MODEL_FILE
 
+    layout = RunLayout(run_dir)
     loss = config.train.losses[0]
     bundles = {}
     for label, arch in units:
-        out = run_dir / "export" / label
-        metadata = out / "metadata.json"
+        out = layout.export_dir(label)
+        metadata = layout.bundle_metadata(label)
         if not metadata.is_file():
-            weights = run_dir / "train" / f"{label}-{loss}" / MODEL_FILE
             log(f"export: {label} ({', '.join(config.export.formats)}) -> {out}")
-            command = [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "export",
-                arch,
-                "--weights",
-                str(weights),
-                "--calib",
-                config.train_data(),
-                "--calib-images",
-                str(config.export.calib_images),
-                "--formats",
-                ",".join(config.export.formats),
-                "--accuracy",
-                "--force",
-                "--json",
-                "-o",
-                str(out),
-            ]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise RunError(f"export stage: `pearl export` failed for {label}: {detail}")
+            try:
+                request = ExportRequest(
+                    arch,
+                    out,
+                    weights=layout.train_dir(label, loss) / MODEL_FILE,
+                    data_path=resolve_path(config.train_data()),
+                    formats=config.export.formats,
+                    calib_images=config.export.calib_images,
+                    accuracy=True,
+                    force=True,
+                )
+                _export_in_worker(request, label, log)
+            except ExportError as error:
+                raise RunError(f"export stage: exporting {label} failed: {error}") from None
         bundles[label] = read_json(metadata)
     return bundles
+
+
+def _export_in_worker(request, label: str, log: Log) -> None:
+    """`run_export` in an `ExportWorker` started for this bundle and closed after it; its notes
+    and warnings go to the log."""
+    from models.export import ExportWarning, ExportWorker
+    from pipeline.data import load_dataset
+
+    def note(text: str) -> None:
+        log(f"export: {label}: note: {text}")
+
+    with (
+        ExportWorker(num_threads=request.num_threads, warm_up=False) as worker,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", ExportWarning)
+        worker.run_export(request, load_data=load_dataset, on_note=note)
+    for warning in caught:
+        log(f"export: {label}: WARNING: {warning.message}")
 
 
 def target_device(config: RunConfig) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from export_helpers import FULL_BUNDLE, TINY, bundle_files
 from torch import nn
 
 from models.arch import Arch
@@ -42,9 +43,6 @@ from models.space import get_space
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-TINY = (
-    "in32_cls10|stem_k3_s1_c8_re|ds_k3_s2_se25_id_c16_n1_re|mb3_k3_s2_se0_id_c24_n2_r6|head_c32_re"
-)
 HARD_SWISH = (
     "in32_cls10|stem_k3_s1_c16_hs|mb3_k3_s2_se25_id_c24_n2_hs|ds_k3_s1_se0_pool_c32_n1_hs|"
     "head_c64_hs"
@@ -222,14 +220,7 @@ def tiny_bundle(cifar_small, tmp_path_factory):
 
 def test_bundle_files_and_metadata(tiny_bundle, cifar_small):
     arch, _, out, meta = tiny_bundle
-    assert sorted(p.name for p in out.iterdir()) == [
-        "labels.txt",
-        "metadata.json",
-        "model.onnx",
-        "model.tflite",
-        "model_fp16.tflite",
-        "model_int8.tflite",
-    ]
+    assert bundle_files(out) == FULL_BUNDLE
     assert (out / "labels.txt").read_text().split("\n")[:2] == ["airplane", "automobile"]
     assert json.loads((out / METADATA).read_text()) == meta
     assert meta["arch"] == arch.encode() and meta["arch_key"] == arch.key()

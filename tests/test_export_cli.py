@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from export_helpers import FULL_BUNDLE, TINY, bundle_files, save_tiny_checkpoint
 
-from models.arch import Arch
 from models.baselines import baseline
 from models.builder import build
 from pipeline.cli_export import export_command
-
-TINY = (
-    "in32_cls10|stem_k3_s1_c8_re|ds_k3_s2_se25_id_c16_n1_re|mb3_k3_s2_se0_id_c24_n2_r6|head_c32_re"
-)
 
 
 def run(*args: str):
@@ -25,13 +21,7 @@ def run(*args: str):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.manual_seed(0)
-    model = build(Arch.decode(TINY))
-    with torch.no_grad():
-        model.classifier[-1].weight.mul_(100.0)
-    torch.save({"state_dict": model.state_dict(), "arch": TINY}, path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def test_export_writes_a_checked_bundle(checkpoint, data_dir, tmp_path):
@@ -52,14 +42,7 @@ def test_export_writes_a_checked_bundle(checkpoint, data_dir, tmp_path):
     )
     assert result.exit_code == 0, result.output
     meta = json.loads(result.stdout)
-    assert sorted(p.name for p in out.iterdir()) == [
-        "labels.txt",
-        "metadata.json",
-        "model.onnx",
-        "model.tflite",
-        "model_fp16.tflite",
-        "model_int8.tflite",
-    ]
+    assert bundle_files(out) == FULL_BUNDLE
     assert meta["weights"]["trained"] and len(meta["weights"]["sha256"]) == 64
     assert meta["calibration"]["images"] == 100
     assert "cifar10_small.npz test split" in meta["parity_images"]

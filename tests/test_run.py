@@ -123,6 +123,21 @@ def test_target_device_prefers_a_phone_then_the_host_tflite(tmp_path):
     assert target_device(config(["host:tflite"], "adb:10.0.0.2:5555")) == "adb:10.0.0.2:5555"
 
 
+def test_export_stage_failure_carries_the_whole_export_error(tmp_path):
+    from pipeline.run import RunError, stage_export
+    from pipeline.training import MODEL_FILE
+
+    config = _load(tmp_path, '[export]\nformats = ["onnx"]\n')
+    units = [("baseline-mobilenet_v2_0.35", "mobilenet_v2_0.35")]
+    with pytest.raises(RunError) as caught:
+        stage_export(config, tmp_path / "run", units, log=lambda _: None)
+    weights = tmp_path / "run" / "train" / "baseline-mobilenet_v2_0.35-kd" / MODEL_FILE
+    assert str(caught.value) == (
+        "export stage: exporting baseline-mobilenet_v2_0.35 failed: "
+        f"checkpoint {weights} does not exist; check the --weights path"
+    )
+
+
 TINY = """
 [data]
 path = "{data}"

@@ -5,6 +5,9 @@ Entry points:
 
 * `export_bundle(arch, out_dir, model=..., options=ExportOptions(...), ...)` -> metadata dict:
   the artifact bundle (`models.export.bundle`).
+* `run_export(ExportRequest(arch, out_dir, weights=..., data_path=...), load_data=...)` ->
+  metadata dict: what `pearl export` does (checkpoint, normalisation, calibration images), as
+  a library call (`models.export.job`).
 * `latency_artifact(arch, fmt, cache_dir)` -> path of a latency-only file, cached by arch key
   (`models.export.cache`).
 * `ExportWorker`: a warm subprocess that runs the two above for many models without paying
@@ -36,6 +39,8 @@ _EXPORTS = {
     "ExportError": "common",
     "ParityError": "common",
     "parse_formats": "common",
+    "ExportRequest": "job",
+    "run_export": "job",
     "predict": "consumer",
     "ExportWorker": "worker",
 }

@@ -44,6 +44,7 @@ from models.export.delegation import Delegation
 from models.export.delegation import report as delegation_report
 from models.export.parity import Parity, compare
 from models.export.prepare import preprocess, torch_logits
+from models.files import atomic_write_json
 
 LABELS = "labels.txt"
 METADATA_VERSION = 1
@@ -340,12 +341,6 @@ def _publish(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json(path: Path, document: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def export_bundle(
     arch: Arch,
     out_dir: str | os.PathLike,
@@ -383,31 +378,12 @@ def export_bundle(
     try:
         if trained is None:
             trained = model is not None
-        if model is None:
-            model = build(arch)
-        model = model.eval()
+        model = (build(arch) if model is None else model).eval()
         size = arch.input_size
-        if parity_images is None:
-            rng = np.random.default_rng(0)
-            parity = rng.standard_normal((SYNTHETIC_PARITY_IMAGES, size, size, 3), np.float32)
-            parity_source = f"synthetic: {SYNTHETIC_PARITY_IMAGES} seeded N(0, 1) images"
-        else:
-            parity = preprocess(parity_images, size, mean, std)
-        calibration = None
-        calibration_info = None
-        if "tflite-int8" in options.formats:
-            if calibration_images is None:
-                raise ExportError(
-                    "tflite-int8 needs calibration images (a few hundred real training images, "
-                    "e.g. --calib DATA); give them or drop tflite-int8 from the formats"
-                )
-            calibration = preprocess(calibration_images, size, mean, std)
-            calibration_info = {
-                "recipe": "static_wi8_ai8 (ai-edge-quantizer)",
-                "images": len(calibration),
-                "source": calibration_source,
-                "io": options.int8_io,
-            }
+        parity, parity_source = _parity(parity_images, size, mean, std, parity_source)
+        calibration, calibration_info = _calibration(
+            calibration_images, size, mean, std, options, calibration_source
+        )
         files = export_files(
             model,
             arch,
@@ -420,14 +396,9 @@ def export_bundle(
         )
         accuracy_result = None
         if accuracy_data is not None:
-            images, labels, description = accuracy_data
-            _step(on_step, f"accuracy on {len(labels)} images")
-            x = preprocess(images, size, mean, std)
-            accuracy_result = {
-                "dataset": description,
-                "images": len(labels),
-                "top1": accuracy(files, model, x, labels, options.num_threads),
-            }
+            accuracy_result = _accuracy_result(
+                accuracy_data, files, model, size, mean, std, options, on_step
+            )
         document = build_metadata(
             arch,
             files,
@@ -442,21 +413,67 @@ def export_bundle(
             accuracy_result=accuracy_result,
         )
         _step(on_step, f"writing {out_dir}")
-        for file in files:
-            (staging / file.spec.filename).write_bytes(file.data)
-        if class_names:
-            if len(class_names) != arch.num_classes:
-                raise ExportError(
-                    f"{len(class_names)} class names for a {arch.num_classes}-class network; "
-                    "give matching labels or none"
-                )
-            (staging / LABELS).write_text("".join(f"{n}\n" for n in class_names))
-        write_json(staging / METADATA, document)
+        _write_bundle(staging, arch, files, class_names, document)
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return document
+
+
+def _parity(images, size: int, mean, std, source: str) -> tuple[np.ndarray, str]:
+    """The parity batch, normalised, and where it came from (a seeded Gaussian batch when no
+    images are given)."""
+    if images is not None:
+        return preprocess(images, size, mean, std), source
+    rng = np.random.default_rng(0)
+    synthetic = rng.standard_normal((SYNTHETIC_PARITY_IMAGES, size, size, 3), np.float32)
+    return synthetic, f"synthetic: {SYNTHETIC_PARITY_IMAGES} seeded N(0, 1) images"
+
+
+def _calibration(images, size: int, mean, std, options: ExportOptions, source: str):
+    """``(normalised calibration images, metadata)`` for tflite-int8; ``(None, None)`` without
+    it."""
+    if "tflite-int8" not in options.formats:
+        return None, None
+    if images is None:
+        raise ExportError(
+            "tflite-int8 needs calibration images (a few hundred real training images, "
+            "e.g. --calib DATA); give them or drop tflite-int8 from the formats"
+        )
+    calibration = preprocess(images, size, mean, std)
+    info = {
+        "recipe": "static_wi8_ai8 (ai-edge-quantizer)",
+        "images": len(calibration),
+        "source": source,
+        "io": options.int8_io,
+    }
+    return calibration, info
+
+
+def _accuracy_result(accuracy_data, files, model, size, mean, std, options, on_step) -> dict:
+    images, labels, description = accuracy_data
+    _step(on_step, f"accuracy on {len(labels)} images")
+    x = preprocess(images, size, mean, std)
+    return {
+        "dataset": description,
+        "images": len(labels),
+        "top1": accuracy(files, model, x, labels, options.num_threads),
+    }
+
+
+def _write_bundle(staging: Path, arch: Arch, files, class_names, document: dict) -> None:
+    """The files, labels.txt (when class names are known) and metadata.json into `staging`."""
+    for file in files:
+        (staging / file.spec.filename).write_bytes(file.data)
+    if class_names:
+        if len(class_names) != arch.num_classes:
+            raise ExportError(
+                f"{len(class_names)} class names for a {arch.num_classes}-class network; "
+                "give matching labels or none"
+            )
+        (staging / LABELS).write_text("".join(f"{n}\n" for n in class_names))
+    atomic_write_json(staging / METADATA, document)
 
 
 def read_metadata(bundle_dir: str | os.PathLike) -> dict:
@@ -476,5 +493,5 @@ def record_measurement(bundle_dir: str | os.PathLike, section: str, key: str, va
         raise ExportError(f"section must be 'latency' or 'accuracy', got {section!r}")
     document = read_metadata(bundle_dir)
     document.setdefault(section, {})[key] = value
-    write_json(Path(bundle_dir) / METADATA, document)
+    atomic_write_json(Path(bundle_dir) / METADATA, document)
     return document

@@ -16,7 +16,15 @@ METADATA = "metadata.json"  # a bundle's self-description, beside its files
 
 
 class ExportError(ValueError):
-    """An export cannot be done as asked; the message says what, where and what to do."""
+    """An export cannot be done as asked; the message says what, where and what to do.
+
+    `field` names the `ExportRequest` field whose value is at fault ("arch", "weights",
+    "data_path"), when the fault is in one input; None otherwise.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # pickled with the exception (in __dict__), so it crosses processes
 
 
 class ParityError(ExportError):

@@ -4,16 +4,19 @@ Starting Python and importing torch + litert-torch + ai-edge-quantizer + onnxrun
 4 s, and the first conversion in a process pays a few more seconds of one-time set-up (see
 BENCHMARKS.md).  `ExportWorker` starts one fresh Python subprocess (no forked torch state, no
 re-import of the caller's main module), imports everything there once, converts a tiny network
-to warm up, and then serves `export_bundle` and `latency_artifact` requests over a pair of
-pipes.  The worker's own output (converter logs) goes to a temporary file whose tail is shown
-if the worker dies.  A converter crash kills only the worker: the call raises `ExportError` and
-the next call starts a fresh one.  Two workers convert two models at once on two cores.
+to warm up, and then serves `run_export`, `export_bundle` and `latency_artifact` requests over
+a pair of pipes.  The worker's own output (converter logs) goes to a temporary file whose tail
+is shown if the worker dies.  A converter crash kills only the worker: the call raises
+`ExportError` and the next call starts a fresh one.  Two workers convert two models at once on
+two cores.
 
     with ExportWorker() as worker:
         for arch in candidates:
             path = worker.latency_artifact(arch, "tflite", cache_dir)
 
-Progress messages and warnings raised in the worker are passed back to the caller.
+Progress messages, notes and warnings raised in the worker are passed back to the caller.  For
+isolation rather than speed (the converters' memory returned after each model), use one worker
+per export with ``warm_up=False`` and close it afterwards, as `pearl run` does.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 
 from models.arch import Arch
 from models.export.common import ExportError, ParityError
+from models.export.job import ExportRequest, LoadData
 
 _ERRORS = {"ExportError": ExportError, "ParityError": ParityError}
 
@@ -131,19 +135,31 @@ class ExportWorker:
             "export_bundle", (arch, str(out_dir)), dict(kwargs, weights=weights), on_step
         )
 
+    def run_export(
+        self,
+        request: ExportRequest,
+        *,
+        load_data: LoadData | None = None,
+        on_step: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> dict:
+        """`models.export.job.run_export` in the worker.  `load_data` must be picklable (a
+        module-level function, e.g. `pipeline.data.load_dataset`): the worker calls it."""
+        return self._call("run_export", (request,), {"load_data": load_data}, on_step, on_note)
+
     def latency_artifact(self, arch: Arch, fmt: str, cache_dir, **kwargs) -> Path:
         """`models.export.cache.latency_artifact` in the worker."""
         return Path(self._call("latency_artifact", (arch, fmt, str(cache_dir)), kwargs, None))
 
-    def _call(self, name: str, args: tuple, kwargs: dict, on_step) -> object:
+    def _call(self, name: str, args: tuple, kwargs: dict, on_step, on_note=None) -> object:
         self.start()
         try:
             self._conn.send((name, args, kwargs))
         except (BrokenPipeError, OSError):
             self._died(name, args)
-        return self._receive(on_step, name, args)
+        return self._receive(on_step, name, args, on_note)
 
-    def _receive(self, on_step, name: str = "start", args: tuple = ()) -> object:
+    def _receive(self, on_step, name: str = "start", args: tuple = (), on_note=None) -> object:
         while True:
             if self.timeout_s is not None and not self._conn.poll(self.timeout_s):
                 self.close()
@@ -155,16 +171,17 @@ class ExportWorker:
                 kind, *payload = self._conn.recv()
             except (EOFError, OSError):
                 self._died(name, args)
-            if kind == "step":
-                if on_step is not None:
-                    on_step(payload[0])
+            if kind in ("step", "note"):
+                callback = on_step if kind == "step" else on_note
+                if callback is not None:
+                    callback(payload[0])
             elif kind == "warning":
                 category, message = payload
                 warnings.warn(message, _warning_class(category), stacklevel=4)
             elif kind == "error":
-                error_type, message, trace = payload
+                error_type, message, trace, field = payload
                 if error_type in _ERRORS:
-                    raise _ERRORS[error_type](message)
+                    raise _ERRORS[error_type](message, field=field)
                 raise ExportError(f"export worker failed ({error_type}: {message})\n{trace}")
             else:  # "ready" or "result"
                 return payload[0] if payload else None
@@ -249,7 +266,11 @@ def _serve(conn, num_threads: int, warm_up: bool = True) -> None:
     if warm_up:
         _warm_up()
     conn.send(("ready",))
-    handlers = {"export_bundle": _export_bundle, "latency_artifact": _latency_artifact}
+    handlers = {
+        "run_export": _run_export,
+        "export_bundle": _export_bundle,
+        "latency_artifact": _latency_artifact,
+    }
     while True:
         try:
             request = conn.recv()
@@ -264,7 +285,8 @@ def _serve(conn, num_threads: int, warm_up: bool = True) -> None:
                 result = handlers[name](conn, *args, **kwargs)
             except Exception as error:  # sent back to the caller, which re-raises it
                 _send_warnings(conn, caught)
-                conn.send(("error", type(error).__name__, str(error), traceback.format_exc()))
+                trace, field = traceback.format_exc(), getattr(error, "field", None)
+                conn.send(("error", type(error).__name__, str(error), trace, field))
                 continue
         _send_warnings(conn, caught)
         conn.send(("result", result))
@@ -276,6 +298,17 @@ def _send_warnings(conn, caught) -> None:
     for warning in caught:
         if issubclass(warning.category, ExportWarning):
             conn.send(("warning", "ExportWarning", str(warning.message)))
+
+
+def _run_export(conn, request: ExportRequest, *, load_data: LoadData | None) -> dict:
+    from models.export.job import run_export
+
+    return run_export(
+        request,
+        load_data=load_data,
+        on_step=lambda text: conn.send(("step", text)),
+        on_note=lambda text: conn.send(("note", text)),
+    )
 
 
 def _export_bundle(conn, arch: Arch, out_dir: str, *, weights=None, **kwargs) -> dict:
