@@ -121,36 +121,10 @@ def bench_command(
     big cores until its runs agree.  Results are cached by file hash + device fingerprint +
     settings.
     """
-    model_path = Path(model)
-    if not model_path.is_file():
-        if model_path.suffix.lower() in (".tflite", ".onnx") or os.sep in model:
-            raise click.BadParameter(f"file {model} does not exist", param_hint="MODEL")
-        if fmt is None:
-            fmt = "onnx" if spec and _device(spec).artifact_format == "onnx" else "tflite"
-        model_path = _export_arch(model, fmt, input_size, num_classes)
-    if spec is None:
-        device = BackendSpec.for_file(model_path.name)
-        if device is None:
-            raise click.BadParameter(
-                f"cannot tell which runtime times {model_path.name!r}: expected a .tflite or "
-                "an .onnx file",
-                param_hint="MODEL",
-            )
-    else:
-        device = _device(spec)
-    defaults = MeasureSettings()
-    is_phone = device.is_phone
-    if is_phone:
-        settings = _phone_settings(runs, threads, gpu)
-    else:
-        if gpu:
-            raise click.UsageError("--gpu is for phones (--device adb:...)")
-        max_runs = runs if runs is not None else defaults.max_runs
-        settings = dataclasses.replace(
-            defaults, max_runs=max_runs, min_runs=min(defaults.min_runs, max_runs), threads=threads
-        )
+    model_path, device = _model_and_device(model, spec, fmt, input_size, num_classes)
+    settings = _settings(device, runs, threads, gpu)
     options = {}
-    if is_phone:
+    if device.is_phone:
         options = {
             "benchmark_model": benchmark_model,
             "log": lambda message: click.echo(message, err=True),
@@ -181,11 +155,10 @@ def bench_command(
             close()
     if cached:
         click.echo(f"from cache {cache.path} (use --no-cache to time again)", err=True)
-    elif not is_phone and (
+    elif not device.is_phone and (
         measurement.spread > settings.spread_target and measurement.runs >= settings.max_runs
     ):
         click.echo("note: stopped at --runs before the round medians settled", err=True)
-
     result = {
         **measurement.to_dict(),
         "cached": cached,
@@ -195,20 +168,57 @@ def bench_command(
     }
     if as_json:
         click.echo(json.dumps(result))
-        return
+    else:
+        _print_measurement(result, device.is_phone)
+
+
+def _model_and_device(model: str, spec, fmt, input_size, num_classes):
+    """The file to time (an ARCH is exported first) and the backend spec that times it."""
+    model_path = Path(model)
+    if not model_path.is_file():
+        if model_path.suffix.lower() in (".tflite", ".onnx") or os.sep in model:
+            raise click.BadParameter(f"file {model} does not exist", param_hint="MODEL")
+        if fmt is None:
+            fmt = "onnx" if spec and _device(spec).artifact_format == "onnx" else "tflite"
+        model_path = _export_arch(model, fmt, input_size, num_classes)
+    if spec is not None:
+        return model_path, _device(spec)
+    device = BackendSpec.for_file(model_path.name)
+    if device is None:
+        raise click.BadParameter(
+            f"cannot tell which runtime times {model_path.name!r}: expected a .tflite or "
+            "an .onnx file",
+            param_hint="MODEL",
+        )
+    return model_path, device
+
+
+def _settings(device: BackendSpec, runs, threads, gpu):
+    if device.is_phone:
+        return _phone_settings(runs, threads, gpu)
+    if gpu:
+        raise click.UsageError("--gpu is for phones (--device adb:...)")
+    defaults = MeasureSettings()
+    max_runs = runs if runs is not None else defaults.max_runs
+    return dataclasses.replace(
+        defaults, max_runs=max_runs, min_runs=min(defaults.min_runs, max_runs), threads=threads
+    )
+
+
+def _print_measurement(result: dict, is_phone: bool) -> None:
     spread_what = "run medians" if is_phone else "round medians"
     rows = [
-        ("model", str(model_path)),
-        ("backend", f"{backend.spec}, {threads} thread(s)"),
-        ("median", f"{measurement.median_ms:.3f} ms"),
-        ("p90", f"{measurement.p90_ms:.3f} ms" + (" (estimated)" if is_phone else "")),
-        ("std", f"{measurement.std_ms:.3f} ms"),
-        ("min", f"{measurement.min_ms:.3f} ms"),
-        ("runs", str(measurement.runs)),
-        ("spread", f"{measurement.spread * 100:.1f} % ({spread_what}, max-min / median)"),
-        ("source", measurement.source),
-        ("device", measurement.device),
-        ("cached", "yes" if cached else "no"),
+        ("model", result["model"]),
+        ("backend", f"{result['backend']}, {result['threads']} thread(s)"),
+        ("median", f"{result['median_ms']:.3f} ms"),
+        ("p90", f"{result['p90_ms']:.3f} ms" + (" (estimated)" if is_phone else "")),
+        ("std", f"{result['std_ms']:.3f} ms"),
+        ("min", f"{result['min_ms']:.3f} ms"),
+        ("runs", str(result["runs"])),
+        ("spread", f"{result['spread'] * 100:.1f} % ({spread_what}, max-min / median)"),
+        ("source", result["source"]),
+        ("device", result["device"]),
+        ("cached", "yes" if result["cached"] else "no"),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

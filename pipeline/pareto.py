@@ -52,6 +52,22 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def draw_targets(axes, targets: Sequence[float]) -> None:
+    """Each cost target as a dashed vertical line, labelled at the bottom of the axes."""
+    for target in targets:
+        axes.axvline(target, linestyle="--", color="#2c3e50", linewidth=1)
+        axes.annotate(
+            f"target {target:g}",
+            (target, 0.02),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="bottom",
+            ha="right",
+            fontsize=8,
+            color="#2c3e50",
+        )
+
+
 def plot_front(
     all_points: Sequence[tuple[float, float]],
     front: Sequence[int],
@@ -75,16 +91,7 @@ def plot_front(
     front_accuracies = [100 * all_points[i][0] for i in front]
     axes.step(front_costs, front_accuracies, where="post", color="#c0392b", linewidth=1.5)
     axes.scatter(front_costs, front_accuracies, s=30, color="#c0392b", label="Pareto front")
-    for target in targets:
-        axes.axvline(target, linestyle="--", color="#2c3e50", linewidth=1)
-        axes.annotate(
-            f"target {target:g}",
-            (target, 0.02),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            fontsize=8,
-            ha="right",
-        )
+    draw_targets(axes, targets)
     axes.set_xlabel(COST_LABELS.get(cost_name, cost_name))
     axes.set_ylabel("mini-val accuracy (%)")
     axes.set_title(title or "search result", fontsize=10)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from models.files import atomic_path
-from pipeline.pareto import pareto_front
+from pipeline.pareto import draw_targets, pareto_front
 
 COST_AXIS = {"latency_ms": "latency (ms)", "macs": "MACs", "params": "parameters"}
 MIN_GENERATIONS_FOR_TREND = 3  # below this a per-generation median line says nothing
@@ -92,18 +92,7 @@ def plot_search(
             label="winner",
         )
     axes.axhline(100 * chance, color="#7f8c8d", linestyle=":", linewidth=1, label="chance")
-    for target in targets:
-        axes.axvline(target, linestyle="--", color="#2c3e50", linewidth=1)
-        axes.annotate(
-            f"target {target:g}",
-            (target, 0.02),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            va="bottom",
-            ha="right",
-            fontsize=9,
-            color="#2c3e50",
-        )
+    draw_targets(axes, targets)
     axes.set_xlabel(x_label, fontsize=11)
     axes.set_ylabel("proxy accuracy on mini-val (%)", fontsize=11)
     axes.set_title(title, fontsize=11)
