@@ -23,15 +23,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
 from pipeline.batches import BatchLoader
-from pipeline.data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    DATA_DIR_ENV,
-    ImageArrays,
-    default_data_dir,
-    load_npz,
-)
+from pipeline.data import DATA_DIR_ENV, ImageArrays, default_data_dir, load_npz
 
 TITLE = "Data pipeline: one CIFAR training epoch"
 

@@ -30,8 +30,9 @@ from _report import write_section  # noqa: E402
 
 from models.baselines import baseline  # noqa: E402
 from models.export import ExportOptions, ExportWorker  # noqa: E402
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from models.space import get_space  # noqa: E402
-from pipeline.data import CIFAR10_MEAN, CIFAR10_STD, default_data_dir, load_npz  # noqa: E402
+from pipeline.data import default_data_dir, load_npz  # noqa: E402
 
 TITLE = "Export: seconds per model and format"
 FORMATS = ("tflite", "tflite-fp16", "tflite-int8", "onnx")

@@ -34,8 +34,9 @@ from _report import write_section  # noqa: E402
 
 from models.baselines import resolve_arch  # noqa: E402
 from models.builder import build  # noqa: E402
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from models.teachers import cifar_resnet  # noqa: E402
-from pipeline.data import CIFAR10_MEAN, CIFAR10_STD, default_data_dir, load_npz  # noqa: E402
+from pipeline.data import default_data_dir, load_npz  # noqa: E402
 from pipeline.losses import cross_entropy, hinton_kd  # noqa: E402
 from pipeline.training import TrainSettings, train  # noqa: E402
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from pipeline.data import CIFAR10_MEAN, CIFAR10_STD, DataError, ImageArrays
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
+from pipeline.data import DataError, ImageArrays
 
 # --------------------------------------------------------------------------------------------
 # Batched augmentation and normalisation (torch, CPU)

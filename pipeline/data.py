@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
-
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",

@@ -23,7 +23,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.data import CIFAR10_MEAN, CIFAR10_STD, ImageArrays
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
+from pipeline.data import ImageArrays
 
 CACHE_VERSION = 1
 

@@ -34,10 +34,11 @@ import torch
 from torch import nn
 
 from models.files import atomic_write_json
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
 from models.teacher_loading import atomic_save, build_model, save_checkpoint
 from models.teachers import Ensemble
 from pipeline.batches import BatchLoader
-from pipeline.data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, ImageArrays, channel_mean_std
+from pipeline.data import CIFAR10_CLASSES, ImageArrays, channel_mean_std
 from pipeline.losses import training_loss
 from pipeline.progress import progress_bar
 from pipeline.proxy import learning_rate as warmup_cosine_lr

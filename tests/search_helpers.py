@@ -66,9 +66,9 @@ def make_tiny_teacher(folder: Path, cifar_small) -> Path:
     """A Pearl checkpoint of a small network trained for 40 batches: better than chance and a
     few seconds to make on a busy 2-core machine (a ResNet-20 costs ~40x more per image)."""
     from models.builder import build
+    from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
     from models.teacher_loading import save_checkpoint
     from pipeline.batches import BatchLoader
-    from pipeline.data import CIFAR10_MEAN, CIFAR10_STD
 
     space = tiny_space()
     arch = space.arch_from([0] * len(space.decisions()))

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
 from pipeline.batches import BatchLoader, augment_batch, crop_and_flip, normalize
 from pipeline.data import (
     CIFAR10_CLASSES,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
     DataError,
     ImageArrays,
     channel_mean_std,

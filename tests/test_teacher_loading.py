@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
 from models.teacher_loading import (
     CHECKPOINTS_DIR,
     Renormalize,
@@ -17,7 +18,6 @@ from models.teacher_loading import (
 )
 from models.teachers import Ensemble
 from pipeline.batches import BatchLoader
-from pipeline.data import CIFAR10_MEAN, CIFAR10_STD
 from pipeline.training import evaluate
 
 TINY = (

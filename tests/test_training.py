@@ -15,11 +15,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
 from models.teacher_loading import build_model, load_checkpoint, load_teacher, save_checkpoint
 from models.teachers import Ensemble
 from pipeline.batches import BatchLoader
 from pipeline.cli import cli
-from pipeline.data import CIFAR10_MEAN, CIFAR10_STD
 from pipeline.proxy import learning_rate
 from pipeline.training import TrainingError, TrainSettings, evaluate, scheduled_lr, train
 
