@@ -23,9 +23,9 @@ from device_bench.backends import (
 from device_bench.cache import MeasurementCache, default_cache_path, measure_cached
 from device_bench.host import MeasureSettings
 from device_bench.measurement import MeasurementError
+from models.export.common import FORMATS
 
 BENCHMARK_MODEL_ENV = "PEARL_BENCHMARK_MODEL"  # same name as device_bench.phone's
-_FORMATS = ("tflite", "tflite-fp16", "tflite-int8", "onnx")
 
 
 def _artifact_dir() -> Path:
@@ -79,7 +79,7 @@ def _export_arch(text: str, fmt: str, input_size, num_classes) -> Path:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(_FORMATS),
+    type=click.Choice(tuple(FORMATS)),
     default=None,
     help="file to export for an ARCH (default: onnx for host:onnx, else tflite)",
 )
