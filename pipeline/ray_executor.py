@@ -62,13 +62,25 @@ class RayExecutor:
 
     trains_beside_driver = True  # set from the cluster in __init__ (see `_shares_this_host`)
 
-    def __init__(self, task: ProxyTask | None, ray_config: RayConfig, log) -> None:
+    def __init__(
+        self, task: ProxyTask | None, ray_config: RayConfig, log, *, device: str | None = None
+    ) -> None:
+        """`device`: the [compute] device the workers train on (default: the task's)."""
+        device = device or getattr(task and task.compute, "device", "auto")
+        check_device(device, ray_config)
         self.ray = import_ray()
         self.config = ray_config
         self.log = log
         self.started = connect(self.ray, ray_config, log)
         try:
             check_resources(self.ray, ray_config)
+            if device == "auto" and ray_config.gpus_per_candidate == 0:
+                gpus = self.ray.cluster_resources().get("GPU", 0)
+                if gpus:
+                    log(
+                        f"ray: the cluster has {gpus:g} GPUs but ray.gpus_per_candidate = 0: "
+                        "candidates train on CPUs"
+                    )
             self.trains_beside_driver = _shares_this_host(self.ray, ray_config)
             options = dict(
                 num_cpus=ray_config.cpus_per_candidate,
@@ -205,6 +217,16 @@ def _host_port(address: str) -> tuple[str, int] | None:
             '"HOST:PORT" or "ray://HOST:PORT"'
         )
     return host, int(port)
+
+
+def check_device(device: str, config: RayConfig) -> None:
+    """A GPU device needs GPUs per candidate (Ray hides the GPUs from tasks that ask none)."""
+    if device.startswith("cuda") and config.gpus_per_candidate == 0:
+        raise RayExecutorError(
+            f"compute.device = {device!r} but ray.gpus_per_candidate = 0, so Ray gives the "
+            "workers no GPU; set ray.gpus_per_candidate (e.g. 1, or 0.5 for two candidates "
+            'per GPU) or compute.device = "cpu"'
+        )
 
 
 def check_resources(ray, config: RayConfig) -> None:

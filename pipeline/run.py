@@ -211,7 +211,7 @@ def _train_on_ray(config: RunConfig, pending, data, results: dict, log: Log) -> 
         for label, arch, loss, folder in pending
     ]
     try:
-        executor = RayExecutor(None, config.ray, log)
+        executor = RayExecutor(None, config.ray, log, device=config.compute.device)
     except RayExecutorError as error:
         raise RunError(f"train stage: {error}") from None
     failures = []

@@ -307,6 +307,8 @@ def test_a_candidate_no_node_can_run_is_an_error_not_a_hang():
     check_resources(cluster, RayConfig(cpus_per_candidate=2))
     with pytest.raises(RayExecutorError, match=r"1 GPUs.*nodes: 2 CPUs, 0 GPUs"):
         check_resources(cluster, RayConfig(gpus_per_candidate=1))
+    with pytest.raises(RayExecutorError, match="ray.gpus_per_candidate = 0"):
+        RayExecutor(None, RayConfig(), quiet, device="cuda")  # before any Ray starts
 
 
 # -- host timing never overlaps training on this machine -------------------------------------------
