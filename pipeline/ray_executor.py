@@ -194,7 +194,7 @@ def probe(address: str) -> None:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
         raise RayExecutorError(
-            f"nothing answers at ray.address = {address!r} ({host}:{port}: {error}, waited "
+            f"nothing answers at ray.address = {address!r} ({host}:{port}: {error}; time-out "
             f"{CONNECT_TIMEOUT_S:g} s); start the head with `ray start --head`, check the "
             'address and the firewall, or set ray.address = "" to start a local Ray'
         ) from None
