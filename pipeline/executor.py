@@ -22,7 +22,13 @@ class TrainJob:
 
 class Executor(Protocol):
     """Trains candidates on the proxy task; yields each result as soon as it is known (in any
-    order), an exception object in place of a result when that candidate failed."""
+    order), an exception object in place of a result when that candidate failed.
+
+    `trains_beside_driver`: True when candidates may train on the driver's machine while the
+    driver works between results (a local Ray); the search then times on the host only after
+    the batch's training has ended."""
+
+    trains_beside_driver: bool
 
     def train(self, jobs: Sequence[TrainJob]) -> Iterator[tuple[TrainJob, Any]]: ...
 
@@ -67,6 +73,8 @@ class ProxyTask:
 
 class InProcessExecutor:
     """Trains one candidate after the other in this process."""
+
+    trains_beside_driver = False  # nothing trains while the driver times
 
     def __init__(self, task: ProxyTask) -> None:
         self.task = task

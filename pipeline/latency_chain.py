@@ -151,6 +151,12 @@ class LatencyChain:
         best = self.best_rank()
         return best is not None and (rank is None or rank > best)
 
+    def times_on_host(self) -> bool:
+        """Does the best backend up now time on this machine (``host:...``)?  Then nothing
+        else may train here while it times (the number would measure the contention)."""
+        rank = self.best_rank()
+        return rank is not None and self.entries[rank].spec.lower().startswith("host:")
+
     def status(self) -> list[dict[str, Any]]:
         return [
             {"spec": e.spec, "rank": e.rank, "up": e.down_reason is None, "why": e.down_reason}

@@ -120,6 +120,7 @@ def models_to_train(config: RunConfig, winners: list[dict]) -> list[tuple[str, s
 
 def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: bool) -> dict:
     """Train every unit with every loss; returns ``{label: {loss: metrics}}``."""
+    from pipeline.final_jobs import FinalTrainData
     from pipeline.training import METRICS_FILE, STATE_FILE, TrainSettings, input_statistics, train
 
     layout = RunLayout(run_dir)
@@ -154,18 +155,13 @@ def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: boo
             )
         except TeacherError as error:
             raise RunError(f"train stage: {error}") from None
+    if config.search.executor == "ray":
+        data = FinalTrainData(train_arrays, test_arrays, teacher)
+        return _train_on_ray(config, pending, data, results, log)
     for label, arch, loss, folder in pending:
         log(f"train: {label} with {loss} for {stage.epochs} epochs -> {folder}")
         settings = TrainSettings.from_recipe(stage, model=arch, loss=loss)
-        run_info = {
-            "data": {
-                "path": config.train_data(),
-                "train_limit": config.train.train_images,
-                "test_limit": config.train.test_images,
-            },
-            "teacher": config.teacher.spec if LOSSES[loss].needs_teacher else None,
-            "command": f"pearl run (stage train, {label})",
-        }
+        run_info = _run_info(config, label, loss)
         results.setdefault(label, {})[loss] = train(
             settings,
             train_arrays,
@@ -177,6 +173,61 @@ def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: boo
             progress=progress,
             threads=stage.threads or None,
         )
+    return results
+
+
+def _run_info(config: RunConfig, label: str, loss: str) -> dict[str, Any]:
+    """What a final training records beside its settings (compared on resume)."""
+    return {
+        "data": {
+            "path": config.train_data(),
+            "train_limit": config.train.train_images,
+            "test_limit": config.train.test_images,
+        },
+        "teacher": config.teacher.spec if LOSSES[loss].needs_teacher else None,
+        "command": f"pearl run (stage train, {label})",
+    }
+
+
+def _train_on_ray(config: RunConfig, pending, data, results: dict, log: Log) -> dict:
+    """The final trainings of `pending` in parallel as Ray tasks (`pipeline.final_jobs`):
+    the data and teacher go to the cluster once; each finished training's files are written
+    into the run folder as it ends.  Failures are reported after the others have finished."""
+    from pipeline.final_jobs import FinalTrainJob, write_back
+    from pipeline.ray_executor import RayExecutor, RayExecutorError
+    from pipeline.training import TrainSettings
+
+    threads = max(1, int(config.ray.cpus_per_candidate))  # each task holds this many CPUs
+    jobs = [
+        FinalTrainJob(
+            label,
+            loss,
+            TrainSettings.from_recipe(config.train, model=arch, loss=loss),
+            str(folder),
+            _run_info(config, label, loss),
+            needs_teacher=LOSSES[loss].needs_teacher,
+            threads=threads,
+        )
+        for label, arch, loss, folder in pending
+    ]
+    try:
+        executor = RayExecutor(None, config.ray, log, device=config.compute.device)
+    except RayExecutorError as error:
+        raise RunError(f"train stage: {error}") from None
+    failures = []
+    try:
+        log(f"train: {len(jobs)} trainings of {config.train.epochs} epochs on Ray")
+        for job, outcome in executor.train_final(data, jobs):
+            if isinstance(outcome, BaseException):
+                failures.append(f"{job.label} with {job.loss}: {type(outcome).__name__}: {outcome}")
+                continue
+            write_back(job, outcome)
+            results.setdefault(job.label, {})[job.loss] = outcome.metrics
+            log(f"train: {job.label} with {job.loss} done -> {job.folder}")
+    finally:
+        executor.close()
+    if failures:
+        raise RunError("train stage: final training failed for " + "; ".join(failures))
     return results
 
 

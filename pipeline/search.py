@@ -10,7 +10,9 @@ Per generation g, for the archs a method proposes:
    Meanwhile a background thread exports the latency files of the batch
    (`LatencyChain.prepare`, in a converter subprocess: the other core).  Each candidate is
    stored the moment its training ends, then timed (`LatencyChain.measure`, one timing at a
-   time, while no training runs in this process) and its reward stored.
+   time, while no training runs in this process) and its reward stored.  When the executor
+   trains other candidates on this machine meanwhile (a local Ray) and the timing would run
+   here too (``host:...``), the batch's timings wait until its training has ended.
 3. If a better latency backend came back (a phone re-attached), the front-runners measured by a
    worse one are re-measured.
 4. The method learns from the stored rewards; its new state, in the same transaction as the
@@ -223,16 +225,30 @@ class Search:
         early_stop = self._early_stop()
         jobs = [TrainJob(g, i, archs[i].encode(), early_stop) for i in slots]
         prefetch = self._start_prefetch([archs[i] for i in slots])
+        waiting = []  # trained rows whose host timing waits for the batch's training to end
         try:
             for job, result in self.setup.executor.train(jobs):
                 arch = archs[job.slot]
                 row = self._store_training(job, arch, arch_cost(arch), choices[job.slot], result)
                 self._log_event(row)
+                if self._timing_would_overlap_training():
+                    waiting.append((job.slot, row, arch))
+                    continue
                 rows[job.slot] = self._complete(row, arch)
                 self._progress.candidate_done(rows[job.slot])
+            for slot, row, arch in waiting:
+                rows[slot] = self._complete(row, arch)
+                self._progress.candidate_done(rows[slot])
         finally:
             if prefetch is not None:
                 prefetch.shutdown(wait=True, cancel_futures=True)
+
+    def _timing_would_overlap_training(self) -> bool:
+        """Would timing now run on this machine while other candidates train on it (a local
+        Ray)?  The in-process executor trains nothing while the driver times."""
+        chain = self.setup.chain
+        beside = getattr(self.setup.executor, "trains_beside_driver", False)
+        return chain is not None and beside and chain.times_on_host()
 
     def _start_prefetch(self, archs) -> ThreadPoolExecutor | None:
         chain = self.setup.chain

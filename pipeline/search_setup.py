@@ -92,12 +92,21 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
         threads=config.proxy.threads,
         compute=config.compute,
     )
-    executor = InProcessExecutor(task)
+    executor = build_executor(config, task, log)
     setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
+    setup.closers.append(executor.close)
     if config.reward.cost == "latency_ms":
         setup.chain = _latency_chain(config, setup, log)
-    setup.closers.append(executor.close)
     return setup
+
+
+def build_executor(config: SearchConfig, task: ProxyTask, log: Callable[[str], None]) -> Executor:
+    """The executor that ``search.executor`` names (Ray: `pipeline.ray_executor`)."""
+    if config.search.executor == "ray":
+        from pipeline.ray_executor import RayExecutor
+
+        return RayExecutor(task, config.ray, log)
+    return InProcessExecutor(task)
 
 
 def _latency_chain(config: SearchConfig, setup: SearchSetup, log: Callable[[str], None]):
