@@ -26,6 +26,21 @@ def pearl_cache_dir(tmp_path_factory) -> Path:
         os.environ[CACHE_DIR_ENV] = before
 
 
+@pytest.fixture(autouse=True)
+def cli_quiet_settings_stay_in_their_test():
+    """`pearl`'s group writes $PEARL_QUIET (and library log levels) into the environment for
+    the processes it starts; a test that runs it in-process must not pass that on."""
+    from models.quiet import QUIET_ENV, QUIET_LIBRARY_ENV
+
+    before = {name: os.environ.get(name) for name in (QUIET_ENV, *QUIET_LIBRARY_ENV)}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     from pipeline.data import DATA_DIR_ENV, default_data_dir
