@@ -25,6 +25,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 QUIET_ENV = "PEARL_QUIET"  # "1": silence third-party noise (set by `pearl` without -v)
@@ -39,6 +40,11 @@ NOISE = tuple(
         r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.",
     )
 )
+
+
+# fd 2 belongs to the whole process: two threads swapping it at once could leave it pointing at
+# a closed temporary file, so one block at a time (re-entrant: blocks may nest in one thread)
+_FD2_LOCK = threading.RLock()
 
 
 def set_quiet(quiet: bool) -> None:
@@ -61,13 +67,14 @@ def is_noise(line: str) -> bool:
 def native_noise_filtered() -> Iterator[None]:
     """Around a block that makes native libraries print (an import, an interpreter's creation):
     everything written to fd 2 meanwhile, by Python or C++, is held and written back without
-    the `NOISE` lines.  Does nothing unless `is_quiet()`."""
+    the `NOISE` lines (a crash inside the block loses what it printed: `pearl -v` shows it).
+    Does nothing unless `is_quiet()`."""
     if not is_quiet():
         yield
         return
-    sys.stderr.flush()
-    saved_fd = os.dup(2)
-    with tempfile.TemporaryFile() as held:
+    with _FD2_LOCK, tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
         os.dup2(held.fileno(), 2)
         try:
             yield
