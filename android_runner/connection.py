@@ -173,10 +173,14 @@ def _tcp_transport_class():
 
     class ClosingTcpTransport(TcpTransport):
         """adb-shell's TCP transport with TCP_NODELAY, and a closed socket is an error at
-        once (adb-shell would spin on empty reads until its read timeout)."""
+        once (adb-shell would spin on empty reads until its read timeout).  `opened`: the TCP
+        connection was made (so a failure after it means the peer is not adbd)."""
+
+        opened = False
 
         def connect(self, transport_timeout_s):
             super().connect(transport_timeout_s)
+            self.opened = True
             # adb-shell writes a 24-byte header and then its payload: with Nagle's algorithm
             # and the peer's delayed ACK every command would wait ~40 ms for nothing
             self._connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -206,6 +210,7 @@ class AdbConnection:
         self.key_path = key_path
         self.settings = settings or ConnectionSettings()
         self._device = None
+        self._transport = None  # TCP only
         self.banner = ""
 
     # ------------------------------------------------------------------ connect / close
@@ -248,6 +253,8 @@ class AdbConnection:
                     "USB debugging?' prompt (tick 'Always allow'); if no prompt appears, revoke "
                     "USB debugging authorisations in Developer options and reconnect"
                 ) from None
+            if getattr(self._transport, "opened", False):
+                raise self._not_adb_error(err) from None
             raise self._transport_error(err, "connect") from None
         self._device = device
         return self
@@ -262,6 +269,7 @@ class AdbConnection:
             from adb_shell.adb_device import AdbDevice
 
             transport = _tcp_transport_class()(self.address.host, self.address.port)
+            self._transport = transport
             return AdbDevice(transport, default_transport_timeout_s=self.settings.connect_timeout_s)
         available, reason = usb_support()
         if not available:
@@ -314,6 +322,24 @@ class AdbConnection:
         else:
             hint = "check the cable or network, that the phone is awake, and `adb devices`"
         return DeviceUnavailableError(f"adb:{self.address}: {what} failed ({text[:200]}); {hint}")
+
+    def _not_adb_error(self, err: BaseException) -> DeviceUnavailableError:
+        """The TCP connection was made, but what answered is not adbd (another service, a
+        port forward to nothing, a phone whose adbd is not on that port)."""
+        from adb_shell.exceptions import TcpTimeoutException
+
+        if isinstance(err, ConnectionError):  # reset, broken pipe, closed
+            reason = "it closed the connection"
+        elif isinstance(err, TcpTimeoutException):
+            reason = f"no reply within {self.settings.connect_timeout_s:g} s"
+        else:
+            reason = "its reply is not the ADB protocol"
+        return DeviceUnavailableError(
+            f"{self.address} did not answer as an ADB device ({reason}). Check that it is the "
+            "phone's address and the port its adbd listens on: run `adb tcpip 5555` over USB "
+            "(again after each reboot), or use the address and port that Developer options > "
+            "Wireless debugging shows"
+        )
 
     def _require(self):
         if not self.connected:

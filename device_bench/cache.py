@@ -5,8 +5,8 @@ measurement settings; so a re-exported model, another device or runtime version,
 timing settings never hit a stale entry.  Value: the `Measurement` as JSON plus the time it was
 stored.  Every write is one transaction: a crash or error mid-write leaves no entry at all.
 
-Default file: ``~/.cache/pearl/measurements.sqlite``; the folder can be moved with
-``$PEARL_CACHE_DIR``.
+Default file: ``measurements.sqlite`` in `models.cache_dir.cache_root()` (``$PEARL_CACHE_DIR``,
+else ``~/.cache/pearl``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -26,9 +25,7 @@ from device_bench.measurement import (
     canonical_json,
     fingerprint_id,
 )
-
-CACHE_DIR_ENV = "PEARL_CACHE_DIR"
-CACHE_FILE_NAME = "measurements.sqlite"
+from models.cache_dir import MEASUREMENTS_FILE, cache_root
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS measurements (
@@ -44,9 +41,7 @@ CREATE TABLE IF NOT EXISTS measurements (
 
 def default_cache_path() -> Path:
     """``$PEARL_CACHE_DIR/measurements.sqlite``, else ``~/.cache/pearl/measurements.sqlite``."""
-    folder = os.environ.get(CACHE_DIR_ENV)
-    base = Path(folder).expanduser() if folder else Path.home() / ".cache" / "pearl"
-    return base / CACHE_FILE_NAME
+    return cache_root() / MEASUREMENTS_FILE
 
 
 def file_sha256(path: str | Path) -> str:

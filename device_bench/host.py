@@ -36,6 +36,7 @@ from device_bench.measurement import (
     summarize,
 )
 from device_bench.spec import BackendSpec
+from models.quiet import native_noise_filtered
 
 __all__ = [
     "HostOnnxBackend",
@@ -228,14 +229,15 @@ class HostTFLiteBackend(_HostBackend):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            interpreter = Interpreter(model_path=str(path), num_threads=self.settings.threads)
+            with native_noise_filtered():  # the delegate is applied at allocation
+                interpreter = Interpreter(model_path=str(path), num_threads=self.settings.threads)
+                for detail in interpreter.get_input_details():
+                    signature = detail.get("shape_signature", detail["shape"])
+                    if any(int(dim) < 0 for dim in signature):
+                        shape = [1 if int(dim) < 0 else int(dim) for dim in signature]
+                        interpreter.resize_tensor_input(detail["index"], shape)
+                interpreter.allocate_tensors()
             rng = np.random.default_rng(self.settings.seed)
-            for detail in interpreter.get_input_details():
-                signature = detail.get("shape_signature", detail["shape"])
-                if any(int(dim) < 0 for dim in signature):
-                    shape = [1 if int(dim) < 0 else int(dim) for dim in signature]
-                    interpreter.resize_tensor_input(detail["index"], shape)
-            interpreter.allocate_tensors()
             for detail in interpreter.get_input_details():
                 value = _random_array(tuple(detail["shape"]), detail["dtype"], rng)
                 interpreter.set_tensor(detail["index"], value)

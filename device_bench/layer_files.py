@@ -32,12 +32,6 @@ DEFAULT_CHUNK = 16
 CONVERTERS = ("direct", "litert")
 
 
-def default_layer_cache() -> Path:
-    from device_bench.cache import default_cache_path
-
-    return default_cache_path().parent / "layers"
-
-
 def layer_root(cache_dir: str | os.PathLike) -> Path:
     from models.export.common import tool_versions
 

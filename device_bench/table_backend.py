@@ -21,12 +21,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from device_bench.layer_files import default_layer_cache, ensure_layer_files
+from device_bench.layer_files import ensure_layer_files
 from device_bench.measurement import Measurement, MeasurementError, fingerprint_id
 from device_bench.table_measure import DEFAULT_PASSES, LAYER_SETTINGS, combine, run_batch
 from latency_tables.keys import LayerKey
 from latency_tables.table import Entry, LatencyTable, TableError
 from models.arch import Arch
+from models.cache_dir import cache_root
 
 ARCH_SUFFIXES = (".arch", ".txt")
 
@@ -91,7 +92,7 @@ class TableBackend:
             if fingerprint_id(fingerprint) != self.table.fingerprint_id:
                 self.table.check_fingerprint(fingerprint)
             self._measure_missing_checked = True
-        cache = self.cache_dir or default_layer_cache().parent
+        cache = self.cache_dir or cache_root()
         path = ensure_layer_files([key], cache)[key]
         found: list[Measurement] = []
 

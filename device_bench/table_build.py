@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.backends import backend_from_spec
-from device_bench.layer_files import DEFAULT_CHUNK, default_layer_cache, ensure_layer_files
+from device_bench.layer_files import DEFAULT_CHUNK, ensure_layer_files
 from device_bench.measurement import fingerprint_id
 from device_bench.table_measure import (
     DEFAULT_BATCH,
@@ -45,6 +45,7 @@ from device_bench.table_runs import MeasureRun
 from latency_tables.keys import space_keys
 from latency_tables.table import Correction, Entry, LatencyTable, fit_correction
 from models.arch import Arch
+from models.cache_dir import cache_root
 from models.files import atomic_write
 from models.space import SearchSpace, get_space
 
@@ -177,7 +178,7 @@ def build_table(
     log: Callable[[str], None] = lambda _m: None,
 ) -> LatencyTable:
     started = time.perf_counter()
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_layer_cache().parent
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     backend = backend_from_spec(spec, LAYER_SETTINGS)
     fingerprint = backend.fingerprint()
     keys = space_keys(space)
@@ -276,7 +277,7 @@ def validate_table(
     """Predict and measure `n` random archs of the table's space (seed `seed`) and report
     ``within_5``, ``within_10`` (shares), ``rmspe``, ``n`` and the worst cases.
     With ``measure=False`` only archs already in the state file are used (a partial report)."""
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_layer_cache().parent
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     backend = backend_from_spec(spec, NETWORK_SETTINGS)
     fingerprint = backend.fingerprint()
     table.check_fingerprint(fingerprint)

@@ -65,18 +65,23 @@ def stem_cost(arch: Arch, in_channels: int = 3) -> Cost:
     return conv_bn_cost(in_channels, arch.stem.out_channels, arch.stem.kernel, size)
 
 
-def head_cost(arch: Arch) -> Cost:
+def head_conv_cost(arch: Arch) -> Cost:
+    """The head's 1x1 conv + BN (none for ``head_c0``)."""
     channels, size = last_block_output(arch)
-    cost = ZERO
-    if arch.head.channels:
-        cost = conv_bn_cost(channels, arch.head.channels, 1, size)
-        channels = arch.head.channels
-    classifier = channels * arch.num_classes
-    return cost + Cost(classifier, classifier + arch.num_classes)
+    return conv_bn_cost(channels, arch.head.channels, 1, size) if arch.head.channels else ZERO
+
+
+def classifier_cost(arch: Arch) -> Cost:
+    """Global pool (free) and the linear layer with bias."""
+    channels = arch.head.channels or last_block_output(arch)[0]
+    weights = channels * arch.num_classes
+    return Cost(weights, weights + arch.num_classes)
 
 
 def arch_cost(arch: Arch) -> Cost:
-    total = stem_cost(arch) + head_cost(arch)
+    """Stem + every layer (`layer_cost`) + head conv + classifier: the rows of `pearl arch
+    describe` add up to this."""
+    total = stem_cost(arch) + head_conv_cost(arch) + classifier_cost(arch)
     for layer in expand_layers(arch):
         total += layer_cost(layer)
     return total

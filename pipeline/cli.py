@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from models.quiet import set_quiet
 from pipeline.cli_arch import arch_group
 from pipeline.cli_bench import bench_command
 from pipeline.cli_devices import devices_command
@@ -17,9 +18,17 @@ from pipeline.cli_train import teacher_group, train_command
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pearl")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="show what the libraries underneath print (TensorFlow/LiteRT logs, oneDNN, torch "
+    "deprecations), hidden by default",
+)
+def cli(verbose: bool) -> None:
     """Pearl: find, distil and ship the student network that learns best from your teacher
     and fits your phone's latency budget."""
+    set_quiet(not verbose)
 
 
 cli.add_command(arch_group)

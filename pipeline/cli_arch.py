@@ -7,8 +7,15 @@ import random
 
 import click
 
-from models.costs import arch_cost, layer_cost
-from models.layers import expand_layers
+from models.arch import Arch
+from models.costs import (
+    arch_cost,
+    classifier_cost,
+    head_conv_cost,
+    layer_cost,
+    stem_cost,
+)
+from models.layers import conv_output_size, expand_layers, last_block_output
 from models.space import default_space_name, get_space
 from pipeline.cli_common import CLASSES_OPTION, INPUT_OPTION, arch_or_fail
 
@@ -43,10 +50,11 @@ def sample_command(count, seed, input_size, num_classes, space_name) -> None:
 @CLASSES_OPTION
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def describe_command(arch_text, input_size, num_classes, as_json) -> None:
-    """Show an architecture's canonical string, key, MACs, parameters and layers."""
+    """Show an architecture's canonical string, key, MACs, parameters and a table of its rows
+    (stem, every layer, head conv, classifier) that add up to the totals."""
     arch = arch_or_fail(arch_text, input_size, num_classes)
     cost = arch_cost(arch)
-    layers = expand_layers(arch)
+    rows = describe_rows(arch)
     if as_json:
         summary = {
             "arch": arch.encode(),
@@ -55,7 +63,8 @@ def describe_command(arch_text, input_size, num_classes, as_json) -> None:
             "params": cost.params,
             "input_size": arch.input_size,
             "num_classes": arch.num_classes,
-            "layers": len(layers),
+            "layers": sum(1 for row in rows if row["block"] is not None),
+            "rows": rows,
         }
         click.echo(json.dumps(summary))
         return
@@ -64,14 +73,99 @@ def describe_command(arch_text, input_size, num_classes, as_json) -> None:
     click.echo(f"input   {arch.input_size}x{arch.input_size}x3, {arch.num_classes} classes")
     click.echo(f"MACs    {cost.macs / 1e6:.2f} M")
     click.echo(f"params  {cost.params / 1e6:.3f} M")
-    click.echo(
-        f"{'layer':>5} {'op':>5} {'k':>2} {'s':>2} {'se':>5} {'skip':>6} "
-        f"{'in':>5} {'out':>5} {'res':>4} {'MMACs':>8}"
-    )
-    for index, layer in enumerate(layers, start=1):
-        op = f"mb{layer.expand}" if layer.op == "mb" else layer.op
+    click.echo(_ROW_FORMAT.format(*_COLUMNS))
+    for row in rows:
+        click.echo(_ROW_FORMAT.format(*_cells(row)))
+    click.echo(_ROW_FORMAT.format("total", *[""] * 9, *_amounts(cost.macs, cost.params)))
+    asked = {row["skip_asked"] for row in rows if row["skip"] != row["skip_asked"]}
+    if asked:
         click.echo(
-            f"{index:>5} {op:>5} {layer.kernel:>2} {layer.stride:>2} {layer.se_ratio:>5.2f} "
-            f"{layer.skip:>6} {layer.in_channels:>5} {layer.out_channels:>5} "
-            f"{layer.input_size:>4} {layer_cost(layer).macs / 1e6:>8.2f}"
+            f"* the block asks for {' / '.join(sorted(asked))}, but this layer changes its "
+            "stride or channel count, so it has no skip"
         )
+
+
+# row: stem, BLOCK.LAYER (1-based), head, classifier; se%: SE width in % of the layer's input
+# channels (as in the string); ch: channels; px: side of the feature map entering / leaving
+_COLUMNS = ("row", "op", "k", "s", "se%", "skip", "ch in", "ch out", "px in", "px out")
+_COLUMNS += ("MMACs", "kparams")
+_ROW_FORMAT = "{:>6} {:>7} {:>2} {:>2} {:>3} {:>7} {:>6} {:>6} {:>5} {:>6} {:>8} {:>8}"
+
+
+def _amounts(macs: int, params: int) -> tuple[str, str]:
+    return f"{macs / 1e6:.2f}", f"{params / 1e3:.1f}"
+
+
+def _cells(row: dict) -> tuple:
+    def text(value):
+        return "-" if value is None else value
+
+    skip = row["skip"]
+    if skip is not None and skip != row["skip_asked"]:
+        skip += "*"
+    return (
+        row["row"],
+        row["op"],
+        text(row["kernel"]),
+        text(row["stride"]),
+        text(row["se_percent"]),
+        text(skip),
+        row["in_channels"],
+        row["out_channels"],
+        row["input_px"],
+        row["output_px"],
+        *_amounts(row["macs"], row["params"]),
+    )
+
+
+def describe_rows(arch: Arch) -> list[dict]:
+    """Every part of `arch` that costs something, in order, with what was built (the skip
+    actually applied, `skip_asked` the block's) and its MACs and parameters: the rows add up
+    to `arch_cost(arch)`."""
+
+    def row(name, block, op, kernel, stride, cin, cout, size_in, size_out, cost, **extra):
+        fields = {"se_percent": None, "skip": None, "skip_asked": None, **extra}
+        return {
+            "row": name,
+            "block": block,
+            "op": op,
+            "kernel": kernel,
+            "stride": stride,
+            **fields,
+            "in_channels": cin,
+            "out_channels": cout,
+            "input_px": size_in,
+            "output_px": size_out,
+            "macs": cost.macs,
+            "params": cost.params,
+        }
+
+    stem = arch.stem
+    stem_px = conv_output_size(arch.input_size, stem.stride)
+    rows = [
+        row("stem", None, "conv", stem.kernel, stem.stride, 3, stem.out_channels,
+            arch.input_size, stem_px, stem_cost(arch))
+    ]  # fmt: skip
+    layers = iter(expand_layers(arch))
+    for block_index, block in enumerate(arch.blocks, start=1):
+        for layer_index in range(1, block.layers + 1):
+            layer = next(layers)
+            op = f"mb{layer.expand}" if layer.op == "mb" else layer.op
+            rows.append(
+                row(f"{block_index}.{layer_index}", block_index, op, layer.kernel, layer.stride,
+                    layer.in_channels, layer.out_channels, layer.input_size, layer.output_size,
+                    layer_cost(layer), se_percent=round(layer.se_ratio * 100), skip=layer.skip,
+                    skip_asked=block.skip)
+            )  # fmt: skip
+    channels, px = last_block_output(arch)
+    if arch.head.channels:
+        rows.append(
+            row("head", None, "conv", 1, 1, channels, arch.head.channels, px, px,
+                head_conv_cost(arch))
+        )  # fmt: skip
+        channels = arch.head.channels
+    rows.append(
+        row("fc", None, "pool+fc", None, None, channels, arch.num_classes, px, 1,
+            classifier_cost(arch))
+    )  # fmt: skip
+    return rows

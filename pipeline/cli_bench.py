@@ -23,13 +23,14 @@ from device_bench.backends import (
 from device_bench.cache import MeasurementCache, default_cache_path, measure_cached
 from device_bench.host import MeasureSettings
 from device_bench.measurement import MeasurementError
+from models.cache_dir import ARTIFACTS_DIR, cache_root
 from models.export.common import FORMATS
 
 BENCHMARK_MODEL_ENV = "PEARL_BENCHMARK_MODEL"  # same name as device_bench.phone's
 
 
 def _artifact_dir() -> Path:
-    return default_cache_path().parent / "artifacts"
+    return cache_root() / ARTIFACTS_DIR
 
 
 def _export_arch(text: str, fmt: str, input_size, num_classes) -> Path:

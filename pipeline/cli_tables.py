@@ -20,7 +20,7 @@ CACHE_OPTION = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="where converted layer and network files are kept (shared by all devices; "
-    "default: beside the measurement cache, ~/.cache/pearl)",
+    "default: $PEARL_CACHE_DIR, else ~/.cache/pearl)",
 )
 
 

@@ -33,6 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.spec import BackendSpec
+from models.cache_dir import (
+    ARTIFACTS_DIR,
+    CACHE_DIR_VARIABLE,
+    TEACHER_LOGITS_DIR,
+    expand_cache_variable,
+)
 from models.files import atomic_write
 from pipeline.registry import CONTROLLERS, LOSSES
 from pipeline.reward import COST_NAMES, PRESETS
@@ -102,7 +108,7 @@ class TeacherConfig:
     # a Pearl .pt checkpoint, "torchvision:NAME=PATH", or a comma-separated list (ensemble);
     # empty only with proxy.loss = "ce"
     spec: str = ""
-    cache_dir: str = "~/.cache/pearl/teacher_logits"  # teacher-logit cache, shared by searches
+    cache_dir: str = f"{CACHE_DIR_VARIABLE}/{TEACHER_LOGITS_DIR}"  # shared by searches
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ class SearchSection:
 class LatencyConfig:
     # tried in order: phones (adb:SERIAL), then a table (table:FILE), then host:tflite|host:onnx
     backends: tuple[str, ...] = ("host:tflite",)
-    export_cache_dir: str = "~/.cache/pearl/artifacts"  # shared with `pearl bench`
+    export_cache_dir: str = f"{CACHE_DIR_VARIABLE}/{ARTIFACTS_DIR}"  # shared with `pearl bench`
     measurement_cache: str = ""  # SQLite file; "": device_bench's default; "none": no cache
     threads: int = 1  # inference threads on host backends
     overlap: bool = True  # export candidates in a background process while training
@@ -463,13 +469,15 @@ def saved_config_hash(path: str | os.PathLike) -> str | None:
 def resolve_path(text: str, base: Path | None = None) -> Path:
     """`text` with ``~`` and environment variables expanded, ``$PEARL_DATA`` standing for the
     data folder (`pipeline.data.default_data_dir`: the variable, else ``../shared/data`` beside
-    the checkout); a relative path is taken from `base` (the config file's folder; default the
-    current directory)."""
+    the checkout) and ``$PEARL_CACHE_DIR`` for the cache folder (`models.cache_dir.cache_root`:
+    the variable, else ``~/.cache/pearl``); a relative path is taken from `base` (the config
+    file's folder; default the current directory)."""
     if DATA_VARIABLE in text or "${PEARL_DATA}" in text:
         from pipeline.data import default_data_dir
 
         folder = str(default_data_dir())
         text = text.replace("${PEARL_DATA}", folder).replace(DATA_VARIABLE, folder)
+    text = expand_cache_variable(text)
     path = Path(os.path.expandvars(os.path.expanduser(text)))
     if not path.is_absolute() and base is not None:
         path = base / path

@@ -1,11 +1,44 @@
 """Shared fixtures.  The datasets are found through $PEARL_DATA (CI: ../shared/data), falling back
-to ../shared/data beside the checkout; tests that need them skip when they are absent."""
+to ../shared/data beside the checkout; tests that need them skip when they are absent.  Every
+cache (exports, measurements, teacher logits, layer files) goes to a temporary folder."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pearl_cache_dir(tmp_path_factory) -> Path:
+    """$PEARL_CACHE_DIR for the whole session (subprocesses inherit it), so no test reads or
+    writes the user's ~/.cache/pearl."""
+    from models.cache_dir import CACHE_DIR_ENV
+
+    path = tmp_path_factory.mktemp("pearl-cache")
+    before = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = before
+
+
+@pytest.fixture(autouse=True)
+def cli_quiet_settings_stay_in_their_test():
+    """`pearl`'s group writes $PEARL_QUIET (and library log levels) into the environment for
+    the processes it starts; a test that runs it in-process must not pass that on."""
+    from models.quiet import QUIET_ENV, QUIET_LIBRARY_ENV
+
+    before = {name: os.environ.get(name) for name in (QUIET_ENV, *QUIET_LIBRARY_ENV)}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

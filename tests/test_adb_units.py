@@ -3,6 +3,7 @@ thermal zones, ELF checks, turning benchmark_model statistics into a Measurement
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import stat
@@ -370,3 +371,59 @@ def test_corrupt_adb_key_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PEARL_ADB_KEY", str(key))
     with pytest.raises(AdbError, match="cannot use the ADB key .*adbkey.*move it away"):
         AdbConnection("127.0.0.1:9").connect()
+
+
+@contextlib.contextmanager
+def _not_adbd(reply: bytes):
+    """A TCP server on 127.0.0.1 that is not adbd: it accepts, answers the client's first
+    message with `reply` (none: closes at once) and closes; it stops with the block, or by
+    itself after 30 s."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    done = threading.Event()
+
+    def serve():
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                if reply:
+                    conn.settimeout(5)
+                    conn.recv(4096)  # the client's CNXN
+                    conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(5)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (b"", "it closed the connection"),
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4, "its reply is not the ADB protocol"),
+    ],
+)
+def test_devices_connect_to_something_that_is_not_adbd(reply, reason, adb_key):
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    with _not_adbd(reply) as port:
+        result = CliRunner().invoke(cli, ["devices", "--connect", f"127.0.0.1:{port}"])
+    assert result.exit_code == 0, result.output
+    assert f"127.0.0.1:{port} did not answer as an ADB device ({reason}" in result.stderr
+    assert "adb tcpip 5555" in result.stderr and "Wireless debugging" in result.stderr
+    assert "Error" not in result.stderr and "Errno" not in result.stderr  # no raw exception

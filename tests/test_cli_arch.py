@@ -71,3 +71,32 @@ def test_bad_inputs_give_clear_errors_not_tracebacks():
     assert result.exit_code == 2 and "contradicts the arch string" in result.output
     result = run("arch", "sample", "--space", "nope")
     assert result.exit_code == 2 and "unknown search space" in result.output
+
+
+def test_describe_rows_add_up_to_the_totals():
+    sampled = run("arch", "sample", "--n", "1", "--seed", "7").output.strip()
+    for args in (["mobilenet_v2"], ["mobilenet_v2_0.5", "--input", "32", "--classes", "10"],
+                 [sampled]):  # fmt: skip
+        summary = json.loads(run("arch", "describe", *args, "--json").output)
+        rows = summary["rows"]
+        assert [rows[0]["row"], rows[-2]["row"], rows[-1]["row"]] == ["stem", "head", "fc"]
+        assert sum(row["macs"] for row in rows) == summary["macs"]
+        assert sum(row["params"] for row in rows) == summary["params"]
+        blocks = Arch.decode(summary["arch"]).blocks
+        assert summary["layers"] == sum(block.layers for block in blocks)
+
+
+def test_describe_shows_the_skip_applied_se_as_in_the_string_and_labelled_sizes():
+    text = "in32_cls10|stem_k3_s1_c16_re|mb3_k3_s2_se25_id_c24_n2_re|head_c0_re"
+    summary = json.loads(run("arch", "describe", text, "--json").output)
+    first, second = summary["rows"][1:3]
+    assert (first["skip_asked"], first["skip"], second["skip"]) == ("id", "noskip", "id")
+    assert first["se_percent"] == 25 and (first["input_px"], first["output_px"]) == (32, 16)
+    assert [row["row"] for row in summary["rows"]] == ["stem", "1.1", "1.2", "fc"]  # head_c0
+
+    lines = run("arch", "describe", text).output.splitlines()
+    header = next(line for line in lines if line.split()[:2] == ["row", "op"])
+    assert "se%" in header and "px in" in header and "px out" in header
+    first_line = next(line for line in lines if line.split()[0] == "1.1")
+    assert first_line.split()[4:6] == ["25", "noskip*"]
+    assert lines[-1].startswith("* the block asks for id, but this layer changes its stride")

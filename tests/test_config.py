@@ -131,3 +131,35 @@ def test_where_a_run_trains_is_outside_the_hash_and_checked():
         load_config(None, {"proxy": {"loss": "ce"}, "compute": {"device": "gpu"}})
     with pytest.raises(ConfigError, match="search.executor"):
         load_config(None, {"proxy": {"loss": "ce"}, "search": {"executor": "dask"}})
+
+
+def test_default_caches_live_under_pearl_cache_dir(monkeypatch, tmp_path, pearl_cache_dir):
+    from device_bench.cache import MeasurementCache
+    from models.cache_dir import cache_root
+    from pipeline.run_config import RUN_SECTIONS, RunConfig, run_config_with_absolute_paths
+
+    assert cache_root() == pearl_cache_dir  # conftest: no test touches ~/.cache/pearl
+    monkeypatch.setenv("PEARL_CACHE_DIR", str(tmp_path / "cache"))
+    quickstart = load_config(REPO / "configs" / "quickstart.toml", None, RunConfig, RUN_SECTIONS)
+    for config in (
+        with_absolute_paths(load_config(None, {"proxy": {"loss": "ce"}})),
+        run_config_with_absolute_paths(quickstart, REPO / "configs"),
+    ):
+        assert Path(config.teacher.cache_dir) == tmp_path / "cache" / "teacher_logits"
+        assert Path(config.latency.export_cache_dir) == tmp_path / "cache" / "artifacts"
+    assert MeasurementCache().path == tmp_path / "cache" / "measurements.sqlite"
+
+    # unset: ~/.cache/pearl, and the same hash as the explicit paths of older configs
+    monkeypatch.delenv("PEARL_CACHE_DIR")
+    default = with_absolute_paths(load_config(None, {"proxy": {"loss": "ce"}}))
+    home_cache = (Path.home() / ".cache" / "pearl").resolve()
+    assert Path(default.teacher.cache_dir) == home_cache / "teacher_logits"
+    explicit = load_config(
+        None,
+        {
+            "proxy": {"loss": "ce"},
+            "teacher": {"cache_dir": "~/.cache/pearl/teacher_logits"},
+            "latency": {"export_cache_dir": "~/.cache/pearl/artifacts"},
+        },
+    )
+    assert config_hash(with_absolute_paths(explicit)) == config_hash(default)

@@ -44,6 +44,7 @@ def test_export_writes_a_checked_bundle(checkpoint, data_dir, tmp_path):
     meta = json.loads(result.stdout)
     assert bundle_files(out) == FULL_BUNDLE
     assert meta["weights"]["trained"] and len(meta["weights"]["sha256"]) == 64
+    assert "untrained" not in result.stderr
     assert meta["calibration"]["images"] == 100
     assert "cifar10_small.npz test split" in meta["parity_images"]
     assert meta["files"]["tflite"]["parity"]["max_rel"] <= 1e-4
@@ -55,6 +56,7 @@ def test_summary_for_a_baseline_without_data(tmp_path):
     assert result.exit_code == 0, result.output
     assert "model.onnx" in result.stdout and "max rel err" in result.stdout
     assert "synthetic images" in result.stderr and "skipping tflite-int8" in result.stderr
+    assert "no --weights: the files hold untrained initialisation weights" in result.stderr
     meta = json.loads((tmp_path / "b" / "metadata.json").read_text())
     assert meta["name"] == "mobilenet_v2_0.35" and meta["labels"] is None
     assert set(meta["files"]) == {"tflite", "tflite-fp16", "onnx"}

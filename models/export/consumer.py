@@ -13,6 +13,7 @@ import numpy as np
 
 from models.export.bundle import read_metadata
 from models.export.common import ExportError
+from models.quiet import native_noise_filtered
 
 
 def load_input(images: np.ndarray, meta: dict, fmt: str) -> list[np.ndarray]:
@@ -54,8 +55,9 @@ def predict(bundle_dir: str | os.PathLike, images: np.ndarray, fmt: str) -> np.n
     else:
         from ai_edge_litert.interpreter import Interpreter
 
-        runner = Interpreter(model_content=data)
-        runner.allocate_tensors()
+        with native_noise_filtered():
+            runner = Interpreter(model_content=data)
+            runner.allocate_tensors()
         source, target = runner.get_input_details()[0], runner.get_output_details()[0]
         outputs = []
         for x in inputs:

@@ -151,13 +151,19 @@ def run_export(
 
     `load_data` reads `request.data_path` (needed when it is set); `on_step` gets each step's
     description (for a progress display); `on_note` gets assumptions worth telling the user
-    (default normalisation, synthetic parity images).  Raises `ExportError`; `ExportWarning`s
-    (e.g. an int8 file disagreeing with fp32) are Python warnings.
+    (untrained weights, default normalisation, synthetic parity images).  Raises
+    `ExportError`; `ExportWarning`s (e.g. an int8 file disagreeing with fp32) are Python
+    warnings.
     """
     from models.export.bundle import ExportOptions, export_bundle
 
     note = on_note or _ignore
     model, checkpoint, weights_info = _load_network(request)
+    if model is None:
+        note(
+            "no --weights: the files hold untrained initialisation weights, good for latency "
+            'measurements only (metadata says "trained": false)'
+        )
     mean, std = _normalisation(request, checkpoint, note)
     images = _load_images(request, load_data, note)
     class_names = checkpoint.class_names if checkpoint is not None else None

@@ -29,13 +29,16 @@ from torch import nn
 
 from models.export.common import ExportError
 from models.export.prepare import export_module
+from models.quiet import native_noise_filtered
 
 INT8_IO = ("float", "int8")
 
 
 def quiet_litert_torch():
-    """The litert_torch module, imported with its per-pass progress log switched off."""
-    import litert_torch
+    """The litert_torch module, imported with its per-pass progress log switched off (and
+    what its native libraries print while loading filtered, `models.quiet`)."""
+    with native_noise_filtered():
+        import litert_torch
 
     litert_torch.config.show_progress = False  # its rich log of every pass goes to stdout
     return litert_torch
@@ -169,9 +172,10 @@ def interpreter(model: bytes, num_threads: int = 2, allocate: bool = True, **opt
     to (the graph and its ops are known before; delegates are applied at allocation)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=model, num_threads=num_threads, **options)
-    if allocate:
-        runner.allocate_tensors()
+    with native_noise_filtered():
+        runner = Interpreter(model_content=model, num_threads=num_threads, **options)
+        if allocate:
+            runner.allocate_tensors()
     return runner
 
 
