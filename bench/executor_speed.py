@@ -103,7 +103,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="each executor this many times")
     args = parser.parse_args()
 
-    from pipeline.config import load_config, with_absolute_paths
+    from pipeline.config import load_config
+    from pipeline.config_paths import with_absolute_paths
     from pipeline.executor import TrainJob
     from pipeline.run_config import RUN_SECTIONS, RunConfig
 

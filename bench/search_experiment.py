@@ -97,7 +97,8 @@ def main() -> None:
 
     import torch
 
-    from pipeline.config import load_config, with_absolute_paths
+    from pipeline.config import load_config
+    from pipeline.config_paths import with_absolute_paths
 
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = {

@@ -156,7 +156,8 @@ def main() -> None:
     parser.add_argument("--skip-cost", action="store_true", help="only part 2")
     args = parser.parse_args()
 
-    from pipeline.config import load_config, with_absolute_paths
+    from pipeline.config import load_config
+    from pipeline.config_paths import with_absolute_paths
 
     overrides = {"teacher": {"spec": args.teacher}} if args.teacher else {}
     config = with_absolute_paths(load_config(REPO / "configs" / "quickstart.toml", overrides), REPO)

@@ -3,8 +3,8 @@ files for latency tables and teacher logits.  Every default location is under on
 ``$PEARL_CACHE_DIR`` (relative to the current directory), else ``~/.cache/pearl``; the tests set
 the variable to a temporary folder.
 
-A config names the folder as ``$PEARL_CACHE_DIR`` (``pipeline.config.resolve_path`` replaces it
-by `cache_root()`, set or not).  No heavy imports: every package may use this module.
+A config names the folder as ``$PEARL_CACHE_DIR`` (``pipeline.config_paths.resolve_path``
+replaces it by `cache_root()`, set or not).  No heavy imports: every package may use this module.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 CACHE_DIR_ENV = "PEARL_CACHE_DIR"
-CACHE_DIR_VARIABLE = "$" + CACHE_DIR_ENV
+CACHE_DIR_VARIABLE = "$" + CACHE_DIR_ENV  # how a config names the folder
 
 # What lives in it (table builds keep their layer and network files in the root itself):
 ARTIFACTS_DIR = "artifacts"  # latency-only exports by arch key (`pearl bench ARCH`, searches)
@@ -27,12 +27,3 @@ def cache_root() -> Path:
     if configured:
         return Path(configured).expanduser().resolve()
     return Path.home() / ".cache" / "pearl"
-
-
-def expand_cache_variable(text: str) -> str:
-    """`text` with ``$PEARL_CACHE_DIR`` / ``${PEARL_CACHE_DIR}`` replaced by `cache_root()`, so
-    the variable has its default when it is not set."""
-    if CACHE_DIR_ENV not in text:
-        return text
-    root = str(cache_root())
-    return text.replace("${" + CACHE_DIR_ENV + "}", root).replace(CACHE_DIR_VARIABLE, root)

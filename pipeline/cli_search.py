@@ -21,8 +21,8 @@ from pipeline.config import (
     load_config,
     may_change_on_resume,
     parse_overrides,
-    with_absolute_paths,
 )
+from pipeline.config_paths import with_absolute_paths
 from pipeline.registry import CONTROLLERS, LOSSES
 from pipeline.run_config import RUN_SECTIONS, RunConfig
 

@@ -37,7 +37,6 @@ from models.cache_dir import (
     ARTIFACTS_DIR,
     CACHE_DIR_VARIABLE,
     TEACHER_LOGITS_DIR,
-    expand_cache_variable,
 )
 from models.files import atomic_write
 from pipeline.registry import CONTROLLERS, LOSSES
@@ -456,9 +455,6 @@ def save_config(config: Any, run_dir: str | os.PathLike) -> str:
     return digest
 
 
-DATA_VARIABLE = "$PEARL_DATA"
-
-
 def saved_config_hash(path: str | os.PathLike) -> str | None:
     """The hash `save_config` wrote in the first line of a saved config, if it is there."""
     first = Path(path).read_text().partition("\n")[0]
@@ -466,71 +462,8 @@ def saved_config_hash(path: str | os.PathLike) -> str | None:
     return first[len(prefix) :].strip() if first.startswith(prefix) else None
 
 
-def resolve_path(text: str, base: Path | None = None) -> Path:
-    """`text` with ``~`` and environment variables expanded, ``$PEARL_DATA`` standing for the
-    data folder (`pipeline.data.default_data_dir`: the variable, else ``../shared/data`` beside
-    the checkout) and ``$PEARL_CACHE_DIR`` for the cache folder (`models.cache_dir.cache_root`:
-    the variable, else ``~/.cache/pearl``); a relative path is taken from `base` (the config
-    file's folder; default the current directory)."""
-    if DATA_VARIABLE in text or "${PEARL_DATA}" in text:
-        from pipeline.data import default_data_dir
-
-        folder = str(default_data_dir())
-        text = text.replace("${PEARL_DATA}", folder).replace(DATA_VARIABLE, folder)
-    text = expand_cache_variable(text)
-    path = Path(os.path.expandvars(os.path.expanduser(text)))
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return path.resolve()
-
-
-def _absolute_teacher_spec(spec: str, base: Path) -> str:
-    parts = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        if part.startswith("builtin:"):
-            parts.append(part)
-        elif part.startswith("torchvision:"):
-            name, sep, weights = part.partition("=")
-            parts.append(f"{name}{sep}{resolve_path(weights, base)}" if sep else part)
-        else:
-            parts.append(str(resolve_path(part, base)))
-    return ",".join(parts)
-
-
 def _backend_spec(spec: str, key: str) -> BackendSpec:
     try:
         return BackendSpec.parse(spec)
     except ValueError as error:
         raise ConfigError(f"config key {key}: {error}") from None
-
-
-def _absolute_backend(spec: str, base: Path) -> str:
-    parsed = BackendSpec.parse(spec)
-    return str(parsed.with_absolute_path(base)) if parsed.is_table else spec
-
-
-def with_absolute_paths(config: SearchConfig, base: Path | None = None) -> SearchConfig:
-    """`config` with every file path made absolute (`resolve_path`: relative ones taken from
-    `base`, the config file's folder; default the current directory), so a saved run folder
-    can be resumed from anywhere."""
-    base = base or Path.cwd()
-    latency = config.latency
-    return dataclasses.replace(
-        config,
-        data=dataclasses.replace(config.data, path=str(resolve_path(config.data.path, base))),
-        teacher=dataclasses.replace(
-            config.teacher,
-            spec=_absolute_teacher_spec(config.teacher.spec, base),
-            cache_dir=str(resolve_path(config.teacher.cache_dir, base)),
-        ),
-        latency=dataclasses.replace(
-            latency,
-            backends=tuple(_absolute_backend(s, base) for s in latency.backends),
-            export_cache_dir=str(resolve_path(latency.export_cache_dir, base)),
-            measurement_cache=(
-                str(resolve_path(latency.measurement_cache, base))
-                if latency.measurement_cache not in ("", "none")
-                else latency.measurement_cache
-            ),
-        ),
-    )

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from models.files import atomic_write_json
-from pipeline.config import config_hash, resolve_path, save_config, saved_config_hash
+from pipeline.config import config_hash, save_config, saved_config_hash
+from pipeline.config_paths import resolve_path
 from pipeline.layout import RunLayout, baseline_label, searched_label
 from pipeline.registry import LOSSES
 from pipeline.run_config import RunConfig

@@ -14,16 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.export.common import DEFAULT_FORMATS, FORMATS
-from pipeline.config import (
-    SECTIONS,
-    ConfigError,
-    SearchConfig,
-    _backend_spec,
-    _plain,
-    _require,
-    resolve_path,
-    with_absolute_paths,
-)
+from pipeline.config import SECTIONS, ConfigError, SearchConfig, _backend_spec, _plain, _require
+from pipeline.config_paths import resolve_path, with_absolute_paths
 from pipeline.registry import LOSSES
 from pipeline.train_settings import TrainRecipe
 

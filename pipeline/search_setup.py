@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.config import SearchConfig, resolve_path
+from pipeline.config import SearchConfig
+from pipeline.config_paths import resolve_path
 from pipeline.executor import Executor, InProcessExecutor, ProxyTask
 from pipeline.registry import LOSSES
 

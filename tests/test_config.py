@@ -13,8 +13,8 @@ from pipeline.config import (
     load_config,
     parse_overrides,
     save_config,
-    with_absolute_paths,
 )
+from pipeline.config_paths import with_absolute_paths
 
 REPO = Path(__file__).resolve().parents[1]
 
