@@ -176,6 +176,7 @@ def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: boo
             run_info=run_info,
             progress=progress,
             threads=stage.threads or None,
+            compute=config.compute,
         )
     return results
 
