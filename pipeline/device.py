@@ -136,9 +136,12 @@ class Placement:
         }
 
 
-def placement(compute: ComputeConfig | None = None) -> Placement:
+def placement(compute: ComputeConfig | Placement | None = None) -> Placement:
     """Resolve `compute` (default: ``ComputeConfig()``, i.e. auto) and set the process-wide
-    kernel options it asks for on a CUDA device (none on CPU or MPS)."""
+    kernel options it asks for on a CUDA device (none on CPU or MPS).  A `Placement` is used as
+    given (tests and benchmarks use one to force a dtype, e.g. fp16 on a bf16 GPU)."""
+    if isinstance(compute, Placement):
+        return compute
     compute = compute or ComputeConfig()
     device = resolve_device(compute.device)
     if device.type != "cuda":

@@ -219,12 +219,13 @@ def train_candidate(
     early_stop: EarlyStop | None = None,
     *,
     seed: int = 0,
-    compute: ComputeConfig | None = None,
+    compute: ComputeConfig | Placement | None = None,
 ) -> ProxyResult:
     """Train `arch` from scratch on the proxy task (`settings`: the config's ``[proxy]``
     section) and score it; deterministic for a `seed` (the search passes ``search.seed``).
-    `compute` (the config's ``[compute]`` section, default `ComputeConfig()`: auto) says where;
-    on the CPU the result is bit-identical whatever else `compute` says.
+    `compute` (the config's ``[compute]`` section, default `ComputeConfig()`: auto, or a
+    `pipeline.device.Placement`) says where; on the CPU the result is bit-identical to Pearl
+    before devices existed, whatever else `compute` says.
 
     With `early_stop`, the mini-val accuracy after `early_stop.after_epochs` epochs is measured
     (evaluation does not change the training, so a candidate that passes ends exactly as without

@@ -188,7 +188,7 @@ def train(
     progress: bool = True,
     threads: int | None = None,
     stop_after_epochs: int | None = None,
-    compute: ComputeConfig | None = None,
+    compute: ComputeConfig | Placement | None = None,
 ) -> dict[str, Any]:
     """Train `settings.model` on `train_arrays`, evaluating on `test_arrays` every epoch, in
     `run_dir`; returns the metrics (also written to ``metrics.json``).
@@ -197,8 +197,8 @@ def train(
     ``od``; it is moved to the training device.  `run_info` (data path, teacher spec, command) is
     recorded in config.json and the checkpoint and must match on resume.  `threads`: torch
     intra-op threads (default: all usable cores).  `stop_after_epochs` ends this call early (the
-    run stays resumable).  `compute`: where to train (default `ComputeConfig()`: auto); a
-    resumed run may continue on another device.
+    run stays resumable).  `compute`: where to train (default `ComputeConfig()`: auto, or a
+    `pipeline.device.Placement`); a resumed run may continue on another device.
     """
     run_dir = Path(run_dir)
     if LOSSES[settings.loss].needs_teacher and teacher is None:

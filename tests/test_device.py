@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from models.arch import Arch
 from models.teacher_loading import load_checkpoint
 from models.teachers import cifar_resnet
-from pipeline import proxy, training
 from pipeline.batches import BatchLoader
 from pipeline.cli import cli
 from pipeline.config import ComputeConfig, ProxyConfig
@@ -301,20 +300,19 @@ def test_full_training_on_the_cpu_is_bit_identical(small, tmp_path, one_thread):
 
 
 @pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16])
-def test_mixed_precision_paths_train_and_record_their_dtype(
-    small, tmp_path, monkeypatch, amp_dtype
-):
-    amp = Placement(torch.device("cpu"), amp_dtype)
+def test_mixed_precision_paths_train_and_record_their_dtype(small, tmp_path, amp_dtype):
+    amp = Placement(torch.device("cpu"), amp_dtype)  # forced: `placement` never picks it on a CPU
+    assert placement(amp) is amp
     assert (amp.grad_scaler() is not None) == (amp_dtype == torch.float16)
     mini_train, mini_val = small
     settings = ProxyConfig(epochs=1, batch_size=64)
     fp32 = train_candidate(TINY, mini_train, mini_val, settings, OnlineTeacher(_teacher()))
-    monkeypatch.setattr(proxy, "placement", lambda compute=None: amp)
-    monkeypatch.setattr(training, "placement", lambda compute=None: amp)
-    result = train_candidate(TINY, mini_train, mini_val, settings, OnlineTeacher(_teacher()))
-    assert result.amp == str(amp_dtype).removeprefix("torch.") and result.device == "cpu"
-    assert all(np.isfinite(result.train_loss_per_epoch)) and 0 <= result.accuracy <= 1
-    assert result.train_loss_per_epoch != fp32.train_loss_per_epoch  # autocast did run
-    metrics, _ = _train_run(small, tmp_path / "amp")
+    mixed = train_candidate(
+        TINY, mini_train, mini_val, settings, OnlineTeacher(_teacher()), compute=amp
+    )
+    assert mixed.amp == str(amp_dtype).removeprefix("torch.") and mixed.device == "cpu"
+    assert all(np.isfinite(mixed.train_loss_per_epoch)) and 0 <= mixed.accuracy <= 1
+    assert mixed.train_loss_per_epoch != fp32.train_loss_per_epoch  # autocast did run
+    metrics, _ = _train_run(small, tmp_path / "amp", compute=amp)
     assert metrics["device"]["amp"] == str(amp_dtype).removeprefix("torch.")
     assert np.isfinite(metrics["curve"][0]["train_loss"]) and metrics["finished"]
