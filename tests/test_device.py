@@ -6,7 +6,10 @@ GPU by bench/gpu_check.py."""
 
 import hashlib
 import json
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +319,38 @@ def test_mixed_precision_paths_train_and_record_their_dtype(small, tmp_path, amp
     metrics, _ = _train_run(small, tmp_path / "amp", compute=amp)
     assert metrics["device"]["amp"] == str(amp_dtype).removeprefix("torch.")
     assert np.isfinite(metrics["curve"][0]["train_loss"]) and metrics["finished"]
+
+
+# --------------------------------------------------------------------------------------------
+# bench/gpu_check.py, as far as a machine without CUDA can check it
+
+
+GPU_CHECK = REPO / "bench" / "gpu_check.py"
+# Runs gpu_check.py --help in-process, then lists every module it imported.
+LIST_IMPORTS = f"""
+import runpy, sys
+sys.argv = ["gpu_check.py", "--help"]
+try:
+    runpy.run_path({str(GPU_CHECK)!r}, run_name="__main__")
+except SystemExit:
+    pass
+print(" ".join(sys.modules))
+"""
+
+
+def test_gpu_check_imports_only_training_code_and_says_when_there_is_no_gpu():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    listed = subprocess.run(
+        [sys.executable, "-c", LIST_IMPORTS], capture_output=True, text=True, env=env, check=True
+    )
+    assert "usage: gpu_check.py" in listed.stdout
+    modules = {name.split(".")[0] for name in listed.stdout.split()}
+    assert {"torch", "numpy", "pipeline"} <= modules
+    assert not modules & {"click", "rich", "ray", "onnx", "onnxruntime", "ai_edge_litert"}
+    if torch.cuda.is_available():
+        return
+    result = subprocess.run(
+        [sys.executable, str(GPU_CHECK)], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 3, result.stderr
+    assert "no CUDA device on this machine" in result.stderr and "Traceback" not in result.stderr
