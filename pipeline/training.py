@@ -48,7 +48,7 @@ from pipeline.data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, ImageArray
 from pipeline.device import Placement, backward_and_step, placement
 from pipeline.losses import training_loss
 from pipeline.progress import progress_bar
-from pipeline.proxy import EpochTally
+from pipeline.proxy import EpochTally, sum_in_order
 from pipeline.proxy import learning_rate as warmup_cosine_lr
 from pipeline.registry import LOSSES
 from pipeline.train_settings import TrainingError, TrainSettings
@@ -89,13 +89,14 @@ def evaluate(
     model: nn.Module, loader: BatchLoader, num_classes: int, *, place: Placement | None = None
 ) -> dict[str, float]:
     """Top-1, top-5 (fractions) and mean cross-entropy of `model` over `loader`, on the
-    loader's device (where `model` must be), in mixed precision if `place` says so.  The sums
-    stay on the device until the end (the loss sum in float64, exact for float32 terms)."""
+    loader's device (where `model` must be), in mixed precision if `place` says so.  Counts and
+    per-batch loss sums stay on the device until one read at the end; the loss sums are then
+    added in batch order as Python floats (as a loop of ``.item()`` would, bit for bit)."""
     place = place or Placement(loader.device)
     model.eval()
     k = min(5, num_classes)
     correct1, correct5 = (torch.zeros((), dtype=torch.int64, device=loader.device) for _ in "12")
-    loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
+    loss_sums = []  # float32 (0-dim) per batch; MPS has no float64
     count = 0
     with torch.no_grad():
         for x, y in loader:
@@ -105,12 +106,13 @@ def evaluate(
             top = logits.topk(k, dim=1).indices
             correct1 += (top[:, 0] == y).sum()
             correct5 += (top == y[:, None]).any(dim=1).sum()
-            loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double()
+            loss_sums.append(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
             count += len(y)
+    loss_sum = sum_in_order(torch.stack(loss_sums).tolist())
     return {
         "top1": correct1.item() / count,
         "top5": correct5.item() / count,
-        "loss": loss_sum.item() / count,
+        "loss": loss_sum / count,
     }
 
 
