@@ -1,6 +1,6 @@
 """Pieces several `pearl` commands share: the ARCH_OR_BASELINE argument with its --input and
---classes options (turned into an `Arch` or a clear usage error), and the run-folder options of
-`pearl search` and `pearl run`."""
+--classes options (turned into an `Arch` or a clear usage error), the run-folder options of
+`pearl search` and `pearl run`, and --device of every command that trains."""
 
 from __future__ import annotations
 
@@ -72,3 +72,35 @@ def run_folder_options(*, config_help: str, resume_help: str, set_example: str):
 def default_run_dir(config_path: Path) -> Path:
     """``runs/<config name>-<time>``: where a new run goes without --out."""
     return Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def device_option(default: str | None, help_text: str):
+    """--device auto|cpu|cuda|cuda:N|mps, checked for form here and for presence by
+    `check_device` when the command runs."""
+
+    def check_form(_context, _param, value):
+        from pipeline.config import DEVICE_PATTERN
+
+        if value is not None and DEVICE_PATTERN.fullmatch(value) is None:
+            raise click.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        return value
+
+    return click.option(
+        "--device",
+        default=default,
+        show_default=default is not None,
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        callback=check_form,
+        help=help_text,
+    )
+
+
+def check_device(spec: str) -> None:
+    """Stop the command at once, with what is present and the fix, when this machine cannot
+    give `spec` (before any data is loaded or anything is trained)."""
+    from pipeline.device import DeviceError, resolve_device
+
+    try:
+        resolve_device(spec)
+    except DeviceError as error:
+        raise click.ClickException(str(error)) from None

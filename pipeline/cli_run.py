@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_common import default_run_dir, run_folder_options
-from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config, parse_overrides
+from pipeline.cli_common import check_device, default_run_dir, device_option, run_folder_options
+from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config, merge, parse_overrides
 
 
 @click.command("run")
@@ -19,7 +19,8 @@ from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config, parse_ov
     resume_help="continue the run in this folder: finished stages are skipped",
     set_example="train.epochs=3",
 )
-def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress) -> None:
+@device_option(None, "where every stage trains (compute.device; may change on --resume)")
+def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress, device) -> None:
     """Search the student, train it (and a baseline) with KD and CE, export and re-time the
     bundle, and write report.md: one command, resumable stage by stage."""
     from pipeline.run import RunError, prepare_run_dir, run_all
@@ -28,15 +29,24 @@ def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress
     if (config_path is None) == (resume_dir is None):
         raise click.UsageError("give either --config FILE (a new run) or --resume RUN_DIR")
     if resume_dir is not None and (out_dir is not None or settings):
-        raise click.UsageError("--resume continues RUN_DIR with its saved config; drop --out/--set")
+        raise click.UsageError(
+            "--resume continues RUN_DIR with its saved config; drop --out/--set (--device may "
+            "change)"
+        )
+    # [compute] is outside the config hash, so --device may also change on --resume
+    device_override = {"compute": {"device": device}} if device else {}
     try:
         if resume_dir is not None:
             run_dir = resume_dir
-            config = load_config(run_dir / CONFIG_FILE_NAME, None, RunConfig, RUN_SECTIONS)
+            config = load_config(
+                run_dir / CONFIG_FILE_NAME, device_override, RunConfig, RUN_SECTIONS
+            )
         else:
-            config = load_config(config_path, parse_overrides(settings), RunConfig, RUN_SECTIONS)
+            overrides = merge(parse_overrides(settings), device_override)
+            config = load_config(config_path, overrides, RunConfig, RUN_SECTIONS)
             config = run_config_with_absolute_paths(config, config_path.parent)
             run_dir = out_dir or default_run_dir(config_path)
+        check_device(config.compute.device)
         prepare_run_dir(config, run_dir, resume=resume_dir is not None)
     except (ConfigError, RunError) as error:
         raise click.ClickException(str(error)) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_common import default_run_dir, run_folder_options
+from pipeline.cli_common import check_device, default_run_dir, device_option, run_folder_options
 from pipeline.config import (
     CONFIG_FILE_NAME,
     ConfigError,
@@ -36,6 +36,7 @@ def _overrides(options: dict, settings: tuple[str, ...]) -> dict:
         ("controller", "name"): options.get("controller"),
         ("proxy", "loss"): options.get("loss"),
         ("latency", "backends"): options.get("latency"),
+        ("compute", "device"): options.get("device"),
     }
     for (section, key), value in flags.items():
         if value is not None:
@@ -64,6 +65,7 @@ def _overrides(options: dict, settings: tuple[str, ...]) -> dict:
     metavar="SPEC[,SPEC...]",
     help="latency backend chain, best first: adb:SERIAL, table:FILE, host:tflite, host:onnx",
 )
+@device_option(None, "where candidates train (compute.device; may change on --resume)")
 def search_command(
     config_path, out_dir, resume_dir, settings, as_json, no_progress, **options
 ) -> None:
@@ -98,6 +100,7 @@ def search_command(
             run_dir = out_dir or default_run_dir(config_path)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    check_device(config.compute.device)
 
     summary = _run(config, run_dir, resume=resume_dir is not None, progress=not no_progress)
     if as_json:

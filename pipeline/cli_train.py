@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from models.files import atomic_path
+from pipeline.cli_common import check_device, device_option
 from pipeline.registry import LOSSES
 
 _LOSS_HELP = "ce: cross-entropy; kd: Hinton KD; od: oracle KD for an ensemble teacher (KDAS eq. 4)"
@@ -97,6 +98,13 @@ def _common_options(function):
             is_flag=True,
             help="continue the run in the output folder (starts it if there is none)",
         ),
+        device_option("auto", "where to train: auto picks cuda, then mps, then cpu"),
+        click.option(
+            "--amp/--no-amp",
+            default=True,
+            show_default=True,
+            help="mixed precision on a CUDA GPU (bf16 where supported, else fp16); never on CPU",
+        ),
         click.option("--quiet", is_flag=True, help="no progress bar"),
     ]
     for option in reversed(options):
@@ -144,11 +152,12 @@ def _clear_errors(function):
     def wrapper(*args, **kwargs):
         from models.teacher_loading import TeacherError
         from pipeline.data import DataError
+        from pipeline.device import DeviceError
         from pipeline.training import TrainingError
 
         try:
             return function(*args, **kwargs)
-        except (DataError, TeacherError, TrainingError) as error:
+        except (DataError, TeacherError, TrainingError, DeviceError) as error:
             raise click.ClickException(str(error)) from None
 
     return wrapper
@@ -156,8 +165,10 @@ def _clear_errors(function):
 
 def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, dropout, opts):
     from models.teacher_loading import load_teacher
+    from pipeline.config import ComputeConfig
     from pipeline.training import TrainSettings, input_statistics, train
 
+    check_device(opts["device"])
     recipe = {name: opts[name] for name in _RECIPE_OPTIONS}
     settings = TrainSettings(
         **recipe,
@@ -192,6 +203,7 @@ def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, d
         run_info={"data": data_info, "teacher": teacher_spec, "command": _command_line()},
         progress=not opts["quiet"],
         threads=opts["threads"],
+        compute=ComputeConfig(device=opts["device"], amp=opts["amp"]),
     )
 
 

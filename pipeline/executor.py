@@ -50,7 +50,8 @@ class ProxyTask:
 
     def score(self, job: TrainJob) -> Any:
         """The `pipeline.proxy.ProxyResult` of `job`, or the exception that ended it (a
-        candidate that cannot train is a result too: it is stored as failed)."""
+        candidate that cannot train is a result too: it is stored as failed).  A device this
+        machine lacks (`pipeline.device.DeviceError`) is no candidate's fault and is raised."""
         import torch
 
         from models.arch import Arch
@@ -66,6 +67,7 @@ class ProxyTask:
                 self.teacher,
                 early_stop=job.early_stop,
                 seed=self.seed,
+                compute=self.compute,
             )
         except (ValueError, RuntimeError, FloatingPointError) as error:
             return error

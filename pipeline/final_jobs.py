@@ -34,6 +34,7 @@ class FinalTrainJob:
     run_info: dict[str, Any] = field(default_factory=dict)
     needs_teacher: bool = False
     threads: int | None = None  # torch threads in the worker (None: all usable cores)
+    compute: Any = None  # the [compute] section as the worker applies it (None: defaults)
 
     def run(self, data: FinalTrainData) -> FinalTrainResult:
         """Train (resuming from the folder's state when there is one); the metrics and the
@@ -51,6 +52,7 @@ class FinalTrainJob:
             run_info=self.run_info,
             progress=False,
             threads=self.threads,
+            compute=self.compute,
         )
         files = {name: (folder / name).read_bytes() for name in returned_files()}
         return FinalTrainResult(metrics, files)

@@ -7,6 +7,11 @@ slower than plain NAS.  Here every candidate of a search sees the *same* augment
 are the same for all of them: `CachedTeacher` computes them once per search (keeping
 augmentation) and a KD-guided candidate then costs a cross-entropy one plus a table lookup.
 `OnlineTeacher` is the reference it must equal.
+
+Where it trains.  `train_candidate` takes the config's ``[compute]`` section (`pipeline.device`):
+on a GPU the mini-train images and the cached logits are copied there once per candidate, batches
+are cut and augmented there, the forward passes run in mixed precision and the host reads the
+losses once per epoch.  On the CPU the result is bit-identical to Pearl before devices existed.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from models.arch import Arch
 from models.builder import build
 from models.files import atomic_path
 from pipeline.batches import BatchLoader
-from pipeline.config import ProxyConfig
+from pipeline.config import ComputeConfig, ProxyConfig
 from pipeline.data import ImageArrays
+from pipeline.device import Placement, backward_and_step, placement
 from pipeline.losses import training_loss
 from pipeline.registry import LOSSES
 
@@ -36,6 +42,10 @@ class TeacherSignal(Protocol):
     oracle KD (loss "od")."""
 
     def logits(self, epoch: int, batch_index: int, images: torch.Tensor) -> torch.Tensor: ...
+
+    def to(self, device: torch.device) -> TeacherSignal:
+        """This signal answering with logits on `device` (for batches on `device`)."""
+        ...
 
 
 class MemberLogits(nn.Module):
@@ -58,6 +68,11 @@ class OnlineTeacher:
     def __init__(self, teacher: nn.Module):
         self.teacher = teacher.eval()
 
+    def to(self, device: torch.device) -> OnlineTeacher:
+        """Moves the teacher network itself (as `nn.Module.to` does)."""
+        self.teacher.to(device)
+        return self
+
     def logits(self, epoch: int, batch_index: int, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.teacher(images)
@@ -74,15 +89,21 @@ class CachedTeacher:
     def compute(
         cls, teacher: nn.Module, loader: BatchLoader, epochs: int, progress: Callable | None = None
     ) -> CachedTeacher:
-        online = OnlineTeacher(teacher)
+        """Run `teacher` over every batch of `loader` on the loader's device (moving the teacher
+        there), keeping the logits on the CPU."""
+        online = OnlineTeacher(teacher).to(loader.device)
         per_epoch = []
         for epoch in range(epochs):
             loader.set_epoch(epoch)
             logits = [online.logits(epoch, i, x) for i, (x, _) in enumerate(loader)]
-            per_epoch.append(torch.cat(logits))
+            per_epoch.append(torch.cat(logits).cpu())
             if progress:
                 progress(epoch + 1, epochs)
         return cls(per_epoch, loader.batch_size)
+
+    def to(self, device: torch.device) -> CachedTeacher:
+        """A copy whose logits live on `device` (one copy, then every lookup stays there)."""
+        return CachedTeacher([t.to(device) for t in self.per_epoch], self.batch_size)
 
     def logits(self, epoch: int, batch_index: int, images: torch.Tensor) -> torch.Tensor:
         if epoch >= len(self.per_epoch):
@@ -111,6 +132,8 @@ class ProxyResult:
     epochs_trained: int = 0
     early_accuracy: float | None = None  # mini-val accuracy at the early-termination check
     stopped_early: bool = False  # True: `accuracy` is the early one (training was cut short)
+    device: str = "cpu"  # where it trained: cpu, cuda:N or mps
+    amp: str | None = None  # mixed-precision dtype ("bfloat16", "float16"); None: fp32
 
 
 @dataclass(frozen=True)
@@ -130,14 +153,61 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, peak_lr: float
     return peak_lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def evaluate(model: nn.Module, arrays: ImageArrays, batch_size: int = 500) -> float:
-    """Top-1 accuracy (fraction) of `model` on `arrays`, no augmentation."""
+EVAL_BATCH_CPU, EVAL_BATCH_DEVICE = 500, 2000  # images per evaluation batch
+
+
+def evaluate(
+    model: nn.Module,
+    arrays: ImageArrays,
+    batch_size: int | None = None,
+    *,
+    place: Placement | None = None,
+) -> float:
+    """Top-1 accuracy (fraction) of `model` on `arrays`, no augmentation, on the device of
+    `place` (default CPU), where `model` must be; batches of `EVAL_BATCH_CPU` images on the CPU,
+    `EVAL_BATCH_DEVICE` on a GPU unless `batch_size` says otherwise."""
+    place = place or Placement(torch.device("cpu"))
+    batch_size = batch_size or (EVAL_BATCH_CPU if place.on_cpu else EVAL_BATCH_DEVICE)
     model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in BatchLoader(arrays, batch_size, train=False):
-            correct += (model(x).argmax(1) == y).sum().item()
-    return correct / len(arrays)
+    correct = torch.zeros((), dtype=torch.int64, device=place.device)
+    with torch.no_grad(), place.autocast():
+        for x, y in BatchLoader(arrays, batch_size, train=False, device=place.device):
+            correct += (model(x).argmax(1) == y).sum()
+    return correct.item() / len(arrays)
+
+
+class EpochTally:
+    """The training loss (and, if given, the correct count) of every batch of one epoch,
+    written on the device as the batches run and read on the host only when asked, so a GPU
+    never waits for the host between steps."""
+
+    def __init__(self, batches: int, device: torch.device) -> None:
+        self.loss = torch.zeros(batches, dtype=torch.float32, device=device)
+        self.correct = torch.zeros(batches, dtype=torch.int64, device=device)
+        self.sizes: list[int] = []  # images per recorded batch
+
+    def add(self, loss: torch.Tensor, images: int, correct: torch.Tensor | None = None) -> None:
+        index = len(self.sizes)
+        self.loss[index] = loss.detach()
+        if correct is not None:
+            self.correct[index] = correct
+        self.sizes.append(images)
+
+    def losses(self) -> list[float]:
+        """The recorded batches' losses, as exact Python floats (one read from the device)."""
+        return self.loss[: len(self.sizes)].tolist()
+
+    def correct_count(self) -> int:
+        return int(self.correct.sum().item())
+
+
+def sum_in_order(values) -> float:
+    """``((0.0 + v0) + v1) + ...``: the running sum a loop of ``total += value`` computes
+    (Python's `sum` of floats is compensated since 3.12, so it can differ in the last bit)."""
+    total = 0.0
+    for value in values:
+        total += value
+    return total
 
 
 def train_candidate(
@@ -149,26 +219,33 @@ def train_candidate(
     early_stop: EarlyStop | None = None,
     *,
     seed: int = 0,
+    compute: ComputeConfig | Placement | None = None,
 ) -> ProxyResult:
     """Train `arch` from scratch on the proxy task (`settings`: the config's ``[proxy]``
     section) and score it; deterministic for a `seed` (the search passes ``search.seed``).
+    `compute` (the config's ``[compute]`` section, default `ComputeConfig()`: auto, or a
+    `pipeline.device.Placement`) says where; on the CPU the result is bit-identical to Pearl
+    before devices existed, whatever else `compute` says.
 
     With `early_stop`, the mini-val accuracy after `early_stop.after_epochs` epochs is measured
     (evaluation does not change the training, so a candidate that passes ends exactly as without
     the check) and training stops there if it is below `early_stop.min_accuracy`.
     """
-    kind = LOSSES[settings.loss]
-    if kind.needs_teacher and teacher is None:
+    if LOSSES[settings.loss].needs_teacher and teacher is None:
         raise ValueError(
             f"proxy loss {settings.loss!r} needs a teacher (OnlineTeacher or CachedTeacher)"
         )
+    place = placement(compute)
     started = time.perf_counter()
-    loader = BatchLoader(mini_train, settings.batch_size, train=True, seed=seed)
-    total_steps = settings.epochs * len(loader)
-    warmup_steps = settings.warmup_epochs * len(loader)
-    with torch.random.fork_rng():
+    loader = BatchLoader(
+        mini_train, settings.batch_size, train=True, seed=seed, device=place.device
+    )
+    if teacher is not None and not place.on_cpu:
+        teacher = teacher.to(place.device)
+    where = {"device": str(place.device), "amp": place.amp_name()}
+    with place.fork_rng():
         torch.manual_seed(seed)
-        model = build(arch).to(memory_format=torch.channels_last)
+        model = build(arch).to(place.device, memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(
             model.parameters(),
             lr=settings.lr,
@@ -176,45 +253,51 @@ def train_candidate(
             weight_decay=settings.weight_decay,
             nesterov=True,
         )
-        losses, step, early_accuracy = [], 0, None
+        scaler = place.grad_scaler()
+        losses, early_accuracy = [], None
         for epoch in range(settings.epochs):
-            model.train()
-            loader.set_epoch(epoch)
-            total = 0.0
-            for batch_index, (x, y) in enumerate(loader):
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, total_steps, warmup_steps, settings.lr)
-                logits = model(x)
-                target = None
-                if kind.needs_teacher:
-                    target = teacher.logits(epoch, batch_index, x)
-                    if kind.teacher == "members":
-                        target = target.transpose(0, 1)  # (B, M, C) -> (M, B, C)
-                loss = training_loss(
-                    settings.loss, logits, target, y, settings.temperature, settings.alpha
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item()
-                step += 1
-            losses.append(total / len(loader))
+            tally = _proxy_epoch(model, optimizer, scaler, loader, teacher, settings, place, epoch)
+            losses.append(sum_in_order(tally.losses()) / len(loader))
             if early_stop is not None and epoch + 1 == early_stop.after_epochs:
-                early_accuracy = evaluate(model, mini_val)
+                early_accuracy = evaluate(model, mini_val, place=place)
                 if early_accuracy < early_stop.min_accuracy:
+                    seconds = time.perf_counter() - started
                     return ProxyResult(
                         early_accuracy,
-                        time.perf_counter() - started,
+                        seconds,
                         tuple(losses),
                         epoch + 1,
                         early_accuracy,
-                        stopped_early=True,
+                        True,
+                        **where,
                     )
-        accuracy = evaluate(model, mini_val)
-    return ProxyResult(
-        accuracy,
-        time.perf_counter() - started,
-        tuple(losses),
-        settings.epochs,
-        early_accuracy,
-    )
+        accuracy = evaluate(model, mini_val, place=place)
+    seconds = time.perf_counter() - started
+    return ProxyResult(accuracy, seconds, tuple(losses), settings.epochs, early_accuracy, **where)
+
+
+def _proxy_epoch(model, optimizer, scaler, loader, teacher, settings, place, epoch) -> EpochTally:
+    """One epoch of proxy training (warm-up then cosine learning rate per step)."""
+    kind = LOSSES[settings.loss]
+    total_steps = settings.epochs * len(loader)
+    warmup_steps = settings.warmup_epochs * len(loader)
+    model.train()
+    loader.set_epoch(epoch)
+    tally = EpochTally(len(loader), place.device)
+    for batch_index, (x, y) in enumerate(loader):
+        step = epoch * len(loader) + batch_index
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, total_steps, warmup_steps, settings.lr)
+        with place.autocast():
+            logits = model(x)
+        target = None
+        if kind.needs_teacher:
+            target = teacher.logits(epoch, batch_index, x)
+            if kind.teacher == "members":
+                target = target.transpose(0, 1)  # (B, M, C) -> (M, B, C)
+        loss = training_loss(
+            settings.loss, logits.float(), target, y, settings.temperature, settings.alpha
+        )
+        backward_and_step(loss, optimizer, scaler)
+        tally.add(loss, len(y))
+    return tally

@@ -276,15 +276,20 @@ def _describe(resources: dict) -> str:
 # -- in the workers ---------------------------------------------------------------------------
 
 
-def worker_task(task: ProxyTask, config: RayConfig) -> ProxyTask:
-    """The task as the workers run it: torch threads = the CPUs each candidate holds, and a
-    GPU chosen by Ray (each worker sees only the GPUs it was given, as cuda:0)."""
-    threads = max(1, math.floor(config.cpus_per_candidate))
-    compute = task.compute
+def worker_compute(compute, config: RayConfig):
+    """The [compute] section as a worker applies it: Ray chooses the GPU (each worker sees only
+    the GPUs it was given, as cuda:0), so ``cuda:N`` becomes ``cuda``."""
     device = getattr(compute, "device", "")
     if config.gpus_per_candidate > 0 and device.startswith("cuda:"):
-        compute = replace(compute, device="cuda")
-    return replace(task, threads=threads, compute=compute)
+        return replace(compute, device="cuda")
+    return compute
+
+
+def worker_task(task: ProxyTask, config: RayConfig) -> ProxyTask:
+    """The task as the workers run it: torch threads = the CPUs each candidate holds, and the
+    device of `worker_compute`."""
+    threads = max(1, math.floor(config.cpus_per_candidate))
+    return replace(task, threads=threads, compute=worker_compute(task.compute, config))
 
 
 _FETCHED: dict[str, Any] = {}  # per worker process: the object of the search it works for

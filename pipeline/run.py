@@ -173,6 +173,7 @@ def stage_train(config: RunConfig, run_dir: Path, units, log: Log, progress: boo
             run_info=run_info,
             progress=progress,
             threads=stage.threads or None,
+            compute=config.compute,
         )
     return results
 
@@ -195,7 +196,7 @@ def _train_on_ray(config: RunConfig, pending, data, results: dict, log: Log) -> 
     the data and teacher go to the cluster once; each finished training's files are written
     into the run folder as it ends.  Failures are reported after the others have finished."""
     from pipeline.final_jobs import FinalTrainJob, write_back
-    from pipeline.ray_executor import RayExecutor, RayExecutorError
+    from pipeline.ray_executor import RayExecutor, RayExecutorError, worker_compute
     from pipeline.training import TrainSettings
 
     threads = max(1, int(config.ray.cpus_per_candidate))  # each task holds this many CPUs
@@ -208,6 +209,7 @@ def _train_on_ray(config: RunConfig, pending, data, results: dict, log: Log) -> 
             _run_info(config, label, loss),
             needs_teacher=LOSSES[loss].needs_teacher,
             threads=threads,
+            compute=worker_compute(config.compute, config.ray),
         )
         for label, arch, loss, folder in pending
     ]

@@ -66,6 +66,7 @@ def proxy_teacher(config: SearchConfig, mini_train):
         members=LOSSES[config.proxy.loss].teacher == "members",
         cache_dir=config.teacher.cache_dir,
         input_size=config.space.input_size,
+        compute=config.compute,
     )
 
 

@@ -10,7 +10,13 @@ once (`CachedTeacher.compute`) and stored in ``CACHE_DIR/<key>.pt``, where the k
 * the data: the sha256 of the mini-train images and labels;
 * the loader settings: seed, batch size, epochs, padding, normalisation, drop-last;
 * the mode: one averaged logit vector per image (``kd``) or one per ensemble member (``od``);
+* where the logits were computed, when not on the CPU (``cuda``, ``mps``: a GPU's float
+  arithmetic differs in the last bits, so a CPU search never reads GPU logits and stays
+  bit-identical; CPU keys are those of before devices existed);
 * a format version.
+
+The logits are computed on the ``[compute]`` device (`pipeline.device`) in float32 and stored on
+the CPU.
 
 Writes are atomic (temporary file + rename): a killed search leaves either no file or a whole one.
 """
@@ -75,8 +81,10 @@ def cache_key(
     pad: int = 4,
     mean=CIFAR10_MEAN,
     std=CIFAR10_STD,
+    device_type: str = "cpu",
 ) -> str:
-    """The file stem for these teacher logits (32 hex digits)."""
+    """The file stem for these teacher logits (32 hex digits); `device_type` is where they are
+    computed (``cpu``, ``cuda``, ``mps``)."""
     description = {
         "version": CACHE_VERSION,
         "teacher": teacher_identity(spec),
@@ -92,6 +100,8 @@ def cache_key(
         },
         "members": members,
     }
+    if device_type != "cpu":
+        description["device"] = device_type
     text = json.dumps(description, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -107,17 +117,26 @@ def cached_teacher(
     cache_dir: str | os.PathLike,
     input_size: int,
     progress: Callable[[int, int], None] | None = None,
+    compute=None,
 ):
     """``(CachedTeacher, path, hit)``: the logits for every training batch of epochs 0..E-1,
-    read from the cache or computed with the teacher (loaded only on a miss) and stored."""
-    import torch
+    read from the cache or computed with the teacher (loaded only on a miss) on the device of
+    `compute` (the ``[compute]`` section; default auto) and stored."""
 
     from models.teacher_loading import load_teacher
     from pipeline.batches import BatchLoader
+    from pipeline.device import placement
     from pipeline.proxy import CachedTeacher, MemberLogits
 
+    place = placement(compute)
     key = cache_key(
-        spec, mini_train, batch_size=batch_size, seed=seed, epochs=epochs, members=members
+        spec,
+        mini_train,
+        batch_size=batch_size,
+        seed=seed,
+        epochs=epochs,
+        members=members,
+        device_type=place.device.type,
     )
     folder = Path(cache_dir).expanduser()
     path = folder / f"{key}.pt"
@@ -135,8 +154,8 @@ def cached_teacher(
     )
     if members:
         teacher = MemberLogits(teacher)
-    loader = BatchLoader(mini_train, batch_size, train=True, seed=seed)
-    with torch.random.fork_rng():
+    loader = BatchLoader(mini_train, batch_size, train=True, seed=seed, device=place.device)
+    with place.fork_rng():
         cached = CachedTeacher.compute(teacher, loader, epochs, progress)
     folder.mkdir(parents=True, exist_ok=True)
     cached.save(path)
