@@ -27,7 +27,6 @@ records the device under ``"device"``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -41,7 +40,7 @@ from torch import nn
 
 from models.files import atomic_write_json
 from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
-from models.teacher_loading import atomic_save, build_model, save_checkpoint
+from models.teacher_loading import build_model, save_checkpoint
 from models.teachers import Ensemble
 from pipeline.batches import BatchLoader
 from pipeline.config import ComputeConfig
@@ -53,6 +52,7 @@ from pipeline.proxy import EpochTally, sum_in_order
 from pipeline.proxy import learning_rate as warmup_cosine_lr
 from pipeline.registry import LOSSES
 from pipeline.train_settings import TrainingError, TrainSettings
+from pipeline.train_state import load_state, restore, run_config, save_state
 
 STATE_FILE, METRICS_FILE, CONFIG_FILE, MODEL_FILE = (
     "state.pt",
@@ -165,20 +165,6 @@ def _teacher_targets(teacher: nn.Module, x: torch.Tensor, loss: str) -> torch.Te
         return teacher(x)
 
 
-def _config(settings, run_info: dict[str, Any]) -> dict[str, Any]:
-    """Settings and run info as plain JSON values (tuples become lists, as when read back)."""
-    return json.loads(json.dumps({"settings": asdict(settings), **run_info}))
-
-
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a config that must match for a resume to continue the same run."""
-    return {
-        "settings": config["settings"],
-        "data": config.get("data"),
-        "teacher": config.get("teacher"),
-    }
-
-
 def train(
     settings: TrainSettings,
     train_arrays: ImageArrays,
@@ -213,9 +199,9 @@ def train(
     num_classes = train_arrays.num_classes
     mean, std = input_statistics(train_arrays)
     run_info = _with_data_info(run_info, train_arrays, test_arrays, mean, std)
-    config = _config(settings, run_info)
+    config = run_config(settings, run_info)
     state_path = run_dir / STATE_FILE
-    state = _load_state(state_path, config, resume)
+    state = load_state(state_path, config, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG_FILE, config)
 
@@ -225,7 +211,7 @@ def train(
         model, optimizer = _model_and_optimizer(settings, run_info["data"], place.device)
         if teacher is not None:
             teacher = teacher.eval().to(place.device, memory_format=torch.channels_last)
-        curve, teacher_metrics = _restore(state, model, optimizer, place)
+        curve, teacher_metrics = restore(state, model, optimizer, place)
         if state is None and teacher is not None:
             teacher_metrics = evaluate(teacher, test_loader, num_classes, place=place)
         stepper = _Stepper(model, optimizer, place.grad_scaler(), teacher, place)
@@ -244,7 +230,7 @@ def train(
                 test = evaluate(model, test_loader, num_classes, place=place)
                 row.update({f"test_{k}": v for k, v in test.items()})
                 curve.append(row)
-                _save_state(state_path, model, optimizer, curve, teacher_metrics, config, place)
+                save_state(state_path, model, optimizer, curve, teacher_metrics, config, place)
                 metrics = _metrics(
                     settings, model, curve, teacher_metrics, run_info, threads, place
                 )
@@ -329,34 +315,6 @@ def _model_and_optimizer(settings: TrainSettings, data: dict[str, Any], device: 
     return model, optimizer
 
 
-def _restore(state: dict | None, model, optimizer, place) -> tuple[list[dict[str, Any]], Any]:
-    """``(curve, teacher metrics)`` of a resumed run, its weights, optimiser and RNG restored
-    (the GPU's too when it was saved on one and resumes on one); ``([], None)`` for a new one."""
-    if state is None:
-        return [], None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
-    if "cuda_rng" in state and place.device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], place.device)
-    return json.loads(state["curve"]), json.loads(state["teacher_metrics"])
-
-
-def _save_state(path: Path, model, optimizer, curve, teacher_metrics, config, place) -> None:
-    """Everything a resume needs after a finished epoch, in one atomic file."""
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": torch.get_rng_state(),
-        "curve": json.dumps(curve),
-        "teacher_metrics": json.dumps(teacher_metrics),
-        "config": json.dumps(config),
-    }
-    if place.device.type == "cuda":  # dropout draws from the GPU's generator there
-        state["cuda_rng"] = torch.cuda.get_rng_state(place.device)
-    atomic_save(state, path)
-
-
 @dataclass
 class _Stepper:
     """One optimiser step of the network on a batch, with the teacher's targets if any."""
@@ -424,45 +382,6 @@ def _checked_loss_sum(tally: EpochTally, epoch: int) -> tuple[float, int]:
             )
         loss_sum += loss * images
     return loss_sum, sum(tally.sizes)
-
-
-def _load_state(state_path: Path, config: dict[str, Any], resume: bool) -> dict | None:
-    if not state_path.is_file():
-        return None
-    if not resume:
-        raise TrainingError(
-            f"{state_path.parent} already holds a training run; pass --resume to continue it "
-            "or choose another output"
-        )
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise TrainingError(
-            f"{state_path}: unreadable training state ({error}); delete the run folder to "
-            "start over"
-        ) from None
-    saved = _comparable(json.loads(state["config"]))
-    now = _comparable(config)
-    if saved != now:
-        differing = _differences(saved, now)
-        raise TrainingError(
-            f"{state_path.parent} was started with different settings ({differing}); resume "
-            "with the same options or choose another output"
-        )
-    return state
-
-
-def _differences(saved: dict, now: dict, prefix: str = "") -> str:
-    out = []
-    for key in sorted(set(saved) | set(now)):
-        a, b = saved.get(key), now.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            inner = _differences(a, b, f"{prefix}{key}.")
-            if inner:
-                out.append(inner)
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} then, {b!r} now")
-    return "; ".join(out)
 
 
 def _metrics(settings, model, curve, teacher_metrics, run_info, threads, place) -> dict[str, Any]:
