@@ -22,7 +22,7 @@ from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config, parse_ov
 def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress) -> None:
     """Search the student, train it (and a baseline) with KD and CE, export and re-time the
     bundle, and write report.md: one command, resumable stage by stage."""
-    from pipeline.run import RunError, prepare_run_dir, run_all
+    from pipeline.run import run_all
     from pipeline.run_config import RUN_SECTIONS, RunConfig, run_config_with_absolute_paths
 
     if (config_path is None) == (resume_dir is None):
@@ -37,14 +37,13 @@ def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress
             config = load_config(config_path, parse_overrides(settings), RunConfig, RUN_SECTIONS)
             config = run_config_with_absolute_paths(config, config_path.parent)
             run_dir = out_dir or default_run_dir(config_path)
-        prepare_run_dir(config, run_dir, resume=resume_dir is not None)
-    except (ConfigError, RunError) as error:
+    except ConfigError as error:
         raise click.ClickException(str(error)) from None
 
     def log(message: str) -> None:
         click.echo(message, err=True)
 
-    summary = _run_stages(run_all, config, run_dir, log, not no_progress)
+    summary = _run_stages(run_all, config, run_dir, resume_dir is not None, log, not no_progress)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -56,15 +55,25 @@ def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress
     click.echo(f"report: {summary['report']}")
 
 
-def _run_stages(run_all, config, run_dir, log, progress) -> dict:
+def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
+    """`run_all` in the locked run folder; a failure is a clear message (and a run that failed
+    before writing anything leaves no folder)."""
     from models.teacher_loading import TeacherError
     from pipeline.data import DataError
-    from pipeline.run import RunError, discard_unstarted_run
+    from pipeline.lock import LockHeldError, folder_lock
+    from pipeline.run import RunError, discard_unstarted_run, prepare_run_dir
     from pipeline.search import SearchError
     from pipeline.training import TrainingError
 
     try:
-        return run_all(config, run_dir, log=log, progress=progress)
+        with folder_lock(run_dir, log):
+            try:
+                prepare_run_dir(config, run_dir, resume=resume)
+            except RunError as error:  # refused: nothing was written
+                raise click.ClickException(str(error)) from None
+            return run_all(config, run_dir, log=log, progress=progress)
+    except LockHeldError as error:
+        raise click.ClickException(str(error)) from None
     except (RunError, SearchError, DataError, TeacherError, TrainingError) as error:
         if discard_unstarted_run(run_dir):
             raise click.ClickException(

@@ -109,21 +109,27 @@ def search_command(
 def _run(config, run_dir: Path, *, resume: bool, progress: bool) -> dict:
     from models.teacher_loading import TeacherError
     from pipeline.data import DataError
-    from pipeline.search import Search, SearchError, build_setup
+    from pipeline.lock import LockHeldError, folder_lock
+    from pipeline.search import SearchError
 
     def log(message: str) -> None:
         click.echo(message, err=True)
 
     log(f"{'resuming' if resume else 'starting'} search in {run_dir}")
     try:
-        setup = build_setup(config, log)
-    except (DataError, TeacherError, SearchError) as error:
+        with folder_lock(run_dir, log):
+            return _search(config, run_dir, resume, progress, log)
+    except (DataError, TeacherError, SearchError, LockHeldError) as error:
         raise click.ClickException(str(error)) from None
+
+
+def _search(config, run_dir: Path, resume: bool, progress: bool, log) -> dict:
+    from pipeline.search import Search, build_setup
+
+    setup = build_setup(config, log)
     try:
         search = Search(config, run_dir, setup, resume=resume, log=log, show_progress=progress)
         return search.run()
-    except SearchError as error:
-        raise click.ClickException(str(error)) from None
     finally:
         setup.close()
 

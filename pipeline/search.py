@@ -40,6 +40,7 @@ from typing import Any
 from pipeline.config import SearchConfig, config_hash, save_config
 from pipeline.executor import TrainJob
 from pipeline.layout import SearchLayout
+from pipeline.lock import folder_contents
 from pipeline.progress import progress_bar
 from pipeline.registry import SEARCH_METHODS
 from pipeline.search_setup import SearchError, SearchSetup, build_setup
@@ -366,7 +367,7 @@ def _refuse_foreign_folder(layout: SearchLayout) -> None:
     run` folder's config.toml, say)."""
     if layout.store.is_file() or not layout.root.is_dir():
         return
-    found = sorted(p.name for p in layout.root.iterdir())
+    found = folder_contents(layout.root)
     if not found:
         return
     hint = ""
