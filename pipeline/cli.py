@@ -7,6 +7,7 @@ import click
 
 from pipeline.cli_arch import arch_group
 from pipeline.cli_bench import bench_command
+from pipeline.cli_common import plain_warnings
 from pipeline.cli_devices import devices_command
 from pipeline.cli_export import export_command
 from pipeline.cli_run import report_command, run_command
@@ -20,6 +21,7 @@ from pipeline.cli_train import teacher_group, train_command
 def cli() -> None:
     """Pearl: find, distil and ship the student network that learns best from your teacher
     and fits your phone's latency budget."""
+    plain_warnings()
 
 
 cli.add_command(arch_group)

@@ -1,16 +1,18 @@
 """Pieces several `pearl` commands share: the ARCH_OR_BASELINE argument with its --input and
---classes options (turned into an `Arch` or a clear usage error), and the run-folder options of
-`pearl search` and `pearl run`."""
+--classes options (turned into an `Arch` or a clear usage error), the run-folder options of
+`pearl search` and `pearl run`, and how pearl's own warnings look on stderr."""
 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import click
 
 from models.arch import Arch
 from models.baselines import resolve_arch
+from models.damage import DamagedFileWarning
 
 INPUT_OPTION = click.option(
     "--input",
@@ -72,3 +74,18 @@ def run_folder_options(*, config_help: str, resume_help: str, set_example: str):
 def default_run_dir(config_path: Path) -> Path:
     """``runs/<config name>-<time>``: where a new run goes without --out."""
     return Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+_python_format_warning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, DamagedFileWarning):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+def plain_warnings() -> None:
+    """Show pearl's own warnings (a damaged cache moved aside) as one ``warning: ...`` line on
+    stderr, not in Python's ``file:line: Category: ...`` form with a source line."""
+    warnings.formatwarning = _format_warning
