@@ -80,8 +80,11 @@ def sqlite_problem(path: str | os.PathLike, *, full: bool = False) -> str | None
         if is_sqlite_damage(error):
             return str(error)
         raise
-    found = "; ".join(str(row[0]) for row in rows)
-    return None if found == "ok" else found
+    lines = [line for row in rows for line in str(row[0]).splitlines()]
+    if lines == ["ok"]:
+        return None
+    found = [line for line in lines if not line.startswith("***")]  # "*** in database main"
+    return "; ".join(found[:3]) + ("; ..." if len(found) > 3 else "")
 
 
 def zip_problem(path: str | os.PathLike) -> str | None:

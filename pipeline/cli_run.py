@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import click
@@ -60,9 +61,11 @@ def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
     before writing anything leaves no folder)."""
     from models.teacher_loading import TeacherError
     from pipeline.data import DataError
+    from pipeline.layout import RunLayout
     from pipeline.lock import LockHeldError, folder_lock
     from pipeline.run import RunError, discard_unstarted_run, prepare_run_dir
     from pipeline.search import SearchError
+    from pipeline.store import StoreError, store_error_message
     from pipeline.training import TrainingError
 
     try:
@@ -74,7 +77,10 @@ def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
             return run_all(config, run_dir, log=log, progress=progress)
     except LockHeldError as error:
         raise click.ClickException(str(error)) from None
-    except (RunError, SearchError, DataError, TeacherError, TrainingError) as error:
+    except sqlite3.Error as error:  # the search's store broke
+        store = RunLayout(run_dir).search.store
+        raise click.ClickException(store_error_message(store, error)) from None
+    except (RunError, SearchError, DataError, TeacherError, TrainingError, StoreError) as error:
         if discard_unstarted_run(run_dir):
             raise click.ClickException(
                 f"{error}\n(nothing was run; {run_dir} was removed)"
@@ -89,8 +95,9 @@ def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
 def report_command(run_dir: Path) -> None:
     """Write RUN_DIR/report.md with figures (a `pearl run` or `pearl search` folder)."""
     from pipeline.run_report import ReportError, write_run_report
+    from pipeline.store import StoreError
 
     try:
         click.echo(write_run_report(run_dir))
-    except ReportError as error:
+    except (ReportError, StoreError) as error:
         raise click.ClickException(str(error)) from None

@@ -62,10 +62,10 @@ def stage_search(config: RunConfig, run_dir: Path, log: Log, progress: bool) -> 
     with folder_lock(out, log):
         setup = build_setup(search_config, log)
         try:
-            search = Search(
+            with Search(
                 search_config, out, setup, resume=resume, log=log, show_progress=progress
-            )
-            summary = search.run()
+            ) as search:
+                summary = search.run()
         except SearchError as error:
             raise RunError(f"search stage: {error}") from None
         finally:
