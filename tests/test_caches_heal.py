@@ -149,3 +149,35 @@ def test_damaged_teacher_logits_are_set_aside_and_computed_again(tmp_path, cifar
     for a, b in zip(first.per_epoch, again.per_epoch, strict=True):
         assert a.equal(b)
     assert cached_teacher(spec, mini_train, cache_dir=folder, **settings)[2]  # a hit again
+
+
+def test_a_search_with_a_damaged_measurement_cache_scores_every_candidate(
+    tmp_path, data_dir, cifar_small
+):
+    from search_helpers import make_tiny_teacher, write_config
+
+    from pipeline.store import ResultsStore
+
+    cache = tmp_path / "measurements.sqlite"
+    with sqlite3.connect(cache) as db:  # a cache with some pages, then damaged on disk
+        db.execute("CREATE TABLE filler (x TEXT)")
+        db.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,)] * 50)
+    damage(cache, SQLITE_PAGE_BYTES)
+    teacher = make_tiny_teacher(tmp_path, cifar_small)
+    config = write_config(tmp_path / "cfg", data_dir, teacher, budget=2)
+    settings = {
+        "reward.cost": "latency_ms",
+        "reward.target": "5.0",
+        "latency.measurement_cache": str(cache),
+        "latency.export_cache_dir": str(tmp_path / "artifacts"),
+    }
+    sets = [f"--set={key}={value}" for key, value in settings.items()]
+    run_dir = tmp_path / "run"
+    args = ["search", "--config", str(config), *sets, "--out", str(run_dir), "--no-progress"]
+    result = pearl(*args, cache_dir=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: measurement cache {cache} is damaged" in result.stderr
+    assert len(damaged_copies(cache)) == 1 and len(MeasurementCache(cache)) == 2
+    with ResultsStore(run_dir / "results.sqlite") as store:
+        rows = store.candidates()
+    assert len(rows) == 2 and all(r.status == "ok" and r.latency_ms for r in rows), rows
