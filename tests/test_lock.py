@@ -4,11 +4,13 @@ every command that writes a folder (search, run, train, teacher train, tables bu
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,45 @@ def test_every_writing_command_refuses_a_locked_folder(held, tmp_path):
     with output_lock(table):  # held by this process: a second holder is refused all the same
         result = CliRunner().invoke(cli, [*build, "-o", str(table)])
     assert result.exit_code == 1 and f"output {table} is in use" in result.output
+
+
+def test_two_concurrent_resumes_the_second_refuses_at_once(tmp_path, data_dir, cifar_small):
+    from search_helpers import make_tiny_teacher, write_config
+
+    teacher = make_tiny_teacher(tmp_path, cifar_small)
+    config = write_config(tmp_path / "cfg", data_dir, teacher, budget=2)
+    run_dir = tmp_path / "run"
+    started = CliRunner().invoke(
+        cli, ["search", "--config", str(config), "--out", str(run_dir), "--no-progress"]
+    )
+    assert started.exit_code == 0, started.output
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    pearl = [sys.executable, "-c", "from pipeline.cli import main; main()", "search"]
+    resume = [*pearl, "--resume", str(run_dir), "--no-progress"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    first = subprocess.Popen([*resume, "--max-candidates", "6"], cwd=REPO, env=env, **quiet)
+    try:
+        lock = run_dir / LOCK_FILE_NAME
+        deadline = time.monotonic() + 120
+        while f'"pid": {first.pid}' not in _text(lock) and time.monotonic() < deadline:
+            assert first.poll() is None, "the first resume ended before it took the lock"
+            time.sleep(0.05)
+        second = subprocess.run(resume, cwd=REPO, env=env, capture_output=True, text=True)
+        assert first.poll() is None  # refused while the first one still works
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert f"run folder {run_dir} is in use by pid {first.pid}" in second.stderr
+        assert first.wait(timeout=600) == 0
+    finally:
+        first.kill()
+        first.wait()
+    lines = [json.loads(t) for t in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+    trained = [(e["generation"], e["slot"]) for e in lines if e["event"] == "trained"]
+    assert len(trained) == len(set(trained)) == 6  # nothing trained twice
+    assert not lock.exists()
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
