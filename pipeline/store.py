@@ -13,7 +13,9 @@ Tables:
   point to resume from.
 * ``meta``: key/value facts about the run (config hash, creation time).
 
-Every write is a transaction: a crash leaves each row either absent or complete.
+Every write is a transaction: a crash leaves each row either absent or complete.  A file that
+fails ``PRAGMA quick_check`` when opened is a `StoreError` whose message names ``pearl search
+--repair``; `pipeline.repair` rebuilds it from what survives.
 """
 
 from __future__ import annotations
