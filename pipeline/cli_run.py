@@ -65,11 +65,12 @@ def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
     from pipeline.lock import LockHeldError, folder_lock
     from pipeline.run import RunError, discard_unstarted_run, prepare_run_dir
     from pipeline.search import SearchError
+    from pipeline.stop import StopRequested, stop_on_signals
     from pipeline.store import StoreError, store_error_message
     from pipeline.training import TrainingError
 
     try:
-        with folder_lock(run_dir, log):
+        with stop_on_signals(), folder_lock(run_dir, log):
             try:
                 prepare_run_dir(config, run_dir, resume=resume)
             except RunError as error:  # refused: nothing was written
@@ -77,6 +78,9 @@ def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
             return run_all(config, run_dir, log=log, progress=progress)
     except LockHeldError as error:
         raise click.ClickException(str(error)) from None
+    except StopRequested as stop:
+        log(f"{stop}; finished stages are kept: continue with `pearl run --resume {run_dir}`")
+        raise click.exceptions.Exit(stop.exit_status) from None
     except sqlite3.Error as error:  # the search's store broke
         store = RunLayout(run_dir).search.store
         raise click.ClickException(store_error_message(store, error)) from None

@@ -132,6 +132,7 @@ def _run(config, run_dir: Path, *, mode: str, progress: bool) -> dict:
     from pipeline.layout import SearchLayout
     from pipeline.lock import LockHeldError, folder_lock
     from pipeline.search import SearchError
+    from pipeline.stop import StopRequested, stop_on_signals
     from pipeline.store import StoreError, store_error_message
 
     def log(message: str) -> None:
@@ -139,8 +140,14 @@ def _run(config, run_dir: Path, *, mode: str, progress: bool) -> dict:
 
     log(f"{'starting' if mode == 'new' else 'resuming'} search in {run_dir}")
     try:
-        with folder_lock(run_dir, log):
+        with stop_on_signals(), folder_lock(run_dir, log):
             return _search(config, run_dir, mode, progress, log)
+    except StopRequested as stop:
+        resume = f"continue with `pearl search --resume {run_dir}`"
+        if not SearchLayout(run_dir).store.is_file():
+            resume = "nothing was stored yet: start the search again"
+        log(f"{stop} (the write in progress was finished); {resume}")
+        raise click.exceptions.Exit(stop.exit_status) from None
     except (DataError, TeacherError, SearchError, LockHeldError, StoreError) as error:
         raise click.ClickException(str(error)) from None
     except sqlite3.Error as error:  # the store broke while the search ran

@@ -47,6 +47,7 @@ from pipeline.progress import progress_bar
 from pipeline.registry import SEARCH_METHODS
 from pipeline.repair import open_store
 from pipeline.search_setup import SearchError, SearchSetup, build_setup
+from pipeline.stop import write_in_progress
 from pipeline.store import Candidate, ResultsStore
 
 __all__ = ["Search", "SearchError", "build_setup"]
@@ -178,8 +179,9 @@ class Search:
     ) -> None:
         """Record the method's update and its new state (one transaction), then move on."""
         elapsed = self.elapsed_before + time.time() - self._started
-        self.store.finish_generation(self.generation, state, rewards, stats, elapsed)
-        self._append_event({"event": "generation", "generation": self.generation})
+        with write_in_progress():
+            self.store.finish_generation(self.generation, state, rewards, stats, elapsed)
+            self._append_event({"event": "generation", "generation": self.generation})
         self.proposed += len(rewards)
         self.generation += 1
         self._progress.generation_done()
@@ -268,8 +270,10 @@ class Search:
         try:
             for job, result in self.setup.executor.train(jobs):
                 arch = archs[job.slot]
-                row = self._store_training(job, arch, arch_cost(arch), choices[job.slot], result)
-                self._log_event(row, "trained")
+                cost = arch_cost(arch)
+                with write_in_progress():
+                    row = self._store_training(job, arch, cost, choices[job.slot], result)
+                    self._log_event(row, "trained")
                 rows[job.slot] = self._complete(row, arch)
                 self._progress.candidate_done(rows[job.slot])
         finally:
@@ -338,13 +342,15 @@ class Search:
                         f"every latency backend is down ({error}); reattach the device or fix "
                         f"latency.backends, then `pearl search --resume {self.run_dir}`"
                     ) from None
-                row = self.store.update(row.id, status="failed", reward=0.0, error=str(error))
-                self._log_event(row, "scored")
+                with write_in_progress():
+                    row = self.store.update(row.id, status="failed", reward=0.0, error=str(error))
+                    self._log_event(row, "scored")
                 return row
             values = _latency_values(record)
-        row = self.store.update(row.id, **values)
-        row = self.store.update(row.id, status=status, reward=self._reward(row))
-        self._log_event(row, "scored")
+        with write_in_progress():
+            row = self.store.update(row.id, **values)
+            row = self.store.update(row.id, status=status, reward=self._reward(row))
+            self._log_event(row, "scored")
         return row
 
     def _reward(self, row: Candidate) -> float:
@@ -357,10 +363,10 @@ class Search:
         skip = {"id", "generation", "slot", "reused_from", "created_at", "train_seconds"}
         values = {k: v for k, v in previous.to_dict().items() if k not in skip}
         values["latency_seconds"] = 0.0
-        row = self.store.insert(
-            **values, generation=generation, slot=slot, reused_from=previous.id, train_seconds=0.0
-        )
-        self._log_event(row, "reused")
+        with write_in_progress():
+            where = dict(generation=generation, slot=slot, reused_from=previous.id)
+            row = self.store.insert(**values, **where, train_seconds=0.0)
+            self._log_event(row, "reused")
         return row
 
     def _log_event(self, row: Candidate, event: str) -> None:
@@ -401,9 +407,10 @@ class Search:
                 f"(was {row.latency_ms:.3f} ms from {row.latency_spec})"
             )
             for same in self.store.candidates("WHERE key = ?", (row.key,)):
-                updated = self.store.update(same.id, **_latency_values(record))
-                updated = self.store.update(same.id, reward=self._reward(updated))
-                self._log_event(updated, "remeasured")
+                with write_in_progress():
+                    updated = self.store.update(same.id, **_latency_values(record))
+                    updated = self.store.update(same.id, reward=self._reward(updated))
+                    self._log_event(updated, "remeasured")
             done += 1
         return done
 
