@@ -16,6 +16,7 @@ import warnings
 import zipfile
 from contextlib import closing
 from pathlib import Path
+from typing import BinaryIO
 
 SQLITE_SIDECARS = ("-journal", "-wal", "-shm")  # SQLite's files beside a database
 _DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -87,9 +88,10 @@ def sqlite_problem(path: str | os.PathLike, *, full: bool = False) -> str | None
     return "; ".join(found[:3]) + ("; ..." if len(found) > 3 else "")
 
 
-def zip_problem(path: str | os.PathLike) -> str | None:
-    """None when every member of the zip archive at `path` (a ``torch.save`` file) matches its
-    CRC-32, else what is wrong: torch itself loads damaged tensor data without a complaint."""
+def zip_problem(path: str | os.PathLike | BinaryIO) -> str | None:
+    """None when every member of the zip archive at `path` (a ``torch.save`` file or buffer)
+    matches its CRC-32, else what is wrong: torch itself loads damaged tensor data without a
+    complaint."""
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()

@@ -20,7 +20,6 @@ cannot be read back.  The repair then
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sqlite3
@@ -30,7 +29,6 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from models.damage import SQLITE_SIDECARS, move_aside, sqlite_problem
 from pipeline.config import saved_config_hash
@@ -43,6 +41,7 @@ from pipeline.store import (
     StoreError,
     candidate_from_dict,
     candidate_from_values,
+    load_controller_state,
 )
 
 Log = Callable[[str], None]
@@ -120,14 +119,12 @@ def store_problem(layout: SearchLayout, *, full: bool = False) -> str | None:
             store.candidates()
             store.last_generation()  # the state a resume starts from must load
             store.generation_rewards()
+    except sqlite3.OperationalError:  # busy or locked: not damage
+        raise
     except StoreError as error:
         return str(error.__cause__ or error)
-    except sqlite3.DatabaseError as error:
-        if not isinstance(error, sqlite3.OperationalError):
-            return f"{type(error).__name__}: {error}"
-        raise
-    except (ValueError, TypeError, KeyError, RuntimeError, EOFError) as error:  # a state blob
-        return f"a stored record does not load ({type(error).__name__}: {error})"
+    except Exception as error:  # noqa: BLE001 - any record that does not read back
+        return f"a stored record does not read back ({type(error).__name__}: {error})"
     return None
 
 
@@ -194,7 +191,7 @@ def salvage_store(path: Path) -> Salvage:
         for generation in _ids(db, "generations"):
             try:
                 record = db.execute(query, (generation,)).fetchone()
-                _load_state(record[1])
+                load_controller_state(record[1], f"generation {generation}")
                 salvage.generations[int(record[0])] = tuple(record)
             except Exception:  # noqa: BLE001 - any failure means this state is lost
                 salvage.unreadable_generations.append(generation)
@@ -222,12 +219,6 @@ def _each(db: sqlite3.Connection, query: str, table: str):
             continue
         if row is not None:
             yield row
-
-
-def _load_state(blob: bytes) -> dict[str, Any]:
-    import torch
-
-    return torch.load(io.BytesIO(blob), weights_only=True)
 
 
 @dataclass

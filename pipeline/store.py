@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from models.damage import sqlite_problem
+from models.damage import sqlite_problem, zip_problem
 
 STORE_FILE_NAME = "results.sqlite"
 FINAL_STATUSES = ("ok", "terminated", "failed")
@@ -140,6 +140,17 @@ def candidate_from_dict(data: dict[str, Any]) -> Candidate:
     for name in ("id", "generation", "slot", "macs", "params"):
         values[name] = int(values[name])
     return Candidate(**values)
+
+
+def load_controller_state(blob: bytes, where: str) -> dict[str, Any]:
+    """A controller state saved by `ResultsStore.finish_generation`, checked against its zip
+    CRCs first (torch alone loads damaged tensor data without a word); a `StoreError` if not."""
+    import torch
+
+    problem = zip_problem(io.BytesIO(blob))
+    if problem is not None:
+        raise StoreError(f"{where}: the controller state is damaged ({problem})")
+    return torch.load(io.BytesIO(blob), weights_only=True)
 
 
 class StoreError(RuntimeError):
@@ -317,26 +328,22 @@ class ResultsStore:
 
     def last_generation(self) -> tuple[int, dict[str, Any], float] | None:
         """``(generation, controller state, elapsed seconds)`` of the latest update, or None."""
-        import torch
-
         row = self._db.execute(
             "SELECT generation, controller_state, elapsed_seconds FROM generations "
             "ORDER BY generation DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        state = torch.load(io.BytesIO(row[1]), weights_only=True)
+        state = load_controller_state(row[1], f"{self.path}, generation {row[0]}")
         return int(row[0]), state, float(row[2])
 
     def controller_state(self, generation: int) -> dict[str, Any]:
-        import torch
-
         row = self._db.execute(
             "SELECT controller_state FROM generations WHERE generation = ?", (generation,)
         ).fetchone()
         if row is None:
             raise KeyError(f"no finished generation {generation}")
-        return torch.load(io.BytesIO(row[0]), weights_only=True)
+        return load_controller_state(row[0], f"{self.path}, generation {generation}")
 
     def restore(
         self, rows: Sequence[Candidate], generations: Sequence[Sequence[Any]], meta: dict

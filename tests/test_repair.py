@@ -122,6 +122,20 @@ def test_repair_keeps_what_the_damaged_file_still_gives(finished, copy):
     assert code == 0 and "cannot be used" not in output and "repaired" not in output
 
 
+def test_a_controller_state_damaged_inside_its_data_is_found_and_replaced(finished, copy):
+    store = copy / "results.sqlite"
+    overflow = [page for page, kind, where in pages_of(store, "generations") if kind == "overflow"]
+    with open(store, "r+b") as handle:  # garbage inside a page, its structure left intact
+        handle.seek((overflow[-2] - 1) * SQLITE_PAGE_BYTES + 512)
+        handle.write(random.Random(0).randbytes(64))
+
+    code, output = pearl("search", "--resume", copy, "--no-progress")
+    assert code == 0, output
+    assert "the controller state is damaged" in output and "CRC" in output
+    assert "lost: the controller state of generation(s) 1;" in output
+    assert_same_search(copy / "results.sqlite", finished / "results.sqlite")
+
+
 def test_lines_without_the_whole_row_are_reported_as_lost(finished, copy):
     events = copy / "evaluations.jsonl"
     lines = [json.loads(t) for t in events.read_text().splitlines()]
