@@ -13,7 +13,8 @@ Two ways to make the files (``converter``):
   many independent branches, then split per layer), optionally in several processes at once.
 
 Each file appears atomically (`models.files.atomic_write`), so an interrupted build keeps
-every finished file.
+every finished file; a file that is not a TFLite flatbuffer when it is looked up (damaged on
+disk) is moved aside with a warning and made again.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from latency_tables.keys import LayerKey
+from models.damage import set_aside
 from models.files import atomic_write
 
 LAYER_FILES_VERSION = 1
 DEFAULT_CHUNK = 16
 CONVERTERS = ("direct", "litert")
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4-8 of every .tflite
 
 
 def layer_root(cache_dir: str | os.PathLike) -> Path:
@@ -43,6 +46,22 @@ def layer_root(cache_dir: str | os.PathLike) -> Path:
 def layer_path(root: Path, key: LayerKey, converter: str = "direct") -> Path:
     digest = hashlib.sha256(key.encode().encode()).hexdigest()[:16]
     return root / converter / str(key.input_size) / f"{digest}.tflite"
+
+
+def _intact(path: Path) -> bool:
+    """Is the cached layer file there and a TFLite flatbuffer (its file identifier and a size
+    that holds at least a header)?  A damaged one is moved aside with a warning."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(8)
+    except FileNotFoundError:
+        return False
+    if len(header) == 8 and header[4:8] == TFLITE_IDENTIFIER:
+        return True
+    set_aside(
+        path, "cached layer file", f"not a TFLite file: header {header!r}", then="writing it again"
+    )
+    return False
 
 
 def _convert_and_store(root: str, keys: Sequence[LayerKey]) -> int:
@@ -78,7 +97,7 @@ def ensure_layer_files(
     for key in keys:
         direct = converter == "direct" and supports(key)
         paths[key] = layer_path(root, key, "direct" if direct else "litert")
-        if paths[key].is_file():
+        if _intact(paths[key]):
             present += 1
         elif direct:
             atomic_write(paths[key], write_layer(key))

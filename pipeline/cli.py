@@ -8,6 +8,7 @@ import click
 from models.quiet import set_quiet
 from pipeline.cli_arch import arch_group
 from pipeline.cli_bench import bench_command
+from pipeline.cli_common import plain_warnings
 from pipeline.cli_devices import devices_command
 from pipeline.cli_export import export_command
 from pipeline.cli_run import report_command, run_command
@@ -29,6 +30,7 @@ def cli(verbose: bool) -> None:
     """Pearl: find, distil and ship the student network that learns best from your teacher
     and fits your phone's latency budget."""
     set_quiet(not verbose)
+    plain_warnings()
 
 
 cli.add_command(arch_group)

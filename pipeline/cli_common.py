@@ -1,16 +1,19 @@
 """Pieces several `pearl` commands share: the ARCH_OR_BASELINE argument with its --input and
 --classes options (turned into an `Arch` or a clear usage error), the run-folder options of
-`pearl search` and `pearl run`, and --device of every command that trains."""
+`pearl search` and `pearl run`, --device of every command that trains, and how pearl's own
+warnings look on stderr."""
 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import click
 
 from models.arch import Arch
 from models.baselines import resolve_arch
+from models.damage import DamagedFileWarning
 
 INPUT_OPTION = click.option(
     "--input",
@@ -104,3 +107,18 @@ def check_device(spec: str) -> None:
         resolve_device(spec)
     except DeviceError as error:
         raise click.ClickException(str(error)) from None
+
+
+_python_format_warning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, DamagedFileWarning):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+def plain_warnings() -> None:
+    """Show pearl's own warnings (a damaged cache moved aside) as one ``warning: ...`` line on
+    stderr, not in Python's ``file:line: Category: ...`` form with a source line."""
+    warnings.formatwarning = _format_warning

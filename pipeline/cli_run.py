@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import click
@@ -23,7 +24,7 @@ from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config, merge, p
 def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress, device) -> None:
     """Search the student, train it (and a baseline) with KD and CE, export and re-time the
     bundle, and write report.md: one command, resumable stage by stage."""
-    from pipeline.run import RunError, prepare_run_dir, run_all
+    from pipeline.run import run_all
     from pipeline.run_config import RUN_SECTIONS, RunConfig, run_config_with_absolute_paths
 
     if (config_path is None) == (resume_dir is None):
@@ -47,14 +48,13 @@ def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress
             config = run_config_with_absolute_paths(config, config_path.parent)
             run_dir = out_dir or default_run_dir(config_path)
         check_device(config.compute.device)
-        prepare_run_dir(config, run_dir, resume=resume_dir is not None)
-    except (ConfigError, RunError) as error:
+    except ConfigError as error:
         raise click.ClickException(str(error)) from None
 
     def log(message: str) -> None:
         click.echo(message, err=True)
 
-    summary = _run_stages(run_all, config, run_dir, log, not no_progress)
+    summary = _run_stages(run_all, config, run_dir, resume_dir is not None, log, not no_progress)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -66,16 +66,35 @@ def run_command(config_path, out_dir, resume_dir, settings, as_json, no_progress
     click.echo(f"report: {summary['report']}")
 
 
-def _run_stages(run_all, config, run_dir, log, progress) -> dict:
+def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
+    """`run_all` in the locked run folder; a failure is a clear message (and a run that failed
+    before writing anything leaves no folder)."""
     from models.teacher_loading import TeacherError
     from pipeline.data import DataError
-    from pipeline.run import RunError, discard_unstarted_run
+    from pipeline.layout import RunLayout
+    from pipeline.lock import LockHeldError, folder_lock
+    from pipeline.run import RunError, discard_unstarted_run, prepare_run_dir
     from pipeline.search import SearchError
+    from pipeline.stop import StopRequested, stop_on_signals
+    from pipeline.store import StoreError, store_error_message
     from pipeline.training import TrainingError
 
     try:
-        return run_all(config, run_dir, log=log, progress=progress)
-    except (RunError, SearchError, DataError, TeacherError, TrainingError) as error:
+        with stop_on_signals(), folder_lock(run_dir, log):
+            try:
+                prepare_run_dir(config, run_dir, resume=resume)
+            except RunError as error:  # refused: nothing was written
+                raise click.ClickException(str(error)) from None
+            return run_all(config, run_dir, log=log, progress=progress)
+    except LockHeldError as error:
+        raise click.ClickException(str(error)) from None
+    except StopRequested as stop:
+        log(f"{stop}; finished stages are kept: continue with `pearl run --resume {run_dir}`")
+        raise click.exceptions.Exit(stop.exit_status) from None
+    except sqlite3.Error as error:  # the search's store broke
+        store = RunLayout(run_dir).search.store
+        raise click.ClickException(store_error_message(store, error)) from None
+    except (RunError, SearchError, DataError, TeacherError, TrainingError, StoreError) as error:
         if discard_unstarted_run(run_dir):
             raise click.ClickException(
                 f"{error}\n(nothing was run; {run_dir} was removed)"
@@ -90,8 +109,9 @@ def _run_stages(run_all, config, run_dir, log, progress) -> dict:
 def report_command(run_dir: Path) -> None:
     """Write RUN_DIR/report.md with figures (a `pearl run` or `pearl search` folder)."""
     from pipeline.run_report import ReportError, write_run_report
+    from pipeline.store import StoreError
 
     try:
         click.echo(write_run_report(run_dir))
-    except ReportError as error:
+    except (ReportError, StoreError) as error:
         raise click.ClickException(str(error)) from None

@@ -10,6 +10,7 @@ stdout, as text or ``--json``.  Torch and the converters are imported only when 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import click
@@ -66,10 +67,22 @@ def _overrides(options: dict, settings: tuple[str, ...]) -> dict:
     help="latency backend chain, best first: adb:SERIAL, table:FILE, host:tflite, host:onnx",
 )
 @device_option(None, "where candidates train (compute.device; may change on --resume)")
+@click.option(
+    "--repair",
+    "repair_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="check RUN_DIR's results store in full, rebuild it from evaluations.jsonl if it is "
+    "damaged (saying what was lost), then resume (--resume does this when the store is "
+    "unreadable)",
+)
 def search_command(
-    config_path, out_dir, resume_dir, settings, as_json, no_progress, **options
+    config_path, out_dir, resume_dir, repair_dir, settings, as_json, no_progress, **options
 ) -> None:
     """Search the student that distils best from the teacher within the latency target."""
+    if repair_dir is not None and resume_dir is not None:
+        raise click.UsageError("--repair RUN_DIR resumes RUN_DIR after the repair; drop --resume")
+    resume_dir = resume_dir or repair_dir
     if (config_path is None) == (resume_dir is None):
         raise click.UsageError("give either --config FILE (a new search) or --resume RUN_DIR")
     if resume_dir is not None and out_dir is not None:
@@ -77,22 +90,7 @@ def search_command(
     overrides = _overrides(options, settings)
     try:
         if resume_dir is not None:
-            saved = resume_dir / CONFIG_FILE_NAME
-            if not saved.is_file():
-                raise click.ClickException(
-                    f"{resume_dir} has no {CONFIG_FILE_NAME}: not a pearl search run folder"
-                )
-            changed = {(s, k) for s, values in overrides.items() for k in values}
-            fixed = {(s, k) for s, k in changed if not may_change_on_resume(s, k)}
-            if fixed:
-                names = ", ".join(sorted(f"{s}.{k}" for s, k in fixed))
-                raise click.UsageError(
-                    f"cannot change {names} when resuming (the stored results depend on them); "
-                    "only the budget (--max-candidates, --max-hours), [compute], [ray] and "
-                    "search.executor may change"
-                )
-            config = load_config(saved, overrides)
-            run_dir = resume_dir
+            config, run_dir = _resume_config(resume_dir, overrides), resume_dir
         else:
             # a `pearl run` config works too: its [train] / [export] sections are not used here
             run_config = load_config(config_path, overrides, RunConfig, RUN_SECTIONS)
@@ -102,31 +100,78 @@ def search_command(
         raise click.ClickException(str(error)) from None
     check_device(config.compute.device)
 
-    summary = _run(config, run_dir, resume=resume_dir is not None, progress=not no_progress)
+    mode = "repair" if repair_dir else "resume" if resume_dir else "new"
+    summary = _run(config, run_dir, mode=mode, progress=not no_progress)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(_text(summary))
 
 
-def _run(config, run_dir: Path, *, resume: bool, progress: bool) -> dict:
+def _resume_config(resume_dir: Path, overrides: dict):
+    """The saved config of `resume_dir` with the overrides a resume may change."""
+    saved = resume_dir / CONFIG_FILE_NAME
+    if not saved.is_file():
+        raise click.ClickException(
+            f"{resume_dir} has no {CONFIG_FILE_NAME}: not a pearl search run folder"
+        )
+    changed = {(s, k) for s, values in overrides.items() for k in values}
+    fixed = {(s, k) for s, k in changed if not may_change_on_resume(s, k)}
+    if fixed:
+        names = ", ".join(sorted(f"{s}.{k}" for s, k in fixed))
+        raise click.UsageError(
+            f"cannot change {names} when resuming (the stored results depend on them); "
+            "only the budget (--max-candidates, --max-hours), [compute], [ray] and "
+            "search.executor may change"
+        )
+    return load_config(saved, overrides)
+
+
+def _run(config, run_dir: Path, *, mode: str, progress: bool) -> dict:
+    """The search in the locked run folder (`mode`: new, resume or repair); every failure is a
+    clear message, never a traceback."""
     from models.teacher_loading import TeacherError
     from pipeline.data import DataError
-    from pipeline.search import Search, SearchError, build_setup
+    from pipeline.layout import SearchLayout
+    from pipeline.lock import LockHeldError, folder_lock
+    from pipeline.search import SearchError
+    from pipeline.stop import StopRequested, stop_on_signals
+    from pipeline.store import StoreError, store_error_message
 
     def log(message: str) -> None:
         click.echo(message, err=True)
 
-    log(f"{'resuming' if resume else 'starting'} search in {run_dir}")
+    log(f"{'starting' if mode == 'new' else 'resuming'} search in {run_dir}")
     try:
-        setup = build_setup(config, log)
-    except (DataError, TeacherError, SearchError) as error:
+        with stop_on_signals(), folder_lock(run_dir, log):
+            return _search(config, run_dir, mode, progress, log)
+    except StopRequested as stop:
+        resume = f"continue with `pearl search --resume {run_dir}`"
+        if not SearchLayout(run_dir).store.is_file():
+            resume = "nothing was stored yet: start the search again"
+        log(f"{stop} (the write in progress was finished); {resume}")
+        raise click.exceptions.Exit(stop.exit_status) from None
+    except (DataError, TeacherError, SearchError, LockHeldError, StoreError) as error:
         raise click.ClickException(str(error)) from None
+    except sqlite3.Error as error:  # the store broke while the search ran
+        store = SearchLayout(run_dir).store
+        raise click.ClickException(store_error_message(store, error)) from None
+
+
+def _search(config, run_dir: Path, mode: str, progress: bool, log) -> dict:
+    from pipeline.layout import SearchLayout
+    from pipeline.repair import open_store
+    from pipeline.search import Search, build_setup
+
+    if mode == "repair":  # a full check now; the search below opens the repaired store
+        log(f"checking {SearchLayout(run_dir).store} in full ...")
+        open_store(SearchLayout(run_dir), log, full=True).close()
+    setup = build_setup(config, log)
     try:
+        resume = mode != "new"
         search = Search(config, run_dir, setup, resume=resume, log=log, show_progress=progress)
-        return search.run()
-    except SearchError as error:
-        raise click.ClickException(str(error)) from None
+        with search:
+            return search.run()
     finally:
         setup.close()
 

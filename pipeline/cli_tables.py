@@ -133,22 +133,29 @@ def build_command(
     from device_bench.measurement import MeasurementError
     from device_bench.table_build import BuildOptions, build_table
     from models.space import get_space
+    from pipeline.lock import LockHeldError, output_lock
 
     for spec in specs:
         _check_spec(spec)
     space = get_space(space_name, input_size, num_classes)
     # --passes, --calibrate, --calibration-seed, --converter, --jobs, --networks
     options = BuildOptions(**build_options)
+
+    def log(message: str) -> None:
+        click.echo(message, err=True)
+
     for spec in specs:
         path = _output_for(out, spec, len(specs) > 1)
-        with _progress() as progress:
-            try:
+        try:
+            with output_lock(path, log), _progress() as progress:
                 table = build_table(
                     spec, space, path, options=options, cache_dir=cache_dir,
-                    progress=progress, log=lambda m: click.echo(m, err=True),
+                    progress=progress, log=log,
                 )  # fmt: skip
-            except MeasurementError as err:
-                raise click.ClickException(f"{spec}: {err}") from None
+        except MeasurementError as err:
+            raise click.ClickException(f"{spec}: {err}") from None
+        except LockHeldError as err:
+            raise click.ClickException(str(err)) from None
         c = table.correction
         click.echo(
             f"{path}\t{spec}\t{len(table.entries)} entries\tscale {c.scale:.4f}\t"

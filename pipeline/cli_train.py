@@ -12,6 +12,7 @@ import click
 
 from models.files import atomic_path
 from pipeline.cli_common import check_device, device_option
+from pipeline.lock import folder_lock
 from pipeline.registry import LOSSES
 
 _LOSS_HELP = "ce: cross-entropy; kd: Hinton KD; od: oracle KD for an ensemble teacher (KDAS eq. 4)"
@@ -153,11 +154,12 @@ def _clear_errors(function):
         from models.teacher_loading import TeacherError
         from pipeline.data import DataError
         from pipeline.device import DeviceError
+        from pipeline.lock import LockHeldError
         from pipeline.training import TrainingError
 
         try:
             return function(*args, **kwargs)
-        except (DataError, TeacherError, TrainingError, DeviceError) as error:
+        except (DataError, TeacherError, TrainingError, DeviceError, LockHeldError) as error:
             raise click.ClickException(str(error)) from None
 
     return wrapper
@@ -236,12 +238,13 @@ def teacher_group() -> None:
 def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> None:
     """Train a teacher network with cross-entropy and write it as a Pearl checkpoint."""
     run_dir = Path(f"{output}.run")
-    metrics = _run(model, run_dir, data_path, "ce", None, 1.0, 0.9, 0.2, opts)
-    if metrics["finished"]:
-        from pipeline.training import MODEL_FILE
+    with folder_lock(run_dir):
+        metrics = _run(model, run_dir, data_path, "ce", None, 1.0, 0.9, 0.2, opts)
+        if metrics["finished"]:
+            from pipeline.training import MODEL_FILE
 
-        with atomic_path(output) as temporary:
-            shutil.copyfile(run_dir / MODEL_FILE, temporary)
+            with atomic_path(output) as temporary:
+                shutil.copyfile(run_dir / MODEL_FILE, temporary)
     click.echo(f"{_summary(metrics)} -> {output}")
 
 
@@ -293,7 +296,8 @@ def train_command(
     data) on the full schedule, with KD from a teacher or plain cross-entropy."""
     if LOSSES[loss].needs_teacher and not teacher_spec:
         raise click.UsageError(f"--loss {loss} needs --teacher (or use --loss ce)")
-    metrics = _run(
-        arch_text, output, data_path, loss, teacher_spec, temperature, alpha, dropout, opts
-    )
+    with folder_lock(output):
+        metrics = _run(
+            arch_text, output, data_path, loss, teacher_spec, temperature, alpha, dropout, opts
+        )
     click.echo(f"{_summary(metrics)} -> {output / 'metrics.json'}")

@@ -242,12 +242,11 @@ class WorkerExporter:
         self._lock = threading.Lock()
 
     def __call__(self, arch, fmt: str) -> Path:
-        from models.export.cache import cached_bundle
-        from models.export.common import FORMATS
+        from models.export.cache import intact_artifact
 
-        bundle = cached_bundle(self.cache_dir, arch, fmt)
-        if (bundle / "metadata.json").is_file():
-            return bundle / FORMATS[fmt].filename
+        cached = intact_artifact(self.cache_dir, arch, fmt)  # a damaged one is set aside
+        if cached is not None:
+            return cached
         with self._lock:
             if self._worker is None:
                 from models.export import ExportWorker

@@ -4,14 +4,17 @@ A `pearl search` folder (`SearchLayout`)::
 
     config.toml        the resolved config (`pipeline.config.save_config`)
     results.sqlite     every candidate and controller update (`pipeline.store`)
-    evaluations.jsonl  one line per finished proxy training (a log; the store is the truth)
+    evaluations.jsonl  every row the store writes, appended whole, and each finished
+                       generation (a log; the store is the truth; `pipeline.repair` rebuilds
+                       a damaged store from it)
+    pearl.lock         while a process works in the folder (`pipeline.lock`)
     summary.json       written when the search reached its budget
     candidates.csv, pareto.csv, pareto.png, best_arch.json, best_arch.txt
 
 A `pearl run` folder (`RunLayout`) holds a search folder and the stages after it::
 
-    config.toml, search/, winners.json, train/LABEL-LOSS/, export/LABEL/, latency.json,
-    report.md, figures/
+    config.toml, pearl.lock, search/, winners.json, train/LABEL-LOSS/, export/LABEL/,
+    latency.json, report.md, figures/
 
 LABEL is ``searched-KEY`` for a winner (KEY: its arch key) and ``baseline-NAME``.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from models.export.common import METADATA
 from pipeline.config import CONFIG_FILE_NAME
+from pipeline.lock import LOCK_FILE_NAME
 from pipeline.store import STORE_FILE_NAME
 
 SEARCHED, BASELINE = "searched-", "baseline-"  # prefixes of the LABELs of trained models
@@ -50,6 +54,7 @@ class SearchLayout:
     root: Path
 
     config = _file(CONFIG_FILE_NAME)
+    lock = _file(LOCK_FILE_NAME)
     store = _file(STORE_FILE_NAME)
     events = _file("evaluations.jsonl")
     summary = _file("summary.json")
@@ -65,6 +70,7 @@ class RunLayout:
     root: Path
 
     config = _file(CONFIG_FILE_NAME)
+    lock = _file(LOCK_FILE_NAME)
     winners = _file("winners.json")
     latency = _file("latency.json")
     report = _file("report.md")

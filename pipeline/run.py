@@ -30,6 +30,7 @@ from models.files import atomic_write_json
 from pipeline.config import config_hash, save_config, saved_config_hash
 from pipeline.config_paths import resolve_path
 from pipeline.layout import RunLayout, baseline_label, searched_label
+from pipeline.lock import folder_contents, folder_lock
 from pipeline.registry import LOSSES
 from pipeline.run_config import RunConfig
 
@@ -59,14 +60,17 @@ def stage_search(config: RunConfig, run_dir: Path, log: Log, progress: bool) -> 
     search_config = config.search_config()
     resume = layout.store.is_file()
     log(f"search: {'resuming' if resume else 'starting'} in {out}")
-    setup = build_setup(search_config, log)
-    try:
-        search = Search(search_config, out, setup, resume=resume, log=log, show_progress=progress)
-        summary = search.run()
-    except SearchError as error:
-        raise RunError(f"search stage: {error}") from None
-    finally:
-        setup.close()
+    with folder_lock(out, log):
+        setup = build_setup(search_config, log)
+        try:
+            with Search(
+                search_config, out, setup, resume=resume, log=log, show_progress=progress
+            ) as search:
+                summary = search.run()
+        except SearchError as error:
+            raise RunError(f"search stage: {error}") from None
+        finally:
+            setup.close()
     atomic_write_json(done, summary)
     return summary
 
@@ -393,7 +397,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> None:
             f"{run_dir} already holds a run; continue it with `pearl run --resume {run_dir}` "
             "or choose another --out folder"
         )
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and folder_contents(run_dir):
         what = "a `pearl search`" if layout.find_search() else "other files"
         raise RunError(
             f"{run_dir} is not empty (it holds {what}); give a new or empty --out folder"
@@ -406,7 +410,7 @@ def discard_unstarted_run(run_dir: Path) -> bool:
     """Remove a run folder that holds nothing but its config (its first stage failed before
     writing anything): a failed start leaves no half-made folder.  True when removed."""
     layout = RunLayout(run_dir)
-    if not run_dir.is_dir() or [p.name for p in run_dir.iterdir()] != [layout.config.name]:
+    if not run_dir.is_dir() or folder_contents(run_dir) != [layout.config.name]:
         return False
     layout.config.unlink()
     run_dir.rmdir()

@@ -24,7 +24,9 @@ the result files.
 
 A ``kill -9`` at any moment loses at most the candidate being trained: ``--resume`` reloads the
 last recorded method state, proposes the same batch again (same RNG state) and takes every
-candidate already stored instead of retraining it.
+candidate already stored instead of retraining it.  Every row the store writes is also appended
+whole to evaluations.jsonl, so a damaged store can be rebuilt (`pipeline.repair`, run by
+``--resume`` when the store is unusable).
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ from typing import Any
 from pipeline.config import SearchConfig, config_hash, save_config
 from pipeline.executor import TrainJob
 from pipeline.layout import SearchLayout
+from pipeline.lock import folder_contents
 from pipeline.progress import progress_bar
 from pipeline.registry import SEARCH_METHODS
+from pipeline.repair import open_store
 from pipeline.search_setup import SearchError, SearchSetup, build_setup
+from pipeline.stop import write_in_progress
 from pipeline.store import Candidate, ResultsStore
 
 __all__ = ["Search", "SearchError", "build_setup"]
@@ -53,7 +58,8 @@ METHOD = "akd"  # the method every search runs until the config names one (SEARC
 
 class Search:
     """One run folder: its store, its method and set-up.  `run()` goes to the budget, then
-    `finish()` settles the winners and writes the result files."""
+    `finish()` settles the winners and writes the result files; `close()` (or ``with``) closes
+    the store."""
 
     def __init__(
         self,
@@ -75,11 +81,18 @@ class Search:
         if not resume:
             _refuse_foreign_folder(self.layout)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.store = ResultsStore(self.layout.store)
-        self._check_folder(resume)
-        save_config(config, self.run_dir)
-        self.method = SEARCH_METHODS[METHOD].load()(config, setup.space)
-        last = self.store.last_generation()
+        if resume:  # an unusable store is rebuilt from what survives, with a message
+            self.store = open_store(self.layout, self.log)
+        else:
+            self.store = ResultsStore(self.layout.store)
+        try:
+            self._check_folder(resume)
+            save_config(config, self.run_dir)
+            self.method = SEARCH_METHODS[METHOD].load()(config, setup.space)
+            last = self.store.last_generation()
+        except BaseException:
+            self.store.close()
+            raise
         self.generation, self.elapsed_before = 0, 0.0
         if last is not None:
             generation, state, self.elapsed_before = last
@@ -88,6 +101,16 @@ class Search:
         self.proposed = sum(len(r) for r in self.store.generation_rewards())
         self._started = time.time()
         self._progress: _Progress | _NoProgress = _NoProgress()
+
+    def close(self) -> None:
+        """Close the store (its write-ahead log goes back into results.sqlite)."""
+        self.store.close()
+
+    def __enter__(self) -> Search:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _check_folder(self, resume: bool) -> None:
         stored_hash = self.store.get_meta("config_hash")
@@ -158,7 +181,9 @@ class Search:
     ) -> None:
         """Record the method's update and its new state (one transaction), then move on."""
         elapsed = self.elapsed_before + time.time() - self._started
-        self.store.finish_generation(self.generation, state, rewards, stats, elapsed)
+        with write_in_progress():
+            self.store.finish_generation(self.generation, state, rewards, stats, elapsed)
+            self._append_event({"event": "generation", "generation": self.generation})
         self.proposed += len(rewards)
         self.generation += 1
         self._progress.generation_done()
@@ -181,13 +206,32 @@ class Search:
 
         self.settle_winners()
         chain = self.setup.chain
-        return write_search_outputs(
+        summary = write_search_outputs(
             self.layout,
             self.config,
             self.store.scored(self.config.reward.cost),
             candidates=self.store.count(),
             generations=self.generation,
             latency_backends=chain.status() if chain is not None else [],
+        )
+        self._fail_if_nothing_scored()
+        return summary
+
+    def _fail_if_nothing_scored(self) -> None:
+        """A search in which every candidate failed has no result: a `SearchError` that says
+        why (so the command ends with a non-zero status)."""
+        rows = self.store.candidates("WHERE reused_from IS NULL")
+        if not rows or any(r.status in ("ok", "terminated") for r in rows):
+            return
+        if all(r.train_seconds is not None for r in rows):  # each trained, none timed
+            what = f"no latency backend could time any of the {len(rows)} candidates"
+        else:
+            what = f"all {len(rows)} candidates failed"
+        first = rows[0]
+        raise SearchError(
+            f"{what}, so the search has no result; the first (generation {first.generation}, "
+            f"slot {first.slot}): {first.error}. Each row, with its error, is in "
+            f"{self.layout.events}; fix the cause and start a new search"
         )
 
     def settle_winners(self, rounds: int = 5) -> None:
@@ -229,8 +273,10 @@ class Search:
         try:
             for job, result in self.setup.executor.train(jobs):
                 arch = archs[job.slot]
-                row = self._store_training(job, arch, arch_cost(arch), choices[job.slot], result)
-                self._log_event(row)
+                cost = arch_cost(arch)
+                with write_in_progress():
+                    row = self._store_training(job, arch, cost, choices[job.slot], result)
+                    self._log_event(row, "trained")
                 if self._timing_would_overlap_training():
                     waiting.append((job.slot, row, arch))
                     continue
@@ -312,10 +358,16 @@ class Search:
                         f"every latency backend is down ({error}); reattach the device or fix "
                         f"latency.backends, then `pearl search --resume {self.run_dir}`"
                     ) from None
-                return self.store.update(row.id, status="failed", reward=0.0, error=str(error))
+                with write_in_progress():
+                    row = self.store.update(row.id, status="failed", reward=0.0, error=str(error))
+                    self._log_event(row, "scored")
+                return row
             values = _latency_values(record)
-        row = self.store.update(row.id, **values)
-        return self.store.update(row.id, status=status, reward=self._reward(row))
+        with write_in_progress():
+            row = self.store.update(row.id, **values)
+            row = self.store.update(row.id, status=status, reward=self._reward(row))
+            self._log_event(row, "scored")
+        return row
 
     def _reward(self, row: Candidate) -> float:
         cost = row.cost(self.config.reward.cost)
@@ -327,23 +379,23 @@ class Search:
         skip = {"id", "generation", "slot", "reused_from", "created_at", "train_seconds"}
         values = {k: v for k, v in previous.to_dict().items() if k not in skip}
         values["latency_seconds"] = 0.0
-        return self.store.insert(
-            **values, generation=generation, slot=slot, reused_from=previous.id, train_seconds=0.0
-        )
+        with write_in_progress():
+            where = dict(generation=generation, slot=slot, reused_from=previous.id)
+            row = self.store.insert(**values, **where, train_seconds=0.0)
+            self._log_event(row, "reused")
+        return row
 
-    def _log_event(self, row: Candidate) -> None:
-        event = {
-            "generation": row.generation,
-            "slot": row.slot,
-            "key": row.key,
-            "status": row.status,
-            "accuracy": row.accuracy,
-            "train_seconds": row.train_seconds,
-            "pid": os.getpid(),
-            "time": time.time(),
-        }
+    def _log_event(self, row: Candidate, event: str) -> None:
+        """Append the whole row as it now is in the store to evaluations.jsonl (`event`:
+        trained, scored, reused or remeasured; a finished controller update is a "generation"
+        line): what `pipeline.repair` rebuilds a damaged store from.  Lines are only ever
+        appended; the last one of a (generation, slot) wins."""
+        self._append_event({"event": event, **row.to_dict()})
+
+    def _append_event(self, line: dict[str, Any]) -> None:
+        line = {**line, "pid": os.getpid(), "time": time.time()}
         with self.layout.events.open("a") as handle:
-            handle.write(json.dumps(event) + "\n")
+            handle.write(json.dumps(line) + "\n")
 
     def _remeasure_if_backend_returned(self) -> None:
         chain = self.setup.chain
@@ -371,8 +423,10 @@ class Search:
                 f"(was {row.latency_ms:.3f} ms from {row.latency_spec})"
             )
             for same in self.store.candidates("WHERE key = ?", (row.key,)):
-                updated = self.store.update(same.id, **_latency_values(record))
-                self.store.update(same.id, reward=self._reward(updated))
+                with write_in_progress():
+                    updated = self.store.update(same.id, **_latency_values(record))
+                    updated = self.store.update(same.id, reward=self._reward(updated))
+                    self._log_event(updated, "remeasured")
             done += 1
         return done
 
@@ -382,7 +436,7 @@ def _refuse_foreign_folder(layout: SearchLayout) -> None:
     run` folder's config.toml, say)."""
     if layout.store.is_file() or not layout.root.is_dir():
         return
-    found = sorted(p.name for p in layout.root.iterdir())
+    found = folder_contents(layout.root)
     if not found:
         return
     hint = ""

@@ -13,7 +13,9 @@ Tables:
   point to resume from.
 * ``meta``: key/value facts about the run (config hash, creation time).
 
-Every write is a transaction: a crash leaves each row either absent or complete.
+Every write is a transaction: a crash leaves each row either absent or complete.  A file that
+fails ``PRAGMA quick_check`` when opened is a `StoreError` whose message names ``pearl search
+--repair``; `pipeline.repair` rebuilds it from what survives.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from models.damage import sqlite_problem, zip_problem
 
 STORE_FILE_NAME = "results.sqlite"
 FINAL_STATUSES = ("ok", "terminated", "failed")
@@ -109,28 +113,80 @@ class Candidate:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-_COLUMNS = [f.name for f in fields(Candidate)]
+CANDIDATE_COLUMNS = [f.name for f in fields(Candidate)]
+SELECT_CANDIDATES = f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM candidates"
+GENERATION_COLUMNS = (
+    "generation",
+    "controller_state",
+    "rewards",
+    "stats",
+    "elapsed_seconds",
+    "finished_at",
+)
 
 
-def _row(values: Sequence[Any]) -> Candidate:
-    data = dict(zip(_COLUMNS, values, strict=True))
+def candidate_from_values(values: Sequence[Any]) -> Candidate:
+    """A `Candidate` from the values of a row selected in `CANDIDATE_COLUMNS` order."""
+    data = dict(zip(CANDIDATE_COLUMNS, values, strict=True))
     data["choices"] = tuple(json.loads(data["choices"]))
     return Candidate(**data)
+
+
+def candidate_from_dict(data: dict[str, Any]) -> Candidate:
+    """A `Candidate` from ``to_dict()`` output (e.g. a line of evaluations.jsonl); a
+    `KeyError` / `TypeError` / `ValueError` when a field is missing or of the wrong kind."""
+    values = {name: data[name] for name in CANDIDATE_COLUMNS}
+    values["choices"] = tuple(int(c) for c in values["choices"])
+    for name in ("id", "generation", "slot", "macs", "params"):
+        values[name] = int(values[name])
+    return Candidate(**values)
+
+
+def load_controller_state(blob: bytes, where: str) -> dict[str, Any]:
+    """A controller state saved by `ResultsStore.finish_generation`, checked against its zip
+    CRCs first (torch alone loads damaged tensor data without a word); a `StoreError` if not."""
+    import torch
+
+    problem = zip_problem(io.BytesIO(blob))
+    if problem is not None:
+        raise StoreError(f"{where}: the controller state is damaged ({problem})")
+    return torch.load(io.BytesIO(blob), weights_only=True)
+
+
+class StoreError(RuntimeError):
+    """The results store cannot be used; the message names the file and what to do."""
+
+
+def store_error_message(path: Path, error: BaseException) -> str:
+    """What to tell the user about an SQLite error on the store at `path`."""
+    return (
+        f"the results store {path} cannot be used ({type(error).__name__}: {error}); "
+        f"`pearl search --repair {path.parent}` rebuilds it from evaluations.jsonl and resumes"
+    )
 
 
 class ResultsStore:
     """The SQLite results of one run folder."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open (or create) the store; a damaged file (``PRAGMA quick_check``) is a
+        `StoreError` that says how to repair it."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        problem = sqlite_problem(self.path) if self.path.exists() else None
+        if problem is not None:
+            raise StoreError(store_error_message(self.path, sqlite3.DatabaseError(problem)))
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self.transaction() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self.transaction() as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise StoreError(store_error_message(self.path, error)) from error
 
     def close(self) -> None:
         self._db.close()
@@ -170,7 +226,7 @@ class ResultsStore:
         values = dict(values)
         values["choices"] = json.dumps([int(c) for c in values["choices"]])
         values.setdefault("created_at", time.time())
-        names = [name for name in _COLUMNS if name != "id" and name in values]
+        names = [name for name in CANDIDATE_COLUMNS if name != "id" and name in values]
         unknown = set(values) - set(names)
         if unknown:
             raise ValueError(f"unknown candidate column(s) {sorted(unknown)}")
@@ -184,7 +240,7 @@ class ResultsStore:
         return self.get(row_id)
 
     def update(self, row_id: int, **values: Any) -> Candidate:
-        unknown = set(values) - set(_COLUMNS) | ({"id"} & set(values))
+        unknown = set(values) - set(CANDIDATE_COLUMNS) | ({"id"} & set(values))
         if unknown:
             raise ValueError(f"cannot update column(s) {sorted(unknown)}")
         if not values:
@@ -197,33 +253,30 @@ class ResultsStore:
         return self.get(row_id)
 
     def get(self, row_id: int) -> Candidate:
-        row = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM candidates WHERE id = ?", (row_id,)
-        ).fetchone()
+        row = self._db.execute(f"{SELECT_CANDIDATES} WHERE id = ?", (row_id,)).fetchone()
         if row is None:
             raise KeyError(f"no candidate with id {row_id}")
-        return _row(row)
+        return candidate_from_values(row)
 
     def at(self, generation: int, slot: int) -> Candidate | None:
         row = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM candidates WHERE generation = ? AND slot = ?",
+            f"{SELECT_CANDIDATES} WHERE generation = ? AND slot = ?",
             (generation, slot),
         ).fetchone()
-        return _row(row) if row else None
+        return candidate_from_values(row) if row else None
 
     def evaluated(self, key: str) -> Candidate | None:
         """The first trained row (not itself a reuse) of the arch with this key, if any."""
         row = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM candidates WHERE key = ? AND reused_from IS NULL "
+            f"{SELECT_CANDIDATES} WHERE key = ? AND reused_from IS NULL "
             "AND accuracy IS NOT NULL ORDER BY id LIMIT 1",
             (key,),
         ).fetchone()
-        return _row(row) if row else None
+        return candidate_from_values(row) if row else None
 
     def candidates(self, where: str = "", params: Sequence[Any] = ()) -> list[Candidate]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM candidates"
-        rows = self._db.execute(f"{sql} {where} ORDER BY id", params).fetchall()
-        return [_row(r) for r in rows]
+        rows = self._db.execute(f"{SELECT_CANDIDATES} {where} ORDER BY id", params).fetchall()
+        return [candidate_from_values(r) for r in rows]
 
     def scored(self, cost_name: str | None = None) -> list[Candidate]:
         """First evaluations (no reuses) that ended with a score (``ok`` or ``terminated``), in
@@ -275,26 +328,45 @@ class ResultsStore:
 
     def last_generation(self) -> tuple[int, dict[str, Any], float] | None:
         """``(generation, controller state, elapsed seconds)`` of the latest update, or None."""
-        import torch
-
         row = self._db.execute(
             "SELECT generation, controller_state, elapsed_seconds FROM generations "
             "ORDER BY generation DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        state = torch.load(io.BytesIO(row[1]), weights_only=True)
+        state = load_controller_state(row[1], f"{self.path}, generation {row[0]}")
         return int(row[0]), state, float(row[2])
 
     def controller_state(self, generation: int) -> dict[str, Any]:
-        import torch
-
         row = self._db.execute(
             "SELECT controller_state FROM generations WHERE generation = ?", (generation,)
         ).fetchone()
         if row is None:
             raise KeyError(f"no finished generation {generation}")
-        return torch.load(io.BytesIO(row[0]), weights_only=True)
+        return load_controller_state(row[0], f"{self.path}, generation {generation}")
+
+    def restore(
+        self, rows: Sequence[Candidate], generations: Sequence[Sequence[Any]], meta: dict
+    ) -> None:
+        """Write `rows` (ids kept), generation records (`GENERATION_COLUMNS` tuples, the state
+        as its saved bytes) and `meta` in one transaction: how `pipeline.repair` fills a new
+        store with what it recovered."""
+        names = ", ".join(CANDIDATE_COLUMNS)
+        marks = ", ".join("?" for _ in CANDIDATE_COLUMNS)
+        with self.transaction() as db:
+            for row in rows:
+                values = row.to_dict()
+                values["choices"] = json.dumps(list(row.choices))
+                db.execute(
+                    f"INSERT INTO candidates ({names}) VALUES ({marks})",
+                    [values[name] for name in CANDIDATE_COLUMNS],
+                )
+            db.executemany(
+                f"INSERT INTO generations ({', '.join(GENERATION_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in GENERATION_COLUMNS)})",
+                generations,
+            )
+            db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
 
     def generation_rewards(self) -> list[list[float]]:
         rows = self._db.execute("SELECT rewards FROM generations ORDER BY generation").fetchall()

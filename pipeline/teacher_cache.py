@@ -29,6 +29,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from models.damage import set_aside, zip_problem
 from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
 from pipeline.data import ImageArrays
 
@@ -140,11 +141,14 @@ def cached_teacher(
     )
     folder = Path(cache_dir).expanduser()
     path = folder / f"{key}.pt"
-    if path.is_file():
+    if path.is_file():  # checked (zip CRCs, then loading); damaged: set aside and recomputed
         try:
-            return CachedTeacher.load(path), path, True
-        except Exception:  # an unreadable file (e.g. foreign): recompute and replace it
-            pass
+            problem = zip_problem(path)
+            if problem is None:
+                return CachedTeacher.load(path), path, True
+        except Exception as error:
+            problem = f"{type(error).__name__}: {error}"
+        set_aside(path, "teacher-logit cache", problem, then="computing the logits again")
     teacher = load_teacher(
         spec,
         num_classes=mini_train.num_classes,

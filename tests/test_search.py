@@ -54,8 +54,11 @@ def finished_run(tmp_path_factory, data_dir, tiny_teacher):
 
 
 def _events(run_dir: Path) -> list[dict]:
+    """The proxy trainings logged in evaluations.jsonl (its other lines record later changes
+    of a row: scored, reused, remeasured)."""
     path = run_dir / "evaluations.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [line for line in lines if line["event"] == "trained"]
 
 
 def test_a_search_stores_every_candidate_and_writes_the_report(finished_run):

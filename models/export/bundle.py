@@ -477,13 +477,17 @@ def _write_bundle(staging: Path, arch: Arch, files, class_names, document: dict)
 
 
 def read_metadata(bundle_dir: str | os.PathLike) -> dict:
+    """The metadata.json of a bundle (a JSON object), or an `ExportError` saying what is wrong."""
     path = Path(bundle_dir) / METADATA
     try:
-        return json.loads(path.read_text())
+        document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"{path} not found; is {bundle_dir} an export bundle?") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ExportError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise ExportError(f"{path} holds a {type(document).__name__}, not a JSON object")
+    return document
 
 
 def record_measurement(bundle_dir: str | os.PathLike, section: str, key: str, value) -> dict:
@@ -492,6 +496,9 @@ def record_measurement(bundle_dir: str | os.PathLike, section: str, key: str, va
     if section not in ("latency", "accuracy"):
         raise ExportError(f"section must be 'latency' or 'accuracy', got {section!r}")
     document = read_metadata(bundle_dir)
-    document.setdefault(section, {})[key] = value
+    entries = document.setdefault(section, {})
+    if not isinstance(entries, dict):
+        raise ExportError(f"{METADATA} in {bundle_dir}: {section!r} is not a JSON object")
+    entries[key] = value
     atomic_write_json(Path(bundle_dir) / METADATA, document)
     return document

@@ -9,7 +9,8 @@ bundle (metadata.json included)::
 The tools hash changes with any converter version, so an upgrade never serves stale files.
 fp16 and int8 files are derived from the cached fp32 flatbuffer when there is one (no second
 conversion).  int8 files are calibrated on a few seeded Gaussian images: calibration changes
-scales, not ops or types, so it does not change latency.
+scales, not ops or types, so it does not change latency.  A cached file is checked against its
+metadata (size, sha256) whenever it is read; a damaged bundle is moved aside and exported again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from models.arch import Arch
+from models.damage import set_aside
 from models.export.bundle import METADATA, ExportOptions, export_bundle
 from models.export.common import EXPORT_VERSION, FORMATS, ExportError, tool_versions
 
@@ -38,6 +40,36 @@ def cached_bundle(cache_dir: str | os.PathLike, arch: Arch, fmt: str) -> Path:
     return cache_root(cache_dir) / arch.key() / fmt
 
 
+def intact_artifact(cache_dir: str | os.PathLike, arch: Arch, fmt: str) -> Path | None:
+    """The cached `fmt` file of `arch` when its bundle is complete and intact (the file's size
+    and sha256 match its metadata.json), else None.  A damaged bundle is moved aside with a
+    `DamagedFileWarning`, so the next export writes a new one."""
+    bundle = cached_bundle(cache_dir, arch, fmt)
+    path = bundle / FORMATS[fmt].filename
+    if not (bundle / METADATA).is_file():  # bundles appear atomically: absent, or complete
+        return None
+    problem = _bundle_problem(bundle / METADATA, path, fmt)
+    if problem is None:
+        return path
+    set_aside(bundle, "cached export", problem, then="exporting it again")
+    return None
+
+
+def _bundle_problem(metadata: Path, path: Path, fmt: str) -> str | None:
+    try:
+        entry = json.loads(metadata.read_text())["files"][fmt]
+        size, sha256 = int(entry["bytes"]), str(entry["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"unreadable {metadata.name}: {type(error).__name__}: {error}"
+    if not path.is_file():
+        return f"{path.name} is missing"
+    if path.stat().st_size != size:
+        return f"{path.name} has {path.stat().st_size} bytes, its metadata says {size}"
+    if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        return f"{path.name} does not match the sha256 in its metadata"
+    return None
+
+
 def latency_artifact(
     arch: Arch,
     fmt: str,
@@ -50,10 +82,11 @@ def latency_artifact(
     """Path of the `fmt` file of `arch` with initialisation weights, exported on first use."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    cached = intact_artifact(cache_dir, arch, fmt)
+    if cached is not None:
+        return cached
     bundle = cached_bundle(cache_dir, arch, fmt)
     path = bundle / FORMATS[fmt].filename
-    if (bundle / METADATA).is_file():  # bundles appear atomically: present means complete
-        return path
     fp32 = None
     if fmt in ("tflite-fp16", "tflite-int8"):
         fp32 = latency_artifact(arch, "tflite", cache_dir, num_threads=num_threads).read_bytes()

@@ -229,9 +229,11 @@ class _Duplex:
 
 
 def _warning_class(name: str) -> type[Warning]:
+    from models.damage import DamagedFileWarning
     from models.export.bundle import ExportWarning
 
-    return ExportWarning if name == "ExportWarning" else UserWarning
+    known = {"ExportWarning": ExportWarning, "DamagedFileWarning": DamagedFileWarning}
+    return known.get(name, UserWarning)
 
 
 # -- the worker process ------------------------------------------------------------------------
@@ -293,11 +295,10 @@ def _serve(conn, num_threads: int, warm_up: bool = True) -> None:
 
 
 def _send_warnings(conn, caught) -> None:
-    from models.export.bundle import ExportWarning
-
     for warning in caught:
-        if issubclass(warning.category, ExportWarning):
-            conn.send(("warning", "ExportWarning", str(warning.message)))
+        name = warning.category.__name__
+        if _warning_class(name) is not UserWarning:  # pearl's own warnings go back
+            conn.send(("warning", name, str(warning.message)))
 
 
 def _run_export(conn, request: ExportRequest, *, load_data: LoadData | None) -> dict:
