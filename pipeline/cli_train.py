@@ -170,7 +170,6 @@ def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, d
     from pipeline.config import ComputeConfig
     from pipeline.training import TrainSettings, input_statistics, train
 
-    check_device(opts["device"])
     recipe = {name: opts[name] for name in _RECIPE_OPTIONS}
     settings = TrainSettings(
         **recipe,
@@ -238,6 +237,7 @@ def teacher_group() -> None:
 def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> None:
     """Train a teacher network with cross-entropy and write it as a Pearl checkpoint."""
     run_dir = Path(f"{output}.run")
+    check_device(opts["device"])  # before the lock makes any folder
     with folder_lock(run_dir):
         metrics = _run(model, run_dir, data_path, "ce", None, 1.0, 0.9, 0.2, opts)
         if metrics["finished"]:
@@ -296,6 +296,7 @@ def train_command(
     data) on the full schedule, with KD from a teacher or plain cross-entropy."""
     if LOSSES[loss].needs_teacher and not teacher_spec:
         raise click.UsageError(f"--loss {loss} needs --teacher (or use --loss ce)")
+    check_device(opts["device"])  # before the lock makes any folder
     with folder_lock(output):
         metrics = _run(
             arch_text, output, data_path, loss, teacher_spec, temperature, alpha, dropout, opts

@@ -111,3 +111,13 @@ def write_config(folder: Path, data_dir: Path, teacher: Path, budget: int = 4, p
         )
     )
     return path
+
+
+def trained_events(run_dir: Path) -> list[dict]:
+    """The proxy trainings logged in evaluations.jsonl (its other lines record later changes
+    of a row: scored, reused, remeasured, and finished generations)."""
+    import json
+
+    path = run_dir / "evaluations.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [line for line in lines if line["event"] == "trained"]

@@ -5,7 +5,6 @@ rule that host timing never overlaps training on this machine."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
-from search_helpers import TINY_SPACE, make_tiny_teacher, write_config
+from search_helpers import TINY_SPACE, make_tiny_teacher, trained_events, write_config
 
 from pipeline.cli import cli
 from pipeline.config import RayConfig, load_config
@@ -68,11 +67,6 @@ def _archs(space, n: int):
     decisions = space.decisions()
     choices = [[i % len(d.options) for d in decisions] for i in range(n)]
     return [space.arch_from(c) for c in choices], choices
-
-
-def _events(run_dir: Path) -> list[dict]:
-    path = run_dir / "evaluations.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def run_cli(*args: str) -> str:
@@ -171,7 +165,7 @@ def test_a_ray_search_stores_every_candidate_and_a_resumed_one_trains_only_the_m
 
     run_cli("search", "--resume", str(run_dir), "--no-progress")  # with Ray, from the config
 
-    trained = [(e["generation"], e["slot"]) for e in _events(run_dir)]
+    trained = [(e["generation"], e["slot"]) for e in trained_events(run_dir)]
     assert sorted(trained) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # each once, in any order
     with ResultsStore(run_dir / "results.sqlite") as store:
         assert _by_slot(store) == clean_rows
@@ -401,7 +395,9 @@ def test_resume_with_ray_after_kill_9_ends_like_an_uninterrupted_run(
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
-    while len(_events(killed)) < 3 and process.poll() is None and time.monotonic() < deadline:
+    while (
+        len(trained_events(killed)) < 3 and process.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
@@ -411,7 +407,7 @@ def test_resume_with_ray_after_kill_9_ends_like_an_uninterrupted_run(
 
     run_cli("search", "--resume", str(killed), "--no-progress")
 
-    trained = [(e["generation"], e["slot"]) for e in _events(killed)]
+    trained = [(e["generation"], e["slot"]) for e in trained_events(killed)]
     assert len(trained) == len(set(trained)) == 4  # nothing trained twice
     with ResultsStore(killed / "results.sqlite") as store:
         assert _by_slot(store) == clean_rows

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from search_helpers import make_tiny_teacher, tiny_space, write_config
+from search_helpers import make_tiny_teacher, tiny_space, trained_events, write_config
 
 from models.arch import Arch
 from pipeline.cli import cli
@@ -51,14 +51,6 @@ def finished_run(tmp_path_factory, data_dir, tiny_teacher):
         "search", "--config", str(config), "--out", str(run_dir), "--json", "--no-progress"
     )
     return run_dir, json.loads(output)
-
-
-def _events(run_dir: Path) -> list[dict]:
-    """The proxy trainings logged in evaluations.jsonl (its other lines record later changes
-    of a row: scored, reused, remeasured)."""
-    path = run_dir / "evaluations.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [line for line in lines if line["event"] == "trained"]
 
 
 def test_a_search_stores_every_candidate_and_writes_the_report(finished_run):
@@ -106,7 +98,7 @@ def test_duplicate_archs_reuse_stored_results(finished_run, data_dir, tiny_teach
         search = Search(config, run_dir, setup, resume=True, show_progress=False)
         with ResultsStore(run_dir / "results.sqlite") as store:
             old = store.candidates()
-        events_before = len(_events(run_dir))
+        events_before = len(trained_events(run_dir))
         new = setup.space.arch_from([0] * len(setup.space.decisions()))
         assert all(r.key != new.key() for r in old)
         new_choices = [0] * len(setup.space.decisions())
@@ -117,7 +109,7 @@ def test_duplicate_archs_reuse_stored_results(finished_run, data_dir, tiny_teach
     assert [r.reused_from for r in rows[:2]] == [old[0].id, old[0].id]
     assert rows[0].accuracy == old[0].accuracy and rows[0].reward == old[0].reward
     assert rows[2].reused_from is None and rows[3].reused_from == rows[2].id
-    assert len(_events(run_dir)) == events_before + 1  # only the new arch was trained
+    assert len(trained_events(run_dir)) == events_before + 1  # only the new arch was trained
 
 
 def test_early_termination_stops_hopeless_candidates_and_leaves_others_alone(cifar_small):
@@ -176,7 +168,9 @@ def test_resume_after_kill_9_evaluates_nothing_twice_and_ends_like_an_uninterrup
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 240
-    while len(_events(killed)) < 3 and process.poll() is None and time.monotonic() < deadline:
+    while (
+        len(trained_events(killed)) < 3 and process.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)  # mid generation 1: its slot 0 is stored, slot 1 not
     process.wait()
@@ -189,7 +183,7 @@ def test_resume_after_kill_9_evaluates_nothing_twice_and_ends_like_an_uninterrup
     run_cli("search", "--resume", str(killed), "--no-progress")
     run_cli("search", "--config", str(config), "--out", str(clean), "--no-progress")
 
-    trained = [(e["generation"], e["slot"]) for e in _events(killed)]
+    trained = [(e["generation"], e["slot"]) for e in trained_events(killed)]
     assert len(trained) == len(set(trained)) == 6  # nothing trained twice
     assert last is not None  # the killed run had recorded at least one update
     with ResultsStore(killed / "results.sqlite") as a, ResultsStore(clean / "results.sqlite") as b:
