@@ -15,20 +15,14 @@ from models.arch import Arch
 from models.baselines import resolve_arch
 from models.damage import DamagedFileWarning
 
-INPUT_OPTION = click.option(
-    "--input",
-    "input_size",
-    type=click.IntRange(min=8),
-    default=None,
-    help="input size for a baseline name (default 224)",
-)
-CLASSES_OPTION = click.option(
-    "--classes",
-    "num_classes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="class count for a baseline name (default 1000)",
-)
+
+def _baseline_option(flag: str, dest: str, minimum: int, what: str):
+    kind = click.IntRange(min=minimum)
+    return click.option(flag, dest, type=kind, default=None, help=f"{what} for a baseline name")
+
+
+INPUT_OPTION = _baseline_option("--input", "input_size", 8, "input size (default 224)")
+CLASSES_OPTION = _baseline_option("--classes", "num_classes", 1, "class count (default 1000)")
 
 
 def arch_or_fail(arch_text: str, input_size: int | None, num_classes: int | None) -> Arch:

@@ -50,11 +50,16 @@ def _file(name: str) -> property:
 
 
 @dataclass(frozen=True)
-class SearchLayout:
+class _Folder:
+    """What every run folder has: its config and its lock."""
+
     root: Path
 
     config = _file(CONFIG_FILE_NAME)
     lock = _file(LOCK_FILE_NAME)
+
+
+class SearchLayout(_Folder):
     store = _file(STORE_FILE_NAME)
     events = _file("evaluations.jsonl")
     summary = _file("summary.json")
@@ -65,12 +70,7 @@ class SearchLayout:
     best_arch_txt = _file("best_arch.txt")
 
 
-@dataclass(frozen=True)
-class RunLayout:
-    root: Path
-
-    config = _file(CONFIG_FILE_NAME)
-    lock = _file(LOCK_FILE_NAME)
+class RunLayout(_Folder):
     winners = _file("winners.json")
     latency = _file("latency.json")
     report = _file("report.md")

@@ -113,11 +113,46 @@ def write_config(folder: Path, data_dir: Path, teacher: Path, budget: int = 4, p
     return path
 
 
-def trained_events(run_dir: Path) -> list[dict]:
-    """The proxy trainings logged in evaluations.jsonl (its other lines record later changes
-    of a row: scored, reused, remeasured, and finished generations)."""
+def logged_events(run_dir: Path) -> list[dict]:
+    """Every line of the run's evaluations.jsonl."""
     import json
 
     path = run_dir / "evaluations.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [line for line in lines if line["event"] == "trained"]
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def trained_events(run_dir: Path) -> list[dict]:
+    """The proxy trainings logged in evaluations.jsonl (its other lines record later changes
+    of a row: scored, reused, remeasured, and finished generations)."""
+    return [line for line in logged_events(run_dir) if line["event"] == "trained"]
+
+
+def start_search(config: Path, out: Path, *extra: str, stderr=None):
+    """A real `pearl search --config CONFIG --out OUT` process (a subprocess.Popen; stdout
+    discarded; stderr to `stderr`, default discarded)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-c", "from pipeline.cli import main; main()", "search"]
+    return subprocess.Popen(
+        [*command, "--config", str(config), "--out", str(out), "--no-progress", *extra],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
+        text=True,
+    )
+
+
+def wait_for_trained(process, run_dir: Path, count: int, timeout_s: float = 240) -> None:
+    """Wait until `count` candidates of `run_dir` are trained (or the process ended, or the
+    time ran out)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while len(trained_events(run_dir)) < count and process.poll() is None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)

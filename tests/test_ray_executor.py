@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -17,7 +16,14 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
-from search_helpers import TINY_SPACE, make_tiny_teacher, trained_events, write_config
+from search_helpers import (
+    TINY_SPACE,
+    make_tiny_teacher,
+    start_search,
+    trained_events,
+    wait_for_trained,
+    write_config,
+)
 
 from pipeline.cli import cli
 from pipeline.config import RayConfig, load_config
@@ -384,21 +390,8 @@ def test_resume_with_ray_after_kill_9_ends_like_an_uninterrupted_run(
 ):
     config_path, clean_rows = clean_run
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-c", "from pipeline.cli import main; main()", "search"]
-    process = subprocess.Popen(
-        [*command, "--config", str(config_path), "--out", str(killed), "--no-progress"]
-        + ["--set", "search.executor=ray"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    while (
-        len(trained_events(killed)) < 3 and process.poll() is None and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
+    process = start_search(config_path, killed, "--set", "search.executor=ray")
+    wait_for_trained(process, killed, 3)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL

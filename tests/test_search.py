@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from search_helpers import make_tiny_teacher, tiny_space, trained_events, write_config
+from search_helpers import (
+    make_tiny_teacher,
+    start_search,
+    tiny_space,
+    trained_events,
+    wait_for_trained,
+    write_config,
+)
 
 from models.arch import Arch
 from pipeline.cli import cli
@@ -158,20 +162,8 @@ def test_resume_after_kill_9_evaluates_nothing_twice_and_ends_like_an_uninterrup
 ):
     config = write_config(tmp_path / "cfg", data_dir, tiny_teacher, budget=6)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-c", "from pipeline.cli import main; main()", "search"]
-    process = subprocess.Popen(
-        [*command, "--config", str(config), "--out", str(killed), "--no-progress"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    while (
-        len(trained_events(killed)) < 3 and process.poll() is None and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
+    process = start_search(config, killed)
+    wait_for_trained(process, killed, 3)
     os.kill(process.pid, signal.SIGKILL)  # mid generation 1: its slot 0 is stored, slot 1 not
     process.wait()
     assert process.returncode == -signal.SIGKILL

@@ -4,7 +4,6 @@ store whole; the resumed search trains nothing twice."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from search_helpers import make_tiny_teacher, write_config
+from search_helpers import (
+    logged_events,
+    make_tiny_teacher,
+    start_search,
+    trained_events,
+    wait_for_trained,
+    write_config,
+)
 
 from pipeline.lock import LOCK_FILE_NAME
 from pipeline.stop import StopRequested, stop_on_signals, write_in_progress
@@ -37,32 +43,16 @@ def test_a_signal_during_a_write_stops_when_the_write_ends():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
-def _events(run_dir: Path) -> list[dict]:
-    path = run_dir / "evaluations.jsonl"
-    return [json.loads(t) for t in path.read_text().splitlines()] if path.exists() else []
-
-
 def _trained(run_dir: Path) -> list[tuple[int, int]]:
-    return [(e["generation"], e["slot"]) for e in _events(run_dir) if e["event"] == "trained"]
+    return [(e["generation"], e["slot"]) for e in trained_events(run_dir)]
 
 
 def test_sigterm_stops_a_real_search_which_then_resumes(tmp_path, data_dir, cifar_small):
     teacher = make_tiny_teacher(tmp_path, cifar_small)
     config = write_config(tmp_path / "cfg", data_dir, teacher, budget=6)
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    pearl = [sys.executable, "-c", "from pipeline.cli import main; main()", "search"]
-    process = subprocess.Popen(
-        [*pearl, "--config", str(config), "--out", str(run_dir), "--no-progress"],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while len(_trained(run_dir)) < 3 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    process = start_search(config, run_dir, stderr=subprocess.PIPE)
+    wait_for_trained(process, run_dir, 3, timeout_s=300)
     process.send_signal(signal.SIGTERM)
     stderr = process.communicate(timeout=120)[1]
     assert process.returncode == 128 + signal.SIGTERM, stderr
@@ -71,13 +61,14 @@ def test_sigterm_stops_a_real_search_which_then_resumes(tmp_path, data_dir, cifa
     assert "Traceback" not in stderr and not (run_dir / LOCK_FILE_NAME).exists()
     with ResultsStore(run_dir / "results.sqlite") as store:
         stored = {(r.generation, r.slot) for r in store.candidates()}
-    logged = {(e["generation"], e["slot"]) for e in _events(run_dir) if "slot" in e}
+    logged = {(e["generation"], e["slot"]) for e in logged_events(run_dir) if "slot" in e}
     assert logged == stored and 3 <= len(stored) < 6  # each row and its line, together
 
     resumed = subprocess.run(
-        [*pearl, "--resume", str(run_dir), "--no-progress"],
+        [sys.executable, "-c", "from pipeline.cli import main; main()", "search"]
+        + ["--resume", str(run_dir), "--no-progress"],
         cwd=REPO,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
         timeout=600,
