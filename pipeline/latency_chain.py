@@ -44,6 +44,17 @@ class LatencyRecord:
     seconds: float = 0.0  # wall time spent exporting + measuring
     cached: bool = False
 
+    def row_values(self) -> dict[str, float | int | str]:
+        """The latency columns of a results-store row."""
+        return {
+            "latency_ms": self.latency_ms,
+            "latency_source": self.source,
+            "latency_device": self.device,
+            "latency_spec": self.spec,
+            "latency_rank": self.rank,
+            "latency_seconds": self.seconds,
+        }
+
 
 def artifact_format(spec: str) -> str | None:
     """The export format a file-based backend runs (None: the backend predicts from the arch)."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,9 +44,9 @@ from pipeline.config import SearchConfig, config_hash, save_config
 from pipeline.executor import TrainJob
 from pipeline.layout import SearchLayout
 from pipeline.lock import folder_contents
-from pipeline.progress import progress_bar
 from pipeline.registry import SEARCH_METHODS
 from pipeline.repair import open_store
+from pipeline.search_progress import NoProgress, SearchProgress
 from pipeline.search_setup import SearchError, SearchSetup, build_setup
 from pipeline.stop import write_in_progress
 from pipeline.store import Candidate, ResultsStore
@@ -100,7 +99,7 @@ class Search:
             self.generation = generation + 1
         self.proposed = sum(len(r) for r in self.store.generation_rewards())
         self._started = time.time()
-        self._progress: _Progress | _NoProgress = _NoProgress()
+        self._progress: SearchProgress | NoProgress = NoProgress()
 
     def close(self) -> None:
         """Close the store (its write-ahead log goes back into results.sqlite)."""
@@ -192,12 +191,12 @@ class Search:
 
     def run(self) -> dict[str, Any]:
         self._started = time.time()
-        with _Progress(self, enabled=self.show_progress) as progress:
+        with SearchProgress(self, enabled=self.show_progress) as progress:
             self._progress = progress
             try:
                 self.method.run(self)
             finally:
-                self._progress = _NoProgress()
+                self._progress = NoProgress()
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -362,7 +361,7 @@ class Search:
                     row = self.store.update(row.id, status="failed", reward=0.0, error=str(error))
                     self._log_event(row, "scored")
                 return row
-            values = _latency_values(record)
+            values = record.row_values()
         with write_in_progress():
             row = self.store.update(row.id, **values)
             row = self.store.update(row.id, status=status, reward=self._reward(row))
@@ -424,7 +423,7 @@ class Search:
             )
             for same in self.store.candidates("WHERE key = ?", (row.key,)):
                 with write_in_progress():
-                    updated = self.store.update(same.id, **_latency_values(record))
+                    updated = self.store.update(same.id, **record.row_values())
                     updated = self.store.update(same.id, reward=self._reward(updated))
                     self._log_event(updated, "remeasured")
             done += 1
@@ -446,77 +445,3 @@ def _refuse_foreign_folder(layout: SearchLayout) -> None:
         f"{layout.root} is not empty and holds no pearl search ({', '.join(found[:5])}"
         f"{', ...' if len(found) > 5 else ''}){hint}; give a new or empty --out folder"
     )
-
-
-def _latency_values(record) -> dict[str, Any]:
-    return {
-        "latency_ms": record.latency_ms,
-        "latency_source": record.source,
-        "latency_device": record.device,
-        "latency_spec": record.spec,
-        "latency_rank": record.rank,
-        "latency_seconds": record.seconds,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Progress bar (stderr)
-
-
-class _NoProgress:
-    def candidate_done(self, row: Candidate) -> None:
-        pass
-
-    def generation_done(self) -> None:
-        pass
-
-
-class _Progress:
-    """Candidates done out of the budget, the generation and the best reward so far."""
-
-    def __init__(self, search: Search, enabled: bool) -> None:
-        self.search = search
-        self._bar = progress_bar(fields=("best",), description=_BAR_TEXT) if enabled else None
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.__enter__()
-            self._task = self._bar.add_task(
-                "search",
-                total=self.search.config.search.max_candidates or None,
-                completed=self.search.store.count(),
-                generation=self.search.generation,
-                best="",
-            )
-            self._refresh_best()
-        return self
-
-    def _refresh_best(self) -> None:
-        rows = self.search.front_runners(1)
-        if self._bar is not None and rows:
-            best = rows[0]
-            cost = self.search.config.reward.cost
-            value = best.cost(cost)
-            shown = "" if value is None else f", {cost} {value:.4g}"
-            self._bar.update(
-                self._task,
-                best=f"best reward {best.reward:.4f} (acc {100 * best.accuracy:.1f}%{shown})",
-            )
-
-    def candidate_done(self, row: Candidate) -> None:
-        if self._bar is not None:
-            with self._lock:
-                self._bar.update(self._task, completed=self.search.store.count())
-                self._refresh_best()
-
-    def generation_done(self) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, generation=self.search.generation)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-
-_BAR_TEXT = "[bold]search[/] gen {task.fields[generation]}"
