@@ -18,14 +18,28 @@ import click
 from pipeline.cli_common import check_device, default_run_dir, device_option, run_folder_options
 from pipeline.config import (
     CONFIG_FILE_NAME,
+    SECTIONS,
     ConfigError,
     load_config,
+    load_sections,
     may_change_on_resume,
+    merge,
     parse_overrides,
+    read_toml,
 )
 from pipeline.config_paths import with_absolute_paths
 from pipeline.registry import CONTROLLERS, LOSSES
-from pipeline.run_config import RUN_SECTIONS, RunConfig
+from pipeline.run_config import RUN_SECTIONS
+
+
+def _search_part(config_path: Path, overrides: dict):
+    """The search sections of a config file; a `pearl run` config works too: its [train] and
+    [export] sections are for the later stages, not read here (a CE-only search needs no
+    teacher even when [train] would want one)."""
+    raw = read_toml(config_path)
+    for section in set(RUN_SECTIONS) - set(SECTIONS):
+        raw.pop(section, None)
+    return load_sections(merge(raw, overrides))
 
 
 def _overrides(options: dict, settings: tuple[str, ...]) -> dict:
@@ -92,9 +106,7 @@ def search_command(
         if resume_dir is not None:
             config, run_dir = _resume_config(resume_dir, overrides), resume_dir
         else:
-            # a `pearl run` config works too: its [train] / [export] sections are not used here
-            run_config = load_config(config_path, overrides, RunConfig, RUN_SECTIONS)
-            config = with_absolute_paths(run_config.search_config(), config_path.parent)
+            config = with_absolute_paths(_search_part(config_path, overrides), config_path.parent)
             run_dir = out_dir or default_run_dir(config_path)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None

@@ -15,6 +15,7 @@ from pipeline.config import (
     save_config,
 )
 from pipeline.config_paths import with_absolute_paths
+from pipeline.run_config import RUN_SECTIONS, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,3 +164,13 @@ def test_default_caches_live_under_pearl_cache_dir(monkeypatch, tmp_path, pearl_
         },
     )
     assert config_hash(with_absolute_paths(explicit)) == config_hash(default)
+
+
+def test_pearl_search_reads_only_the_search_sections_of_a_run_config(tmp_path):
+    from pipeline.cli_search import _search_part
+
+    path = tmp_path / "run.toml"
+    path.write_text('[proxy]\nloss = "ce"\n[train]\nepochs = 3\n[export]\nformats = ["onnx"]\n')
+    with pytest.raises(ConfigError, match="train.losses has kd/od"):  # pearl run wants a teacher
+        load_config(path, None, RunConfig, RUN_SECTIONS)
+    assert _search_part(path, {}).proxy.loss == "ce"  # a CE search does not
