@@ -11,6 +11,7 @@ sees the same crops and flips.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -220,9 +221,15 @@ class BatchLoader:
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    """Share memory with `array` when torch allows it (writeable, C-contiguous), else copy."""
+    """A tensor sharing `array`'s memory (copied only when not C-contiguous).  The loader only
+    reads it, so a read-only array (Ray's object store hands those to every worker) is shared
+    too instead of copied: at ImageNet sizes a copy per candidate would cost gigabytes."""
     array = np.ascontiguousarray(array)
-    return torch.from_numpy(array if array.flags.writeable else array.copy())
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

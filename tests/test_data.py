@@ -348,3 +348,15 @@ def test_loader_rejects_bad_arguments(cifar_small):
         BatchLoader(cifar_small[1], 2000, train=True)
     with pytest.raises(DataError, match="pad"):
         BatchLoader(cifar_small[0], 8, train=True, pad=-1)
+
+
+def test_a_read_only_dataset_is_shared_not_copied_and_batches_the_same(cifar_small):
+    """Ray's object store hands workers read-only arrays: the loader must not copy them."""
+    train = cifar_small[0].take(np.arange(256))
+    frozen = train.take(np.arange(256))
+    frozen.images.setflags(write=False)
+    shared = BatchLoader(frozen, 64, train=True, seed=3)
+    assert shared.images.data_ptr() == frozen.images.__array_interface__["data"][0]
+    own = BatchLoader(train, 64, train=True, seed=3)
+    for (x_a, y_a), (x_b, y_b) in zip(shared, own, strict=True):
+        assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
