@@ -96,9 +96,9 @@ def plot_front(
     axes.set_ylabel("mini-val accuracy (%)")
     axes.set_title(title or "search result", fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     figure.tight_layout()
     with atomic_path(path) as temporary:
-        figure.savefig(temporary)
+        figure.savefig(temporary, bbox_inches="tight")
     plt.close(figure)
     return Path(path)
