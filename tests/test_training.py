@@ -203,9 +203,10 @@ def test_pearl_train_killed_mid_run_resumes_to_the_uninterrupted_result(
         "--quiet",
     ]
     victim = _cli([*args, "-o", str(tmp_path / "killed")])
-    state = tmp_path / "killed" / "state.pt"
+    # metrics.json is written right after state.pt at the end of an epoch: wait for both
+    metrics = tmp_path / "killed" / "metrics.json"
     deadline = time.monotonic() + 300
-    while not state.exists() and victim.poll() is None and time.monotonic() < deadline:
+    while not metrics.exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=60)
