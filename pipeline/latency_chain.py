@@ -56,11 +56,6 @@ class LatencyRecord:
         }
 
 
-def artifact_format(spec: str) -> str | None:
-    """The export format a file-based backend runs (None: the backend predicts from the arch)."""
-    return BackendSpec.parse(spec).artifact_format
-
-
 def is_drop(error: BaseException) -> bool:
     """Does `error` mean the backend went away (rather than: this model cannot be timed)?"""
     try:
@@ -73,6 +68,8 @@ def is_drop(error: BaseException) -> bool:
 class _Entry:
     def __init__(self, spec: str, rank: int, factory: Callable[[], Any]) -> None:
         self.spec = spec
+        # the export format a file-based backend times (None: it predicts from the arch)
+        self.artifact_format = BackendSpec.parse(spec).artifact_format
         self.rank = rank
         self.factory = factory
         self.backend: Any = None
@@ -182,7 +179,7 @@ class LatencyChain:
         rank = self.best_rank()
         if rank is None:
             return
-        fmt = artifact_format(self.entries[rank].spec)
+        fmt = self.entries[rank].artifact_format
         if fmt is not None:
             self.exporter(arch, fmt)
 
@@ -223,7 +220,7 @@ class LatencyChain:
             return backend.measure_arch(arch), False
         from device_bench.cache import measure_cached
 
-        path = self.exporter(arch, artifact_format(entry.spec))
+        path = self.exporter(arch, entry.artifact_format)
         with self._lock:  # one timing at a time: two timings would disturb each other
             result = measure_cached(backend, path, self.measurement_cache)
         return result.measurement, result.cached
