@@ -60,3 +60,9 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, *, mode: int | None
 def atomic_write_json(path: str | os.PathLike, document: Any) -> Path:
     """`document` as indented JSON with a final newline, written atomically."""
     return atomic_write(path, json.dumps(document, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """What `atomic_write_json` wrote, or None when the file is not there."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None

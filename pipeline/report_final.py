@@ -4,11 +4,10 @@ and the exported files (size, accuracy, latency, and whether the timing settled)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from models.export.common import FORMATS
+from models.files import read_json
 from pipeline.layout import RunLayout, is_baseline, searched_label
 from pipeline.report_plots import plot_training
 from pipeline.report_text import (
@@ -27,10 +26,6 @@ from pipeline.report_text import (
 
 TFLITE_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.runtime == "litert")
 SETTLED_SPREAD = 0.02  # the timing protocols' spread_target (device_bench MeasureSettings)
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _top1_cell(metrics: dict | None) -> str:
@@ -65,7 +60,7 @@ def _models_table(layout: RunLayout, trained, winners, by_file) -> list[str]:
     rows = []
     for label, per_loss in sorted(trained.items(), key=lambda item: is_baseline(item[0])):
         macs, params = _cost(
-            _read_json(layout.bundle_metadata(label)) or {}, next(iter(per_loss.values()))
+            read_json(layout.bundle_metadata(label)) or {}, next(iter(per_loss.values()))
         )
         rows.append(
             [f"`{label}`", num(macs and macs / 1e6, ".1f"), num(params and params / 1e6, ".3f")]
@@ -165,7 +160,7 @@ def files_lines(layout: RunLayout, trained, by_file) -> list[str]:
     did not settle."""
     rows, unsettled, images = [], False, set()
     for label in trained:
-        metadata = _read_json(layout.bundle_metadata(label))
+        metadata = read_json(layout.bundle_metadata(label))
         if not metadata:
             continue
         accuracy = metadata.get("accuracy") or {}
@@ -253,7 +248,7 @@ def final_section(layout: RunLayout, trained, winners, latency, figures: Path) -
             "",
         ]
     for label in trained:
-        metadata = _read_json(layout.bundle_metadata(label))
+        metadata = read_json(layout.bundle_metadata(label))
         if metadata:
             lines += [f"`{label}` arch: `{metadata.get('arch')}`", ""]
     return lines

@@ -20,13 +20,12 @@ LABEL: `pipeline.layout` (``searched-KEY`` for a winner, ``baseline-NAME``).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.files import atomic_write_json
+from models.files import atomic_write_json, read_json
 from pipeline.config import config_hash, save_config, saved_config_hash
 from pipeline.config_paths import resolve_path
 from pipeline.layout import RunLayout, baseline_label, searched_label
@@ -39,10 +38,6 @@ Log = Callable[[str], None]
 
 class RunError(RuntimeError):
     """A stage cannot go on; the message names the stage, the cause and what to do."""
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
 
 
 # -- the stages ------------------------------------------------------------------------------

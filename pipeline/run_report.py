@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from models.files import atomic_write
+from models.files import atomic_write, read_json
 from pipeline.config import ConfigError, SearchConfig, load_config
 from pipeline.layout import RunLayout, SearchLayout
 from pipeline.pareto import pareto_front
@@ -32,10 +31,6 @@ from pipeline.store import ResultsStore
 
 class ReportError(ValueError):
     """RUN_DIR is not something pearl wrote."""
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _config(layout: RunLayout, search: SearchLayout | None) -> SearchConfig | None:
@@ -157,8 +152,8 @@ def write_run_report(run_dir: str | Path) -> Path:
             "folder of a `pearl run` or `pearl search`"
         )
     config = _config(layout, search)
-    winners = _read_json(layout.winners)
-    latency = _read_json(layout.latency)
+    winners = read_json(layout.winners)
+    latency = read_json(layout.latency)
     figures = layout.figures
     figures.mkdir(exist_ok=True)
     lines = [f"# Pearl report: {run_dir.name}", ""]
