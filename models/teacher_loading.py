@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from models.baselines import resolve_arch
-from models.builder import build
 from models.files import atomic_path
 from models.teachers import CIFAR_RESNET_DEPTHS, Ensemble, cifar_resnet
 
@@ -63,7 +62,7 @@ def build_model(name: str, *, num_classes: int, input_size: int, dropout: float 
         raise TeacherError(
             f"{error}; CIFAR ResNets ({', '.join(CIFAR_RESNETS)}) are also accepted"
         ) from None
-    return build(arch, dropout)
+    return arch.build(dropout)
 
 
 # --------------------------------------------------------------------------------------------

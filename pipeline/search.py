@@ -263,8 +263,6 @@ class Search:
     def _train(self, g, archs, slots, choices, rows) -> None:
         """Train the archs at `slots` through the executor; each row is stored, timed and
         rewarded the moment its training ends."""
-        from models.costs import arch_cost
-
         early_stop = self._early_stop()
         jobs = [TrainJob(g, i, archs[i].encode(), early_stop) for i in slots]
         prefetch = self._start_prefetch([archs[i] for i in slots])
@@ -272,7 +270,7 @@ class Search:
         try:
             for job, result in self.setup.executor.train(jobs):
                 arch = archs[job.slot]
-                cost = arch_cost(arch)
+                cost = arch.cost()
                 with write_in_progress():
                     row = self._store_training(job, arch, cost, choices[job.slot], result)
                     self._log_event(row, "trained")
@@ -410,13 +408,13 @@ class Search:
     def remeasure(self, rows: Sequence[Candidate]) -> int:
         """Re-time rows scored by a worse backend than the best one up now; every row of the
         same arch gets the new latency and reward.  Returns how many archs were re-measured."""
-        from models.arch import Arch
+        from models.network import decode_network
 
         chain, done = self.setup.chain, 0
         for row in rows:
             if chain is None or not chain.needs_remeasure(row.latency_rank):
                 continue
-            record = chain.measure(Arch.decode(row.arch))
+            record = chain.measure(decode_network(row.arch))
             self.log(
                 f"re-measured {row.key} on {record.spec}: {record.latency_ms:.3f} ms "
                 f"(was {row.latency_ms:.3f} ms from {row.latency_spec})"
