@@ -55,6 +55,13 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("mnas", "", "models.arch:Arch", "MnasNet-style blocks (AKD's space), `models.arch`"),
+    Family(
+        "addon",
+        "addon",
+        "models.addon_net:AddonNet",
+        "a CIFAR ResNet backbone with searched add-on layers after each stage (KDAS), "
+        "`models.addon_net`",
+    ),
 )
 
 

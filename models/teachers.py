@@ -18,7 +18,9 @@ from torch import nn
 CIFAR_RESNET_DEPTHS = (20, 32, 44, 56, 110)
 
 
-class _BasicBlock(nn.Module):
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with BN and an option-A shortcut (also the stages of `models.addon_net`)."""
+
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
@@ -54,7 +56,7 @@ class CifarResNet(nn.Module):
         for stage, width in enumerate((16, 32, 64)):
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 0 and index == 0 else 1
-                stages.append(_BasicBlock(channels, width, stride))
+                stages.append(BasicBlock(channels, width, stride))
                 channels = width
         self.stages = nn.Sequential(*stages)
         self.classifier = nn.Linear(64, num_classes)
