@@ -13,6 +13,7 @@ and an unknown section or key is an error that names it and lists the valid ones
     [latency]     backend chain, export format and caches
     [compute]     where every trainer runs (device, mixed precision, determinism)
     [ray]         the Ray executor (``search.executor = "ray"``)
+    [kdas]        KDAS's add-on space and memory budget (``search.method = "kdas"``)
 
 `SearchConfig` is the whole file.  A later command (``pearl run``: search + final training +
 export) extends it by adding sections: `load_sections` takes the section classes as a mapping,
@@ -45,7 +46,7 @@ from models.cache_dir import (
     TEACHER_LOGITS_DIR,
 )
 from models.files import atomic_write
-from pipeline.registry import CONTROLLERS, LOSSES
+from pipeline.registry import CONTROLLERS, LOSSES, SEARCH_METHODS
 from pipeline.reward import COST_NAMES, PRESETS
 
 CONFIG_FILE_NAME = "config.toml"
@@ -182,8 +183,10 @@ class SearchSection:
     # latency targets (in reward.cost units) for the best-arch report; empty: [reward.target]
     report_targets: tuple[float, ...] = ()
     executor: str = "inprocess"  # inprocess | ray (where candidates train; see [ray])
+    method: str = "akd"  # akd | kdas (SEARCH_METHODS: what proposes and scores candidates)
 
     def __post_init__(self) -> None:
+        _require(self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS.names}")
         _require(self.batch_size >= 1, "search.batch_size", "must be >= 1")
         _require(self.max_candidates >= 0, "search.max_candidates", "must be >= 0")
         _require(self.max_hours >= 0, "search.max_hours", "must be >= 0")
@@ -250,6 +253,53 @@ class RayConfig:
         _require(self.max_retries >= 0, "ray.max_retries", "must be >= 0")
 
 
+MEGABYTE = 1_000_000  # bytes; parameter memory counts 4 bytes (float32) per parameter
+
+
+@dataclass(frozen=True)
+class KdasConfig:
+    """``[kdas]`` (with ``search.method = "kdas"``): the add-on space (`models.addon_space`)
+    over a backbone, at ``[space]``'s input size and classes, and the memory budget M of the
+    winner rule (KDAS eq. 7: the best candidate with parameter memory <= M)."""
+
+    backbone: str = "resnet20"  # resnet20 | resnet32 | resnet44 | resnet56 | resnet110
+    layers_per_stage: int = 2  # add-on layers searched after each stage (L)
+    evaluation: str = "proxy"  # proxy: each candidate trained on its own by [proxy]
+    memory_factor: float = 2.0  # M = factor x the backbone's parameter memory (the paper's 2x)
+    memory_mb: float = 0.0  # M in MB of float32 parameters; > 0 replaces memory_factor
+
+    def __post_init__(self) -> None:
+        from models.addon_net import BACKBONES
+
+        _require(self.backbone in BACKBONES, "kdas.backbone", f"must be one of {tuple(BACKBONES)}")
+        _require(0 <= self.layers_per_stage <= 6, "kdas.layers_per_stage", "must be 0..6")
+        _require(self.evaluation in ("proxy",), "kdas.evaluation", "must be 'proxy'")
+        _require(self.memory_factor > 0, "kdas.memory_factor", "must be > 0")
+        _require(self.memory_mb >= 0, "kdas.memory_mb", "must be >= 0 (0: use memory_factor)")
+
+    def build(self, space: SpaceConfig):
+        """The `models.addon_space.AddonSpace` this section describes."""
+        from models.addon_space import AddonSpace
+
+        return AddonSpace(self.backbone, space.input_size, space.num_classes, self.layers_per_stage)
+
+    def max_params(self, space: SpaceConfig) -> int:
+        """M as a parameter count; ConfigError if it is below the backbone's own."""
+        base = self.build(space).backbone_params()
+        if self.memory_mb:
+            limit, what = int(self.memory_mb * MEGABYTE) // 4, f"kdas.memory_mb = {self.memory_mb:g}"
+        else:
+            limit, what = int(self.memory_factor * base), f"kdas.memory_factor = {self.memory_factor:g}"
+        _require(
+            limit >= base,
+            "kdas",
+            f"{what} allows {limit:,} parameters ({limit * 4 / MEGABYTE:.2f} MB), less than the "
+            f"backbone {self.backbone} alone ({base:,}, {base * 4 / MEGABYTE:.2f} MB); raise it "
+            "(memory_factor >= 1, or memory_mb above the backbone's)",
+        )
+        return limit
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "space": SpaceConfig,
@@ -261,6 +311,7 @@ SECTIONS: dict[str, type] = {
     "latency": LatencyConfig,
     "compute": ComputeConfig,
     "ray": RayConfig,
+    "kdas": KdasConfig,
 }
 
 
@@ -276,6 +327,7 @@ class SearchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    kdas: KdasConfig = field(default_factory=KdasConfig)
 
     def __post_init__(self) -> None:
         """Each section checked itself when it was made; here the rules across sections."""
@@ -289,6 +341,11 @@ class SearchConfig:
                 "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
                 "use reward.cost = 'macs' or 'params'"
             )
+        self.max_params()  # a KDAS memory budget below the backbone is an error here
+
+    def max_params(self) -> int | None:
+        """The winner rule's parameter budget (`pipeline.winners`): KDAS's M, else None."""
+        return self.kdas.max_params(self.space) if self.search.method == "kdas" else None
 
     def to_dict(self) -> dict[str, Any]:
         return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
@@ -432,6 +489,21 @@ UNHASHED: dict[str, tuple[str, ...] | None] = {
 }
 
 
+# Keys added after runs existed: hashed only when not at their default, so older runs keep their
+# hash (None: the whole section).
+HASHED_WHEN_SET: dict[str, tuple[str, ...] | None] = {"search": ("method",), "kdas": None}
+
+
+def _at_added_default(section: str, key: str, value: Any) -> bool:
+    if section not in HASHED_WHEN_SET:
+        return False
+    keys = HASHED_WHEN_SET[section]
+    if keys is not None and key not in keys:
+        return False
+    default = {f.name: f for f in dataclasses.fields(SECTIONS[section])}[key]
+    return _plain(default.default) == value
+
+
 def may_change_on_resume(section: str, key: str) -> bool:
     keys = UNHASHED.get(section, ())
     return keys is None or key in keys
@@ -439,9 +511,14 @@ def may_change_on_resume(section: str, key: str) -> bool:
 
 def config_hash(config: Any) -> str:
     """First 16 hex digits of the sha256 of the config's canonical JSON, leaving out what
-    `UNHASHED` names (configs from before those keys existed keep their hash)."""
+    `UNHASHED` names and keys of `HASHED_WHEN_SET` at their defaults (configs from before those
+    keys existed keep their hash)."""
     data = {
-        section: {k: v for k, v in values.items() if not may_change_on_resume(section, k)}
+        section: {
+            k: v
+            for k, v in values.items()
+            if not may_change_on_resume(section, k) and not _at_added_default(section, k, v)
+        }
         for section, values in config.to_dict().items()
     }
     data = {section: values for section, values in data.items() if values}

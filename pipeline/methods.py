@@ -22,7 +22,8 @@ bar, the winners and the report.  Its whole contract (`SearchMethod`):
   then ``search.finish_generation(state, rewards, stats)`` (one transaction: what a resume
   continues from).
 
-Methods are registered by name in `pipeline.registry.SEARCH_METHODS`.
+Methods are registered by name in `pipeline.registry.SEARCH_METHODS`, each with the function that
+builds its space from the config (``search.method`` picks one).
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ class CandidateSpace(Protocol):
     def arch_from(self, choices: Sequence[int]) -> Arch: ...
 
     def choices_of(self, arch: Arch) -> list[int]: ...
+
+
+def mnas_space(config: SearchConfig) -> CandidateSpace:
+    """AKD's space: the MnasNet space ``[space]`` describes (`models.space`)."""
+    return config.space.build()
+
+
+def addon_space(config: SearchConfig) -> CandidateSpace:
+    """KDAS's space: add-on layers after the stages of ``[kdas]``'s backbone
+    (`models.addon_space`), at ``[space]``'s input size and classes."""
+    return config.kdas.build(config.space)
 
 
 class SearchMethod(Protocol):

@@ -37,6 +37,15 @@ class LossKind(Entry):
         return self.teacher != "none"
 
 
+@dataclass(frozen=True)
+class MethodKind(Entry):
+    space: str = "pipeline.methods:mnas_space"  # "module:function": config -> its space
+
+    def build_space(self, config: Any) -> Any:
+        module, _, attribute = self.space.partition(":")
+        return getattr(importlib.import_module(module), attribute)(config)
+
+
 E = TypeVar("E", bound=Entry)
 
 
@@ -92,13 +101,20 @@ CONTROLLERS: Registry[Entry] = Registry(
     ],
 )
 
-SEARCH_METHODS: Registry[Entry] = Registry(
+SEARCH_METHODS: Registry[MethodKind] = Registry(
     "search method",
     [
-        Entry(
+        MethodKind(
             "akd",
             "pipeline.methods:ControllerSearch",
             "a controller proposes archs of the space; KD proxy training scores them (AKD)",
+        ),
+        MethodKind(
+            "kdas",
+            "pipeline.methods:ControllerSearch",
+            "a controller proposes add-on layers after a backbone's stages ([kdas]); proxy "
+            "training with the configured loss (oracle KD) scores them (KDAS)",
+            space="pipeline.methods:addon_space",
         ),
     ],
 )

@@ -75,13 +75,12 @@ def stage_winners(config: RunConfig, run_dir: Path, log: Log) -> list[dict]:
     path = layout.winners
     if path.is_file():
         return read_json(path)
-    from pipeline.search_report import report_targets
+    from pipeline.search_report import winners_of
     from pipeline.store import ResultsStore
-    from pipeline.winners import pick_winners
 
     with ResultsStore(layout.search.store) as store:
         rows = store.scored()
-    winners = pick_winners(rows, report_targets(config), config.reward.spec())
+    winners = winners_of(rows, config)
     if not any(w.get("arch") for w in winners):
         raise RunError(
             f"winners stage: the search in {layout.search.root} has no scored candidate; "

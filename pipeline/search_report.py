@@ -30,6 +30,11 @@ def report_targets(config: SearchConfig) -> list[float]:
     return list(config.search.report_targets or (config.reward.target,))
 
 
+def winners_of(rows: Sequence[Any], config: SearchConfig) -> list[dict[str, Any]]:
+    """`pipeline.winners.pick_winners` with this config's targets, reward and memory budget."""
+    return pick_winners(rows, report_targets(config), config.reward.spec(), config.max_params())
+
+
 def _front(rows: Sequence[Any], cost_name: str) -> list[int]:
     return pareto_front([(r.accuracy, float(r.cost(cost_name))) for r in rows])
 
@@ -39,7 +44,7 @@ def contenders(rows: Sequence[Any], config: SearchConfig) -> list[Any]:
     cost_name = config.reward.cost
     chosen = {rows[i].id: rows[i] for i in _front(rows, cost_name)}
     by_key = {r.key: r for r in rows}
-    for winner in pick_winners(rows, report_targets(config), config.reward.spec()):
+    for winner in winners_of(rows, config):
         if winner.get("arch"):
             chosen.setdefault(by_key[winner["key"]].id, by_key[winner["key"]])
     return list(chosen.values())
@@ -72,7 +77,7 @@ def write_search_outputs(
         )
     row_of = {r.key: r for r in rows}
     best = []
-    for winner in pick_winners(rows, targets, config.reward.spec()):
+    for winner in winners_of(rows, config):
         entry = {**winner, "cost": cost_name}
         if winner.get("arch"):
             fields = row_of[winner["key"]].to_dict()

@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.config import SearchConfig
 from pipeline.config_paths import resolve_path
 from pipeline.executor import Executor, InProcessExecutor, ProxyTask
-from pipeline.registry import LOSSES
+from pipeline.registry import LOSSES, SEARCH_METHODS
 
 
 class SearchError(RuntimeError):
@@ -71,7 +71,7 @@ def proxy_teacher(config: SearchConfig, mini_train):
 
 
 def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup:
-    space = config.space.build()
+    space = SEARCH_METHODS[config.search.method].build_space(config)
     mini_train, mini_val = load_splits(config)
     if mini_train.num_classes != space.num_classes:
         raise SearchError(

@@ -8,7 +8,11 @@ reward's exponents (with the *soft* preset the search itself may prefer a slight
 more accurate arch: that steers the search, it does not move the budget).  When no candidate is
 within a target, the entry holds the candidate with the best reward at that target, marked
 ``"within_target": false`` with a note, so a run still has something to train and says why.
-Pure functions over candidate rows.
+
+An optional parameter budget (KDAS eq. 7: parameter memory |m| <= M, given as ``max_params``)
+comes first: only candidates with at most that many parameters compete, for accuracy within the
+target as above.  When none fits, the entry holds the best reward among all candidates, marked
+``"within_memory": false`` with a note.  Pure functions over candidate rows.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ WINNER_FIELDS = (
 
 
 def pick_winners(
-    rows: Iterable[Any], targets: Sequence[float], spec: RewardSpec
+    rows: Iterable[Any],
+    targets: Sequence[float],
+    spec: RewardSpec,
+    max_params: int | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per target: ``{"target", "reward", "within_target", **WINNER_FIELDS}`` of the
     winner (module docstring), or ``{"target", "arch": None}`` when no candidate has an accuracy
@@ -40,17 +47,18 @@ def pick_winners(
 
     `rows` are `pipeline.store.Candidate`-like objects (``accuracy``, ``cost(name)``, and the
     fields above); `spec` gives the exponents and the cost name, its target is replaced by each
-    target in turn."""
+    target in turn.  With `max_params`, entries also hold ``max_params`` and ``within_memory``."""
     scored = [r for r in rows if r.accuracy is not None and r.cost(spec.cost) is not None]
+    fits = [r for r in scored if max_params is None or r.params <= max_params]
     winners = []
     for target in targets:
         at_target = RewardSpec(target=target, alpha=spec.alpha, beta=spec.beta, cost=spec.cost)
-        within = [r for r in scored if r.cost(spec.cost) <= target]
+        within = [r for r in fits if r.cost(spec.cost) <= target]
         if within:
             best = max(within, key=lambda r: (r.accuracy, -r.cost(spec.cost)))
         else:
             best = max(
-                scored,
+                fits or scored,
                 key=lambda r: (at_target(r.accuracy, float(r.cost(spec.cost))), -r.cost(spec.cost)),
                 default=None,
             )
@@ -68,5 +76,12 @@ def pick_winners(
                 f"no scored candidate has {spec.cost} <= {target:g}: this is the best reward; "
                 "raise the budget or the target"
             )
+        if max_params is not None:
+            entry.update(max_params=max_params, within_memory=bool(fits))
+            if not fits:
+                entry["note"] = (
+                    f"no scored candidate has at most {max_params:,} parameters (the memory "
+                    "budget): this is the best reward; raise kdas.memory_factor or memory_mb"
+                )
         winners.append(entry)
     return winners
