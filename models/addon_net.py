@@ -142,26 +142,62 @@ class AddonNet:
         (``block``: the stage; ``op``: block / add-on op; ``skip``: the skip bits)."""
         spec = backbone(self.backbone)
         size = self.input_size
-        rows = [_row("stem", None, "conv", 3, 1, 3, spec.stem_channels, size, size,
-                     conv_bn_cost(3, spec.stem_channels, 3, size))]  # fmt: skip
+        rows = [
+            _row(
+                "stem",
+                None,
+                "conv",
+                3,
+                1,
+                3,
+                spec.stem_channels,
+                size,
+                size,
+                conv_bn_cost(3, spec.stem_channels, 3, size),
+            )
+        ]
         channels = spec.stem_channels
         for s, (width, stride) in enumerate(zip(spec.widths, spec.strides, strict=True), 1):
             for b in range(1, spec.blocks + 1):
                 step = stride if b == 1 else 1
                 out = conv_output_size(size, step)
                 cost = conv_bn_cost(channels, width, 3, out) + conv_bn_cost(width, width, 3, out)
-                rows.append(_row(f"{s}.b{b}", s, "block", 3, step, channels, width, size, out, cost))
+                rows.append(
+                    _row(f"{s}.b{b}", s, "block", 3, step, channels, width, size, out, cost)
+                )
                 channels, size = width, out
             for j, layer in enumerate(self.stages[s - 1], start=1):
                 kernel = int(layer.op[-1]) if layer.op != "id" else None
                 rows.append(
-                    _row(f"{s}.a{j}", s, layer.op, kernel, 1, channels, channels, size, size,
-                         addon_cost(layer.op, channels, size),
-                         skip="".join(map(str, layer.skips)) or None)
-                )  # fmt: skip
+                    _row(
+                        f"{s}.a{j}",
+                        s,
+                        layer.op,
+                        kernel,
+                        1,
+                        channels,
+                        channels,
+                        size,
+                        size,
+                        addon_cost(layer.op, channels, size),
+                        skip="".join(map(str, layer.skips)) or None,
+                    )
+                )
         weights = channels * self.num_classes
-        rows.append(_row("fc", None, "linear", None, None, channels, self.num_classes, size, 1,
-                         Cost(weights, weights + self.num_classes)))  # fmt: skip
+        rows.append(
+            _row(
+                "fc",
+                None,
+                "linear",
+                None,
+                None,
+                channels,
+                self.num_classes,
+                size,
+                1,
+                Cost(weights, weights + self.num_classes),
+            )
+        )
         return rows
 
 
@@ -225,17 +261,25 @@ def _parse(text: str) -> AddonNet:
     (header, hpos), stage_segments = segments[0], segments[1:]
     match = _HEADER.fullmatch(header)
     if match is None:
-        raise _fail(header, hpos, "header", "expected BACKBONE_in<pixels>_cls<classes>, "
-                    "e.g. resnet20_in32_cls10")  # fmt: skip
+        raise _fail(
+            header,
+            hpos,
+            "header",
+            "expected BACKBONE_in<pixels>_cls<classes>, e.g. resnet20_in32_cls10",
+        )
     name, size, classes = match.group(1), int(match.group(2)), int(match.group(3))
     try:
         spec = backbone(name)
     except ValueError as error:
         raise _fail(name, hpos, "header, backbone", str(error)) from None
     if len(stage_segments) != len(spec.widths):
-        raise _fail(text[start:][:40], start, "stages",
-                    f"{name} has {len(spec.widths)} stages, so the header is followed by "
-                    f"{len(spec.widths)} '|'-separated stage segments, got {len(stage_segments)}")  # fmt: skip
+        raise _fail(
+            text[start:][:40],
+            start,
+            "stages",
+            f"{name} has {len(spec.widths)} stages, so the header is followed by "
+            f"{len(spec.widths)} '|'-separated stage segments, got {len(stage_segments)}",
+        )
     stages = tuple(
         _stage(segment, spos, s) for s, (segment, spos) in enumerate(stage_segments, start=1)
     )
@@ -253,14 +297,24 @@ def _stage(segment: str, position: int, stage: int) -> tuple[AddonLayer, ...]:
         where = f"stage {stage}, layer {j}"
         match = _LAYER.fullmatch(token)
         if match is None:
-            raise _fail(token, pos, where, f"expected OP or OP-BITS with OP one of {OPS}, "
-                        f"or '{NO_ADDONS}' for a stage without add-ons")  # fmt: skip
+            raise _fail(
+                token,
+                pos,
+                where,
+                f"expected OP or OP-BITS with OP one of {OPS}, "
+                f"or '{NO_ADDONS}' for a stage without add-ons",
+            )
         op, bits = match.group(1), match.group(2) or ""
         if op not in OPS:
             raise _fail(token, pos, where, f"op must be one of {OPS}, got {op!r}")
         if len(bits) != j - 1:
-            raise _fail(token, pos, where, f"layer {j} needs exactly {j - 1} skip bit(s) "
-                        f"(one per earlier add-on layer of the stage), got {len(bits)}")  # fmt: skip
+            raise _fail(
+                token,
+                pos,
+                where,
+                f"layer {j} needs exactly {j - 1} skip bit(s) "
+                f"(one per earlier add-on layer of the stage), got {len(bits)}",
+            )
         layers.append(AddonLayer(op, tuple(int(b) for b in bits)))
         pos += len(token) + 1
     return tuple(layers)

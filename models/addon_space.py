@@ -54,7 +54,9 @@ class AddonSpace:
             layers = []
             for j in range(1, self.layers_per_stage + 1):
                 op = OPS[next(values)]
-                layers.append(AddonLayer(op, tuple(SKIP_OPTIONS[next(values)] for _ in range(j - 1))))
+                layers.append(
+                    AddonLayer(op, tuple(SKIP_OPTIONS[next(values)] for _ in range(j - 1)))
+                )
             stages.append(tuple(layers))
         return AddonNet(self.backbone, self.input_size, self.num_classes, tuple(stages))
 

@@ -287,9 +287,15 @@ class KdasConfig:
         """M as a parameter count; ConfigError if it is below the backbone's own."""
         base = self.build(space).backbone_params()
         if self.memory_mb:
-            limit, what = int(self.memory_mb * MEGABYTE) // 4, f"kdas.memory_mb = {self.memory_mb:g}"
+            limit, what = (
+                int(self.memory_mb * MEGABYTE) // 4,
+                f"kdas.memory_mb = {self.memory_mb:g}",
+            )
         else:
-            limit, what = int(self.memory_factor * base), f"kdas.memory_factor = {self.memory_factor:g}"
+            limit, what = (
+                int(self.memory_factor * base),
+                f"kdas.memory_factor = {self.memory_factor:g}",
+            )
         _require(
             limit >= base,
             "kdas",
