@@ -62,9 +62,10 @@ def tiny_space():
     return load_config(None, {"space": TINY_SPACE, "proxy": {"loss": "ce"}}).space.build()
 
 
-def make_tiny_teacher(folder: Path, cifar_small) -> Path:
+def make_tiny_teacher(folder: Path, cifar_small, seed: int = 0) -> Path:
     """A Pearl checkpoint of a small network trained for 40 batches: better than chance and a
-    few seconds to make on a busy 2-core machine (a ResNet-20 costs ~40x more per image)."""
+    few seconds to make on a busy 2-core machine (a ResNet-20 costs ~40x more per image).
+    Another `seed`: another member for an ensemble."""
     from models.builder import build
     from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
     from models.teacher_loading import save_checkpoint
@@ -74,10 +75,10 @@ def make_tiny_teacher(folder: Path, cifar_small) -> Path:
     arch = space.arch_from([0] * len(space.decisions()))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many tiny ops: extra threads only wait on a busy machine
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build(arch)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for step, (x, y) in enumerate(BatchLoader(cifar_small[0], 64, train=True)):
+    for step, (x, y) in enumerate(BatchLoader(cifar_small[0], 64, train=True, seed=seed)):
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
@@ -85,7 +86,7 @@ def make_tiny_teacher(folder: Path, cifar_small) -> Path:
         if step == 39:
             break
     torch.set_num_threads(threads)
-    path = folder / "tiny_teacher.pt"
+    path = folder / ("tiny_teacher.pt" if seed == 0 else f"tiny_teacher_{seed}.pt")
     save_checkpoint(
         path,
         model.eval(),

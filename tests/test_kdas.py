@@ -1,0 +1,179 @@
+"""The KDAS search (`search.method = "kdas"`): its config section and errors, the memory budget
+of the winner rule (eq. 7), and a tiny real search with oracle KD from a two-member ensemble of
+real (briefly trained) teachers, resumed with a bigger budget."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from click.testing import CliRunner
+from search_helpers import make_tiny_teacher
+
+from models.addon_space import AddonSpace
+from models.network import decode_network
+from pipeline.cli import cli
+from pipeline.config import ConfigError, config_hash, load_config
+from pipeline.reward import RewardSpec
+from pipeline.store import ResultsStore
+from pipeline.winners import pick_winners
+
+RESNET20_PARAMS = 269_722  # the CIFAR ResNet-20 at 10 classes (He et al.: 0.27M)
+CE = {"proxy": {"loss": "ce"}}
+
+
+def kdas_config(**kdas):
+    return load_config(None, {**CE, "search": {"method": "kdas"}, "kdas": kdas})
+
+
+def test_kdas_config_builds_the_add_on_space_and_the_memory_budget():
+    config = kdas_config(backbone="resnet32", layers_per_stage=3)
+    space = AddonSpace("resnet32", 32, 10, 3)
+    assert config.kdas.build(config.space) == space
+    assert config.max_params() == 2 * space.backbone_params()  # M = 2x the backbone (paper)
+    assert kdas_config(memory_factor=1.5).max_params() == int(1.5 * RESNET20_PARAMS)
+    assert kdas_config(memory_mb=2.0).max_params() == 500_000  # 2 MB of float32 parameters
+    assert load_config(None, CE).max_params() is None  # AKD: no memory budget
+
+
+def test_new_keys_at_their_defaults_leave_older_runs_hashes_alone():
+    # the hash main computed for this config before search.method and [kdas] existed
+    assert config_hash(load_config(None, CE)) == "3079825c4251e6e1"
+    assert config_hash(kdas_config()) != config_hash(load_config(None, CE))
+    assert config_hash(kdas_config(layers_per_stage=3)) != config_hash(kdas_config())
+
+
+@pytest.mark.parametrize(
+    "kdas, match",
+    [
+        ({"memory_factor": 0.5}, r"memory_factor = 0.5 allows 134,861 parameters .* less than"),
+        ({"memory_mb": 0.5}, r"memory_mb = 0.5 .*less than the backbone resnet20 alone \(269,722"),
+        ({"backbone": "wrn16"}, r"kdas.backbone: must be one of \('resnet20'"),
+        ({"evaluation": "shared"}, r"kdas.evaluation: must be 'proxy'"),
+        ({"layers_per_stage": -1}, r"kdas.layers_per_stage: must be 0..6"),
+    ],
+)
+def test_bad_kdas_settings_are_config_errors_naming_the_fix(kdas, match):
+    with pytest.raises(ConfigError, match=match):
+        kdas_config(**kdas)
+
+
+def test_unknown_method_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"search.method: one of \('akd', 'kdas'\)"):
+        load_config(None, {**CE, "search": {"method": "darts"}})
+
+
+@dataclass
+class Row:
+    key: str
+    accuracy: float
+    params: int
+    latency_ms: float = 1.0
+    arch: str = "a"
+    latency_source: str = "host"
+    latency_spec: str = "host:tflite"
+    macs: int = 1
+    generation: int = 0
+
+    def cost(self, name: str):
+        return getattr(self, name)
+
+
+def test_the_winner_is_the_most_accurate_within_the_memory_budget_and_the_target():
+    rows = [Row("big", 0.9, 600), Row("mid", 0.8, 500), Row("fast", 0.7, 400, latency_ms=0.5)]
+    hard = RewardSpec.preset("hard", 2.0)
+    (winner,) = pick_winners(rows, [2.0], hard, max_params=500)
+    assert winner["key"] == "mid" and winner["within_memory"] and winner["max_params"] == 500
+    assert pick_winners(rows, [2.0], hard)[0]["key"] == "big"  # no budget: as before
+    assert "within_memory" not in pick_winners(rows, [2.0], hard)[0]
+    # memory and latency together: within both
+    assert pick_winners(rows, [0.6], hard, max_params=500)[0]["key"] == "fast"
+    # nothing fits the memory: the best reward of all, flagged and explained
+    over = pick_winners(rows, [2.0], hard, max_params=100)[0]
+    assert over["key"] == "big" and over["within_memory"] is False
+    assert "raise kdas.memory_factor" in over["note"]
+
+
+TINY_KDAS = """
+[data]
+path = "{data}"
+train_images = 128
+val_images = 100
+
+[teacher]
+spec = "{teacher}"
+cache_dir = "{cache}"
+
+[proxy]
+loss = "od"
+temperature = 3.0
+alpha = 1.0
+epochs = 1
+warmup_epochs = 0
+batch_size = 64
+threads = 1
+
+[reward]
+preset = "hard"
+cost = "params"
+target = 1e9
+
+[controller]
+name = "reinforce"
+
+[search]
+method = "kdas"
+batch_size = 2
+max_candidates = 2
+seed = 0
+
+[kdas]
+backbone = "resnet20"
+layers_per_stage = 1
+memory_factor = 1.02
+"""
+
+
+def run_cli(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_a_tiny_kdas_search_with_oracle_kd_resumes_and_respects_the_budget(
+    tmp_path, data_dir, cifar_small
+):
+    members = [make_tiny_teacher(tmp_path, cifar_small, seed=seed) for seed in (0, 1)]
+    config = tmp_path / "kdas.toml"
+    config.write_text(
+        TINY_KDAS.format(
+            data=data_dir / "cifar10_small.npz",
+            teacher=",".join(map(str, members)),
+            cache=tmp_path / "logits",
+        )
+    )
+    run = tmp_path / "run"
+    run_cli("search", "--config", str(config), "--out", str(run), "--no-progress")
+    run_cli("search", "--resume", str(run), "--max-candidates", "4", "--no-progress", "--json")
+    with ResultsStore(run / "results.sqlite") as store:
+        rows = store.candidates()
+        states = [store.controller_state(g) for g in (0, 1)]
+    assert [(r.generation, r.slot) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    space = AddonSpace("resnet20", 32, 10, 1)
+    for row in rows:
+        network = decode_network(row.arch)
+        assert space.arch_from(space.choices_of(network)) == network
+        assert row.params == network.cost().params and row.status == "ok"
+        assert 0 <= row.accuracy <= 1 and row.reward == pytest.approx(row.accuracy)
+    assert states[1]["updates"] == states[0]["updates"] + 1  # REINFORCE restored, then updated
+    best = json.loads((run / "best_arch.json").read_text())[0]
+    limit = int(1.02 * RESNET20_PARAMS)
+    assert best["max_params"] == limit
+    fitting = [r for r in rows if r.params <= limit]
+    if fitting:
+        assert best["within_memory"] and best["params"] <= limit
+        assert best["accuracy"] == max(r.accuracy for r in fitting)
+    else:
+        assert best["within_memory"] is False
