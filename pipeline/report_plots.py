@@ -166,3 +166,68 @@ def plot_training(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _save(figure, path)
+
+
+def plot_memory(
+    rows, max_params: int, backbone_params: int, winner_keys, path: Path, *, title: str, chance
+) -> Path:
+    """Proxy accuracy vs parameter memory (MB of float32 parameters) of every scored arch, with
+    the memory budget M (KDAS eq. 7) and the backbone's memory as vertical lines; archs over the
+    budget are hollow, winners are stars."""
+    plt = _pyplot()
+
+    def megabytes(params: int) -> float:
+        return 4 * params / 1e6
+
+    figure, axes = plt.subplots(figsize=(9, 5), dpi=130)
+    inside = [r for r in rows if r.params <= max_params]
+    outside = [r for r in rows if r.params > max_params]
+    axes.scatter(
+        [megabytes(r.params) for r in inside],
+        [100 * r.accuracy for r in inside],
+        s=36,
+        color="#2980b9",
+        label="within the budget",
+    )
+    if outside:
+        axes.scatter(
+            [megabytes(r.params) for r in outside],
+            [100 * r.accuracy for r in outside],
+            s=36,
+            facecolors="none",
+            edgecolors="#7f8c8d",
+            label="over the budget",
+        )
+    won = [r for r in rows if r.key in winner_keys]
+    if won:
+        axes.scatter(
+            [megabytes(r.params) for r in won],
+            [100 * r.accuracy for r in won],
+            marker="*",
+            s=320,
+            color="#f39c12",
+            edgecolors="black",
+            zorder=5,
+            label="winner",
+        )
+    axes.axvline(
+        megabytes(max_params),
+        color="#c0392b",
+        linestyle="--",
+        linewidth=1.5,
+        label=f"budget M = {megabytes(max_params):.2f} MB",
+    )
+    axes.axvline(
+        megabytes(backbone_params),
+        color="#2c3e50",
+        linestyle=":",
+        linewidth=1.2,
+        label=f"backbone {megabytes(backbone_params):.2f} MB",
+    )
+    axes.axhline(100 * chance, color="#7f8c8d", linestyle=":", linewidth=1, label="chance")
+    axes.set_xlabel("parameter memory (MB, 4 bytes per parameter)", fontsize=11)
+    axes.set_ylabel("proxy accuracy on mini-val (%)", fontsize=11)
+    axes.set_title(title, fontsize=11)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
+    return _save(figure, path)

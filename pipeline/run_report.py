@@ -108,6 +108,11 @@ def _search_section(
         f"![search progress]({figures.name}/search_progress.png)",
         "",
     ]
+    if config.search.method == "kdas":
+        from pipeline.report_kdas import kdas_section
+
+        chosen = winners if winners is not None else read_json(search.best_arch_json)
+        lines += kdas_section(config, rows, chosen, figures)
     front = pareto_front([(r.accuracy, float(r.cost(cost_name))) for r in rows])
     lines += [
         "Pareto front:",

@@ -177,3 +177,9 @@ def test_a_tiny_kdas_search_with_oracle_kd_resumes_and_respects_the_budget(
         assert best["accuracy"] == max(r.accuracy for r in fitting)
     else:
         assert best["within_memory"] is False
+    # the report: the memory scatter and the chosen network drawn as stages and add-ons
+    run_cli("report", str(run))
+    report = (run / "report.md").read_text()
+    assert "## KDAS" in report and f"= {limit:,} parameters" in report
+    assert "stage 3     3 basic blocks, 64 ch, 8x8" in report and best["arch"] in report
+    assert (run / "figures" / "kdas_memory.png").stat().st_size > 10_000
