@@ -45,9 +45,17 @@ class AddonSpace:
 
     def arch_from(self, choices: Sequence[int]) -> AddonNet:
         """The network for one option index per decision."""
-        expected = len(self.decisions())
-        if len(choices) != expected:
-            raise ValueError(f"space {self.name} has {expected} decisions, got {len(choices)}")
+        decisions = self.decisions()
+        if len(choices) != len(decisions):
+            raise ValueError(
+                f"space {self.name} has {len(decisions)} decisions, got {len(choices)}"
+            )
+        for decision, choice in zip(decisions, choices, strict=True):
+            if not 0 <= choice < len(decision.options):
+                raise ValueError(
+                    f"choice {choice} for {decision.name} of space {self.name}: "
+                    f"expected 0..{len(decision.options) - 1}"
+                )
         values = iter(choices)
         stages = []
         for _ in range(self.stages):
