@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from models.costs import ZERO, Cost, conv_bn_cost
 from models.layers import conv_output_size
+from models.network import describe_row
 
 PREFIX = "addon"
 OPS = ("id", "conv3", "conv5", "sep3", "sep5", "max3", "avg3")
@@ -143,7 +144,7 @@ class AddonNet:
         spec = backbone(self.backbone)
         size = self.input_size
         rows = [
-            _row(
+            describe_row(
                 "stem",
                 None,
                 "conv",
@@ -163,13 +164,14 @@ class AddonNet:
                 out = conv_output_size(size, step)
                 cost = conv_bn_cost(channels, width, 3, out) + conv_bn_cost(width, width, 3, out)
                 rows.append(
-                    _row(f"{s}.b{b}", s, "block", 3, step, channels, width, size, out, cost)
+                    describe_row(f"{s}.b{b}", s, "block", 3, step, channels, width, size, out, cost)
                 )
                 channels, size = width, out
             for j, layer in enumerate(self.stages[s - 1], start=1):
                 kernel = int(layer.op[-1]) if layer.op != "id" else None
+                skips = "".join(map(str, layer.skips)) or None
                 rows.append(
-                    _row(
+                    describe_row(
                         f"{s}.a{j}",
                         s,
                         layer.op,
@@ -180,12 +182,13 @@ class AddonNet:
                         size,
                         size,
                         addon_cost(layer.op, channels, size),
-                        skip="".join(map(str, layer.skips)) or None,
+                        skip=skips,
+                        skip_asked=skips,
                     )
                 )
         weights = channels * self.num_classes
         rows.append(
-            _row(
+            describe_row(
                 "fc",
                 None,
                 "linear",
@@ -209,25 +212,6 @@ def addon_cost(op: str, channels: int, size: int) -> Cost:
         depthwise = conv_bn_cost(channels, channels, int(op[-1]), size, groups=channels)
         return depthwise + conv_bn_cost(channels, channels, 1, size)
     return ZERO
-
-
-def _row(name, stage, op, kernel, stride, cin, cout, size_in, size_out, cost, skip=None) -> dict:
-    return {
-        "row": name,
-        "block": stage,
-        "op": op,
-        "kernel": kernel,
-        "stride": stride,
-        "se_percent": None,
-        "skip": skip,
-        "skip_asked": skip,
-        "in_channels": cin,
-        "out_channels": cout,
-        "input_px": size_in,
-        "output_px": size_out,
-        "macs": cost.macs,
-        "params": cost.params,
-    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,39 @@ class Network(Protocol):
     def build(self, dropout: float = 0.2) -> nn.Module: ...
 
 
+def describe_row(
+    name: str,
+    block,
+    op: str,
+    kernel,
+    stride,
+    cin: int,
+    cout: int,
+    size_in: int,
+    size_out: int,
+    cost: Cost,
+    **extra,
+) -> dict[str, Any]:
+    """One row of a family's ``rows()`` (`pearl arch describe`): the part, where it sits
+    (``block``), what it is, its channels and feature-map sides, MACs and parameters; `extra`
+    fills ``se_percent``, ``skip`` (the skip built) and ``skip_asked`` (None: not applicable)."""
+    fields = {"se_percent": None, "skip": None, "skip_asked": None, **extra}
+    return {
+        "row": name,
+        "block": block,
+        "op": op,
+        "kernel": kernel,
+        "stride": stride,
+        **fields,
+        "in_channels": cin,
+        "out_channels": cout,
+        "input_px": size_in,
+        "output_px": size_out,
+        "macs": cost.macs,
+        "params": cost.params,
+    }
+
+
 @dataclass(frozen=True)
 class Family:
     name: str

@@ -15,6 +15,7 @@ from models.costs import (
     stem_cost,
 )
 from models.layers import conv_output_size, expand_layers, last_block_output
+from models.network import describe_row
 from models.space import default_space_name, get_space
 from pipeline.cli_common import CLASSES_OPTION, INPUT_OPTION, arch_or_fail
 
@@ -123,27 +124,10 @@ def describe_rows(arch: Arch) -> list[dict]:
     actually applied, `skip_asked` the block's) and its MACs and parameters: the rows add up
     to `arch_cost(arch)`."""
 
-    def row(name, block, op, kernel, stride, cin, cout, size_in, size_out, cost, **extra):
-        fields = {"se_percent": None, "skip": None, "skip_asked": None, **extra}
-        return {
-            "row": name,
-            "block": block,
-            "op": op,
-            "kernel": kernel,
-            "stride": stride,
-            **fields,
-            "in_channels": cin,
-            "out_channels": cout,
-            "input_px": size_in,
-            "output_px": size_out,
-            "macs": cost.macs,
-            "params": cost.params,
-        }
-
     stem = arch.stem
     stem_px = conv_output_size(arch.input_size, stem.stride)
     rows = [
-        row("stem", None, "conv", stem.kernel, stem.stride, 3, stem.out_channels,
+        describe_row("stem", None, "conv", stem.kernel, stem.stride, 3, stem.out_channels,
             arch.input_size, stem_px, stem_cost(arch))
     ]  # fmt: skip
     layers = iter(expand_layers(arch))
@@ -152,20 +136,20 @@ def describe_rows(arch: Arch) -> list[dict]:
             layer = next(layers)
             op = f"mb{layer.expand}" if layer.op == "mb" else layer.op
             rows.append(
-                row(f"{block_index}.{layer_index}", block_index, op, layer.kernel, layer.stride,
-                    layer.in_channels, layer.out_channels, layer.input_size, layer.output_size,
-                    layer_cost(layer), se_percent=round(layer.se_ratio * 100), skip=layer.skip,
-                    skip_asked=block.skip)
+                describe_row(f"{block_index}.{layer_index}", block_index, op, layer.kernel,
+                    layer.stride, layer.in_channels, layer.out_channels, layer.input_size,
+                    layer.output_size, layer_cost(layer), se_percent=round(layer.se_ratio * 100),
+                    skip=layer.skip, skip_asked=block.skip)
             )  # fmt: skip
     channels, px = last_block_output(arch)
     if arch.head.channels:
         rows.append(
-            row("head", None, "conv", 1, 1, channels, arch.head.channels, px, px,
+            describe_row("head", None, "conv", 1, 1, channels, arch.head.channels, px, px,
                 head_conv_cost(arch))
         )  # fmt: skip
         channels = arch.head.channels
     rows.append(
-        row("fc", None, "pool+fc", None, None, channels, arch.num_classes, px, 1,
+        describe_row("fc", None, "pool+fc", None, None, channels, arch.num_classes, px, 1,
             classifier_cost(arch))
     )  # fmt: skip
     return rows

@@ -180,50 +180,33 @@ def plot_memory(
         return 4 * params / 1e6
 
     figure, axes = plt.subplots(figsize=(9, 5), dpi=130)
-    inside = [r for r in rows if r.params <= max_params]
-    outside = [r for r in rows if r.params > max_params]
-    axes.scatter(
-        [megabytes(r.params) for r in inside],
-        [100 * r.accuracy for r in inside],
-        s=36,
-        color="#2980b9",
-        label="within the budget",
+    groups = (
+        (
+            [r for r in rows if r.params <= max_params],
+            {"s": 36, "color": "#2980b9"},
+            "within the budget",
+        ),
+        (
+            [r for r in rows if r.params > max_params],
+            {"s": 36, "facecolors": "none", "edgecolors": "#7f8c8d"},
+            "over the budget",
+        ),
+        (
+            [r for r in rows if r.key in winner_keys],
+            {"marker": "*", "s": 320, "color": "#f39c12", "edgecolors": "black", "zorder": 5},
+            "winner",
+        ),
     )
-    if outside:
-        axes.scatter(
-            [megabytes(r.params) for r in outside],
-            [100 * r.accuracy for r in outside],
-            s=36,
-            facecolors="none",
-            edgecolors="#7f8c8d",
-            label="over the budget",
-        )
-    won = [r for r in rows if r.key in winner_keys]
-    if won:
-        axes.scatter(
-            [megabytes(r.params) for r in won],
-            [100 * r.accuracy for r in won],
-            marker="*",
-            s=320,
-            color="#f39c12",
-            edgecolors="black",
-            zorder=5,
-            label="winner",
-        )
-    axes.axvline(
-        megabytes(max_params),
-        color="#c0392b",
-        linestyle="--",
-        linewidth=1.5,
-        label=f"budget M = {megabytes(max_params):.2f} MB",
+    for group, style, label in groups:
+        if group:
+            xs, ys = [megabytes(r.params) for r in group], [100 * r.accuracy for r in group]
+            axes.scatter(xs, ys, label=label, **style)
+    lines = (
+        (max_params, "#c0392b", "--", f"budget M = {megabytes(max_params):.2f} MB"),
+        (backbone_params, "#2c3e50", ":", f"backbone {megabytes(backbone_params):.2f} MB"),
     )
-    axes.axvline(
-        megabytes(backbone_params),
-        color="#2c3e50",
-        linestyle=":",
-        linewidth=1.2,
-        label=f"backbone {megabytes(backbone_params):.2f} MB",
-    )
+    for params, colour, style, label in lines:
+        axes.axvline(megabytes(params), color=colour, linestyle=style, linewidth=1.4, label=label)
     axes.axhline(100 * chance, color="#7f8c8d", linestyle=":", linewidth=1, label="chance")
     axes.set_xlabel("parameter memory (MB, 4 bytes per parameter)", fontsize=11)
     axes.set_ylabel("proxy accuracy on mini-val (%)", fontsize=11)

@@ -66,6 +66,8 @@ def test_bad_networks_built_by_keyword_and_bad_spaces_are_errors():
         AddonSpace("resnet20", 32, 10, 1).choices_of(decode_network(EVERY_OP))
     with pytest.raises(ValueError, match="is not a network of space"):
         AddonSpace("resnet32", 32, 10, 3).choices_of(decode_network(EVERY_OP))
+    with pytest.raises(ValueError, match=r"choice 7 for s1.a1.op .*expected 0..6"):
+        AddonSpace("resnet20", 32, 10, 1).arch_from([7, 0, 0])
 
 
 @pytest.mark.parametrize(
