@@ -37,6 +37,22 @@ def test_kdas_config_builds_the_add_on_space_and_the_memory_budget():
     assert load_config(None, CE).max_params() is None  # AKD: no memory budget
 
 
+def test_the_kdas_quickstart_config_loads_as_a_run_config():
+    from pathlib import Path
+
+    from pipeline.run_config import RUN_SECTIONS, RunConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "kdas_quickstart.toml"
+    config = load_config(path, None, RunConfig, RUN_SECTIONS)
+    assert config.search.method == "kdas" and config.controller.name == "reinforce"
+    assert config.max_params() == int(1.5 * RESNET20_PARAMS)
+    assert config.train.temperature == config.proxy.temperature == 3.0  # KDAS: T = 3
+    assert config.train.alpha == config.proxy.alpha == 1.0  # lambda = 0
+    assert decode_network(config.train.baseline) == decode_network(
+        "addon:resnet20_in32_cls10|none|none|none"
+    )
+
+
 def test_new_keys_at_their_defaults_leave_older_runs_hashes_alone():
     # the hash main computed for this config before search.method and [kdas] existed
     assert config_hash(load_config(None, CE)) == "3079825c4251e6e1"
