@@ -45,13 +45,37 @@ class AddonStage(nn.Module):
         self.skips = [[i for i, bit in enumerate(layer.skips) if bit] for layer in layers]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs: list[torch.Tensor] = []
-        for op, skips in zip(self.ops, self.skips, strict=True):
-            x = op(x)
-            for i in skips:
-                x = x + outputs[i]
-            outputs.append(x)
-        return x
+        return run_addons(x, self.ops, self.skips)
+
+
+def run_addons(x: torch.Tensor, ops, skips) -> torch.Tensor:
+    """``y_j = ops[j](y_{j-1}) + sum of y_i for i in skips[j]``; returns the last ``y``."""
+    outputs: list[torch.Tensor] = []
+    for op, adds in zip(ops, skips, strict=True):
+        x = op(x)
+        for i in adds:
+            x = x + outputs[i]
+        outputs.append(x)
+    return x
+
+
+def backbone_stages(name: str) -> list[tuple[list[BasicBlock], int]]:
+    """``(basic blocks, output channels)`` of each stage of backbone `name`."""
+    spec = backbone(name)
+    stages, channels = [], spec.stem_channels
+    for width, stride in zip(spec.widths, spec.strides, strict=True):
+        blocks = []
+        for b in range(spec.blocks):
+            blocks.append(BasicBlock(channels, width, stride if b == 0 else 1))
+            channels = width
+        stages.append((blocks, channels))
+    return stages
+
+
+def _init(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(module.weight)
 
 
 class AddonModule(nn.Module):
@@ -61,20 +85,50 @@ class AddonModule(nn.Module):
         spec = backbone(network.backbone)
         self.conv = nn.Conv2d(3, spec.stem_channels, 3, 1, 1, bias=False)
         self.bn = nn.BatchNorm2d(spec.stem_channels)
-        stages, channels = [], spec.stem_channels
-        for width, stride, layers in zip(spec.widths, spec.strides, network.stages, strict=True):
-            blocks = []
-            for b in range(spec.blocks):
-                blocks.append(BasicBlock(channels, width, stride if b == 0 else 1))
-                channels = width
-            stages.append(nn.Sequential(*blocks, AddonStage(layers, channels)))
-        self.stages = nn.Sequential(*stages)
+        stages = backbone_stages(network.backbone)
+        self.stages = nn.Sequential(
+            *(
+                nn.Sequential(*blocks, AddonStage(layers, channels))
+                for (blocks, channels), layers in zip(stages, network.stages, strict=True)
+            )
+        )
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.classifier = nn.Linear(channels, network.num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d | nn.Linear):
-                nn.init.kaiming_normal_(module.weight)
+        self.classifier = nn.Linear(stages[-1][1], network.num_classes)
+        _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(F.relu(self.bn(self.conv(x))))
         return self.classifier(self.dropout(x.mean((2, 3))))
+
+
+class SharedAddonModule(nn.Module):
+    """ENAS-style weight sharing over an add-on space (KDAS evaluation "shared"): the backbone
+    and *every* op at every add-on slot, once; ``forward(x, network)`` runs the backbone with
+    the ops and skips `network` chooses (its other ops get no gradient)."""
+
+    def __init__(self, backbone_name: str, num_classes: int, layers_per_stage: int) -> None:
+        from models.addon_net import OPS
+
+        super().__init__()
+        spec = backbone(backbone_name)
+        self.conv = nn.Conv2d(3, spec.stem_channels, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(spec.stem_channels)
+        stages = backbone_stages(backbone_name)
+        self.stages = nn.ModuleList(nn.Sequential(*blocks) for blocks, _ in stages)
+        self.slots = nn.ModuleList(
+            nn.ModuleList(
+                nn.ModuleDict({op: addon_op(op, channels) for op in OPS})
+                for _ in range(layers_per_stage)
+            )
+            for _, channels in stages
+        )
+        self.classifier = nn.Linear(stages[-1][1], num_classes)
+        _init(self)
+
+    def forward(self, x: torch.Tensor, network: AddonNet) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(x)))
+        for blocks, slots, layers in zip(self.stages, self.slots, network.stages, strict=True):
+            ops = [slot[layer.op] for slot, layer in zip(slots, layers, strict=True)]
+            skips = [[i for i, bit in enumerate(layer.skips) if bit] for layer in layers]
+            x = run_addons(blocks(x), ops, skips)
+        return self.classifier(x.mean((2, 3)))

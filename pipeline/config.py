@@ -264,7 +264,7 @@ class KdasConfig:
 
     backbone: str = "resnet20"  # resnet20 | resnet32 | resnet44 | resnet56 | resnet110
     layers_per_stage: int = 2  # add-on layers searched after each stage (L)
-    evaluation: str = "proxy"  # proxy: each candidate trained on its own by [proxy]
+    evaluation: str = "proxy"  # proxy: each trained on its own; shared: ENAS weight sharing
     memory_factor: float = 2.0  # M = factor x the backbone's parameter memory (the paper's 2x)
     memory_mb: float = 0.0  # M in MB of float32 parameters; > 0 replaces memory_factor
 
@@ -273,7 +273,9 @@ class KdasConfig:
 
         _require(self.backbone in BACKBONES, "kdas.backbone", f"must be one of {tuple(BACKBONES)}")
         _require(0 <= self.layers_per_stage <= 6, "kdas.layers_per_stage", "must be 0..6")
-        _require(self.evaluation in ("proxy",), "kdas.evaluation", "must be 'proxy'")
+        _require(
+            self.evaluation in ("proxy", "shared"), "kdas.evaluation", "must be proxy or shared"
+        )
         _require(self.memory_factor > 0, "kdas.memory_factor", "must be > 0")
         _require(self.memory_mb >= 0, "kdas.memory_mb", "must be >= 0 (0: use memory_factor)")
 
@@ -348,6 +350,13 @@ class SearchConfig:
                 "use reward.cost = 'macs' or 'params'"
             )
         self.max_params()  # a KDAS memory budget below the backbone is an error here
+        if self.search.method == "kdas" and self.kdas.evaluation == "shared":
+            _require(
+                self.search.executor == "inprocess",
+                "search.executor",
+                "kdas.evaluation = 'shared' trains one shared network in this process: "
+                "use search.executor = 'inprocess' (or kdas.evaluation = 'proxy' on Ray)",
+            )
 
     def max_params(self) -> int | None:
         """The winner rule's parameter budget (`pipeline.winners`): KDAS's M, else None."""

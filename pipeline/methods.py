@@ -85,10 +85,28 @@ class ControllerSearch:
     def restore(self, state: dict[str, Any]) -> None:
         self.controller.load_state_dict(state)
 
+    def begin(self, search: Search) -> None:
+        """Before the first generation (a subclass hands restored state to the search)."""
+
+    def state(self, search: Search) -> dict[str, Any]:
+        """What `restore` continues from, saved with each finished generation."""
+        return self.controller.state_dict()
+
     def run(self, search: Search) -> None:
+        self.begin(search)
         while n := search.next_batch_size():
             choices = self.controller.propose(n)
             rows = search.evaluate([self.space.arch_from(c) for c in choices], choices)
             rewards = [row.reward for row in rows]
             stats = self.controller.update(choices, rewards)
-            search.finish_generation(self.controller.state_dict(), rewards, stats)
+            search.finish_generation(self.state(search), rewards, stats)
+
+
+def kdas_method(config: SearchConfig, space: CandidateSpace) -> SearchMethod:
+    """KDAS: the controller loop; with ``kdas.evaluation = "shared"`` the one that saves the
+    shared weights with each generation (`pipeline.kdas_shared`)."""
+    if config.kdas.evaluation == "shared":
+        from pipeline.kdas_shared import SharedWeightSearch
+
+        return SharedWeightSearch(config, space)
+    return ControllerSearch(config, space)

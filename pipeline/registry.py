@@ -111,9 +111,9 @@ SEARCH_METHODS: Registry[MethodKind] = Registry(
         ),
         MethodKind(
             "kdas",
-            "pipeline.methods:ControllerSearch",
+            "pipeline.methods:kdas_method",
             "a controller proposes add-on layers after a backbone's stages ([kdas]); proxy "
-            "training with the configured loss (oracle KD) scores them (KDAS)",
+            "training or shared weights with the configured loss (oracle KD) score them (KDAS)",
             space="pipeline.methods:addon_space",
         ),
     ],

@@ -94,7 +94,7 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
         threads=config.proxy.threads,
         compute=config.compute,
     )
-    executor = build_executor(config, task, log)
+    executor = build_executor(config, task, log, space)
     setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
     setup.closers.append(executor.close)
     if config.reward.cost == "latency_ms":
@@ -102,8 +102,15 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
     return setup
 
 
-def build_executor(config: SearchConfig, task: ProxyTask, log: Callable[[str], None]) -> Executor:
-    """The executor that ``search.executor`` names (Ray: `pipeline.ray_executor`)."""
+def build_executor(
+    config: SearchConfig, task: ProxyTask, log: Callable[[str], None], space: Any = None
+) -> Executor:
+    """The executor that ``search.executor`` names (Ray: `pipeline.ray_executor`), or KDAS's
+    shared weights (`pipeline.kdas_shared`) with ``kdas.evaluation = "shared"``."""
+    if config.search.method == "kdas" and config.kdas.evaluation == "shared":
+        from pipeline.kdas_shared import SharedWeightExecutor
+
+        return SharedWeightExecutor(task, space)
     if config.search.executor == "ray":
         from pipeline.ray_executor import RayExecutor
 

@@ -5,6 +5,7 @@ real (briefly trained) teachers, resumed with a bigger budget."""
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -66,13 +67,25 @@ def test_new_keys_at_their_defaults_leave_older_runs_hashes_alone():
         ({"memory_factor": 0.5}, r"memory_factor = 0.5 allows 134,861 parameters .* less than"),
         ({"memory_mb": 0.5}, r"memory_mb = 0.5 .*less than the backbone resnet20 alone \(269,722"),
         ({"backbone": "wrn16"}, r"kdas.backbone: must be one of \('resnet20'"),
-        ({"evaluation": "shared"}, r"kdas.evaluation: must be 'proxy'"),
+        ({"evaluation": "enas"}, r"kdas.evaluation: must be proxy or shared"),
         ({"layers_per_stage": -1}, r"kdas.layers_per_stage: must be 0..6"),
     ],
 )
 def test_bad_kdas_settings_are_config_errors_naming_the_fix(kdas, match):
     with pytest.raises(ConfigError, match=match):
         kdas_config(**kdas)
+
+
+def test_shared_weights_train_in_this_process_only():
+    with pytest.raises(ConfigError, match="use search.executor = 'inprocess'"):
+        load_config(
+            None,
+            {
+                **CE,
+                "search": {"method": "kdas", "executor": "ray"},
+                "kdas": {"evaluation": "shared"},
+            },
+        )
 
 
 def test_unknown_method_names_the_known_ones():
@@ -157,21 +170,30 @@ def run_cli(*args: str) -> str:
     return result.stdout
 
 
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory, cifar_small) -> str:
+    """Two real, briefly trained teachers (different seeds) as one ensemble spec."""
+    folder = tmp_path_factory.mktemp("members")
+    return ",".join(str(make_tiny_teacher(folder, cifar_small, seed=seed)) for seed in (0, 1))
+
+
+def write_tiny(folder, data_dir, ensemble: str, **kdas) -> str:
+    text = TINY_KDAS.format(
+        data=data_dir / "cifar10_small.npz", teacher=ensemble, cache=folder / "logits"
+    )
+    text += "".join(f"{key} = {json.dumps(value)}\n" for key, value in kdas.items())
+    path = folder / "kdas.toml"
+    path.write_text(text)
+    return str(path)
+
+
 @pytest.mark.slow
 def test_a_tiny_kdas_search_with_oracle_kd_resumes_and_respects_the_budget(
-    tmp_path, data_dir, cifar_small
+    tmp_path, data_dir, ensemble
 ):
-    members = [make_tiny_teacher(tmp_path, cifar_small, seed=seed) for seed in (0, 1)]
-    config = tmp_path / "kdas.toml"
-    config.write_text(
-        TINY_KDAS.format(
-            data=data_dir / "cifar10_small.npz",
-            teacher=",".join(map(str, members)),
-            cache=tmp_path / "logits",
-        )
-    )
+    config = write_tiny(tmp_path, data_dir, ensemble)
     run = tmp_path / "run"
-    run_cli("search", "--config", str(config), "--out", str(run), "--no-progress")
+    run_cli("search", "--config", config, "--out", str(run), "--no-progress")
     run_cli("search", "--resume", str(run), "--max-candidates", "4", "--no-progress", "--json")
     with ResultsStore(run / "results.sqlite") as store:
         rows = store.candidates()
@@ -199,3 +221,64 @@ def test_a_tiny_kdas_search_with_oracle_kd_resumes_and_respects_the_budget(
     assert "## KDAS" in report and f"= {limit:,} parameters" in report
     assert "stage 3     3 basic blocks, 64 ch, 8x8" in report and best["arch"] in report
     assert (run / "figures" / "kdas_memory.png").stat().st_size > 10_000
+
+
+def test_the_shared_network_computes_what_each_standalone_network_computes():
+    """With the shared weights copied in, a network built on its own gives the shared
+    network's output for that network: weight sharing evaluates the candidates themselves."""
+    import torch
+
+    from models.addon_builder import SharedAddonModule
+
+    shared = SharedAddonModule("resnet20", 10, layers_per_stage=2).eval()
+    space = AddonSpace("resnet20", 16, 10, 2)
+    x = torch.randn(2, 3, 16, 16)
+    kept = {k: v for k, v in shared.state_dict().items() if not k.startswith(("stages", "slots"))}
+    for seed in range(3):
+        network = space.sample(random.Random(seed))
+        weights = dict(kept)
+        for s, layers in enumerate(network.stages):
+            for name, value in shared.stages[s].state_dict().items():
+                weights[f"stages.{s}.{name}"] = value  # the blocks keep their indices
+            for j, layer in enumerate(layers):
+                addons = len(shared.stages[s])  # the add-on stage follows the blocks
+                for name, value in shared.slots[s][j][layer.op].state_dict().items():
+                    weights[f"stages.{s}.{addons}.ops.{j}.{name}"] = value
+        alone = network.build().eval()
+        alone.load_state_dict(weights)
+        with torch.no_grad():
+            assert torch.allclose(alone(x), shared(x, network), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_shared_weight_evaluation_resumes_exactly(tmp_path, data_dir, ensemble):
+    """ENAS-style evaluation: a search stopped after one generation and resumed ends with the
+    same scores and the same shared weights as one that ran through."""
+    import torch
+
+    config = write_tiny(tmp_path, data_dir, ensemble, evaluation="shared")
+    stopped, through = tmp_path / "stopped", tmp_path / "through"
+    run_cli("search", "--config", config, "--out", str(stopped), "--no-progress")
+    run_cli("search", "--resume", str(stopped), "--max-candidates", "4", "--no-progress")
+    run_cli(
+        "search",
+        "--config",
+        config,
+        "--out",
+        str(through),
+        "--max-candidates",
+        "4",
+        "--no-progress",
+    )
+    with (
+        ResultsStore(stopped / "results.sqlite") as a,
+        ResultsStore(through / "results.sqlite") as b,
+    ):
+        rows_a, rows_b = a.candidates(), b.candidates()
+        state_a, state_b = a.last_generation()[1], b.last_generation()[1]
+    assert len(rows_a) == 4
+    assert [(r.key, r.accuracy) for r in rows_a] == [(r.key, r.accuracy) for r in rows_b]
+    assert state_a["shared"]["passes"] == state_b["shared"]["passes"] == 2
+    for name, tensor in state_a["shared"]["model"].items():
+        assert torch.equal(tensor, state_b["shared"]["model"][name]), name
+    assert all(0 <= r.accuracy <= 1 and r.train_seconds > 0 for r in rows_a)
