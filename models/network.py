@@ -116,4 +116,6 @@ def family_of(text: str) -> Family:
 def decode_network(text: str) -> Network:
     """The network a canonical string describes, in whichever family's language it is written;
     a malformed string is a ValueError that points at the bad token."""
+    if not isinstance(text, str):
+        raise ValueError(f"an arch must be a string, got {type(text).__name__}")
     return family_of(text.strip()).load().decode(text.strip())

@@ -30,10 +30,8 @@ from models.addon_builder import SharedAddonModule
 from models.network import decode_network
 from pipeline.batches import BatchLoader
 from pipeline.executor import ProxyTask, TrainJob
-from pipeline.losses import training_loss
 from pipeline.methods import ControllerSearch
-from pipeline.proxy import ProxyResult
-from pipeline.registry import LOSSES
+from pipeline.proxy import ProxyResult, proxy_loss
 
 
 class SharedWeightExecutor:
@@ -92,7 +90,6 @@ class SharedWeightExecutor:
 
     def _train_pass(self, networks) -> float:
         settings, teacher = self.task.settings, self.task.teacher
-        kind = LOSSES[settings.loss]
         epoch = self.passes % settings.epochs  # the teacher cache holds epochs 0..epochs-1
         loader = BatchLoader(
             self.task.mini_train, settings.batch_size, train=True, seed=self.task.seed
@@ -102,14 +99,7 @@ class SharedWeightExecutor:
         total = 0.0
         for index, (x, y) in enumerate(loader):
             logits = self.model(x, networks[index % len(networks)])
-            target = None
-            if kind.needs_teacher:
-                target = teacher.logits(epoch, index, x)
-                if kind.teacher == "members":
-                    target = target.transpose(0, 1)  # (B, M, C) -> (M, B, C)
-            loss = training_loss(
-                settings.loss, logits, target, y, settings.temperature, settings.alpha
-            )
+            loss = proxy_loss(settings, logits, x, y, teacher, epoch, index)
             self.optimizer.zero_grad(set_to_none=True)  # unused ops: no grad, no decay
             loss.backward()
             self.optimizer.step()

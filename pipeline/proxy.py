@@ -275,9 +275,28 @@ def train_candidate(
     return ProxyResult(accuracy, seconds, tuple(losses), settings.epochs, early_accuracy, **where)
 
 
+def proxy_loss(
+    settings: ProxyConfig,
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    teacher: TeacherSignal | None,
+    epoch: int,
+    batch_index: int,
+) -> torch.Tensor:
+    """The ``[proxy]`` loss of one training batch (batch `batch_index` of `epoch`, whose cached
+    teacher logits are looked up)."""
+    kind = LOSSES[settings.loss]
+    target = None
+    if kind.needs_teacher:
+        target = teacher.logits(epoch, batch_index, x)
+        if kind.teacher == "members":
+            target = target.transpose(0, 1)  # (B, M, C) -> (M, B, C)
+    return training_loss(settings.loss, logits, target, y, settings.temperature, settings.alpha)
+
+
 def _proxy_epoch(model, optimizer, scaler, loader, teacher, settings, place, epoch) -> EpochTally:
     """One epoch of proxy training (warm-up then cosine learning rate per step)."""
-    kind = LOSSES[settings.loss]
     total_steps = settings.epochs * len(loader)
     warmup_steps = settings.warmup_epochs * len(loader)
     model.train()
@@ -289,14 +308,7 @@ def _proxy_epoch(model, optimizer, scaler, loader, teacher, settings, place, epo
             group["lr"] = learning_rate(step, total_steps, warmup_steps, settings.lr)
         with place.autocast():
             logits = model(x)
-        target = None
-        if kind.needs_teacher:
-            target = teacher.logits(epoch, batch_index, x)
-            if kind.teacher == "members":
-                target = target.transpose(0, 1)  # (B, M, C) -> (M, B, C)
-        loss = training_loss(
-            settings.loss, logits.float(), target, y, settings.temperature, settings.alpha
-        )
+        loss = proxy_loss(settings, logits.float(), x, y, teacher, epoch, batch_index)
         backward_and_step(loss, optimizer, scaler)
         tally.add(loss, len(y))
     return tally
