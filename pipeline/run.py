@@ -91,7 +91,7 @@ def stage_winners(config: RunConfig, run_dir: Path, log: Log) -> list[dict]:
         if w.get("arch"):
             log(
                 f"winner at target {w['target']:g}: {w['key']} (proxy accuracy {w['accuracy']:.3f})"
-                + ("" if w["within_target"] else f"; {w['note']}")
+                + (f"; {w['note']}" if w.get("note") else "")
             )
     return winners
 
