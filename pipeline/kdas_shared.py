@@ -12,9 +12,10 @@ every add-on op; per generation:
 `SharedWeightExecutor` does both behind the `pipeline.executor.Executor` interface, so the
 shared loop stores, times and rewards the candidates as always; `SharedWeightSearch` saves the
 shared weights and their optimiser with each generation's controller state, so ``--resume``
-continues exactly where the last finished generation left off.  An arch proposed again in a
-later generation reuses its first score (the shared loop's rule), although the shared weights
-have moved on since.
+continues exactly where the last finished generation left off (a kill in the middle of a
+generation's scoring trains that pass again on the networks not yet stored).  An arch
+proposed again in a later generation reuses its first score (the shared loop's rule), although
+the shared weights have moved on since.
 """
 
 from __future__ import annotations

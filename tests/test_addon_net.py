@@ -90,6 +90,24 @@ def test_cost_without_building_equals_the_module_and_the_forward_shape(text):
     )
 
 
+def test_pearl_arch_describe_shows_the_rows_of_an_add_on_network():
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, ["arch", "describe", EVERY_OP, "--json"])
+    assert result.exit_code == 0, result.output
+    described = json.loads(result.stdout)
+    network = decode_network(EVERY_OP)
+    assert (
+        described["params"] == network.cost().params == sum(r["params"] for r in described["rows"])
+    )
+    assert [r["row"] for r in described["rows"] if r["block"] == 1][-3:] == ["1.a1", "1.a2", "1.a3"]
+    assert described["rows"][-1]["op"] == "linear"
+
+
 def test_the_backbone_alone_is_the_cifar_resnet_teacher():
     for depth in (20, 110):
         base = decode_network(f"addon:resnet{depth}_in32_cls10|none|none|none")
