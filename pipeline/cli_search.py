@@ -209,6 +209,11 @@ def _text(summary: dict) -> str:
             if entry["within_target"]
             else f"nothing within {cost} <= {entry['target']:g}; best reward"
         )
+        if "max_params" in entry:  # KDAS's memory budget
+            if entry["within_memory"]:
+                where += f" and params <= {entry['max_params']:,}"
+            else:
+                where += f" (no arch has params <= {entry['max_params']:,}: budget left out)"
         lines.append(
             f"{where}: accuracy "
             f"{100 * entry['accuracy']:.2f}%{latency}, {entry['macs'] / 1e6:.1f}M MACs, "

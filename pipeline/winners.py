@@ -11,8 +11,8 @@ within a target, the entry holds the candidate with the best reward at that targ
 
 An optional parameter budget (KDAS eq. 7: parameter memory |m| <= M, given as ``max_params``)
 comes first: only candidates with at most that many parameters compete, for accuracy within the
-target as above.  When none fits, the entry holds the best reward among all candidates, marked
-``"within_memory": false`` with a note.  Pure functions over candidate rows.
+target as above.  When none fits, the rule picks among all candidates as without a budget, and
+the entry is marked ``"within_memory": false`` with a note.  Pure functions over candidate rows.
 """
 
 from __future__ import annotations
@@ -53,12 +53,13 @@ def pick_winners(
     winners = []
     for target in targets:
         at_target = RewardSpec(target=target, alpha=spec.alpha, beta=spec.beta, cost=spec.cost)
-        within = [r for r in fits if r.cost(spec.cost) <= target]
+        pool = fits or scored  # nothing fits the memory budget: the rule without it
+        within = [r for r in pool if r.cost(spec.cost) <= target]
         if within:
             best = max(within, key=lambda r: (r.accuracy, -r.cost(spec.cost)))
         else:
             best = max(
-                fits or scored,
+                pool,
                 key=lambda r: (at_target(r.accuracy, float(r.cost(spec.cost))), -r.cost(spec.cost)),
                 default=None,
             )
@@ -81,7 +82,7 @@ def pick_winners(
             if not fits:
                 entry["note"] = (
                     f"no scored candidate has at most {max_params:,} parameters (the memory "
-                    "budget): this is the best reward; raise kdas.memory_factor or memory_mb"
+                    "budget), so it was left out; raise kdas.memory_factor or memory_mb"
                 )
         winners.append(entry)
     return winners
