@@ -5,11 +5,10 @@ stage, then global average pooling and a linear classifier."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.addon_net import AddonNet, backbone
-from models.teachers import BasicBlock
+from models.teachers import BasicBlock, WideBasicBlock
 
 
 def _conv_bn_relu(channels: int, kernel: int, groups: int = 1) -> list[nn.Module]:
@@ -59,17 +58,23 @@ def run_addons(x: torch.Tensor, ops, skips) -> torch.Tensor:
     return x
 
 
-def backbone_stages(name: str) -> list[tuple[list[BasicBlock], int]]:
-    """``(basic blocks, output channels)`` of each stage of backbone `name`."""
+def backbone_parts(name: str) -> tuple[nn.Module, list[tuple[list[nn.Module], int]], nn.Module]:
+    """The stem, ``(blocks, output channels)`` of each stage, and what comes before the pool
+    (BN + ReLU for pre-activation backbones) of backbone `name` (`models.addon_net.Backbone`)."""
     spec = backbone(name)
+    stem: list[nn.Module] = [nn.Conv2d(3, spec.stem_channels, 3, 1, 1, bias=False)]
+    if not spec.preact:
+        stem += [nn.BatchNorm2d(spec.stem_channels), nn.ReLU()]
+    block = WideBasicBlock if spec.preact else BasicBlock
     stages, channels = [], spec.stem_channels
     for width, stride in zip(spec.widths, spec.strides, strict=True):
         blocks = []
         for b in range(spec.blocks):
-            blocks.append(BasicBlock(channels, width, stride if b == 0 else 1))
+            blocks.append(block(channels, width, stride if b == 0 else 1))
             channels = width
         stages.append((blocks, channels))
-    return stages
+    head = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()) if spec.preact else nn.Identity()
+    return nn.Sequential(*stem), stages, head
 
 
 def _init(model: nn.Module) -> None:
@@ -82,10 +87,7 @@ class AddonModule(nn.Module):
     def __init__(self, network: AddonNet, dropout: float = 0.0) -> None:
         super().__init__()
         self.arch = network  # what `models.builder.count_module_costs` reads
-        spec = backbone(network.backbone)
-        self.conv = nn.Conv2d(3, spec.stem_channels, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(spec.stem_channels)
-        stages = backbone_stages(network.backbone)
+        self.stem, stages, self.head = backbone_parts(network.backbone)
         self.stages = nn.Sequential(
             *(
                 nn.Sequential(*blocks, AddonStage(layers, channels))
@@ -97,7 +99,7 @@ class AddonModule(nn.Module):
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(F.relu(self.bn(self.conv(x))))
+        x = self.head(self.stages(self.stem(x)))
         return self.classifier(self.dropout(x.mean((2, 3))))
 
 
@@ -110,10 +112,7 @@ class SharedAddonModule(nn.Module):
         from models.addon_net import OPS
 
         super().__init__()
-        spec = backbone(backbone_name)
-        self.conv = nn.Conv2d(3, spec.stem_channels, 3, 1, 1, bias=False)
-        self.bn = nn.BatchNorm2d(spec.stem_channels)
-        stages = backbone_stages(backbone_name)
+        self.stem, stages, self.head = backbone_parts(backbone_name)
         self.stages = nn.ModuleList(nn.Sequential(*blocks) for blocks, _ in stages)
         self.slots = nn.ModuleList(
             nn.ModuleList(
@@ -126,9 +125,9 @@ class SharedAddonModule(nn.Module):
         _init(self)
 
     def forward(self, x: torch.Tensor, network: AddonNet) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv(x)))
+        x = self.stem(x)
         for blocks, slots, layers in zip(self.stages, self.slots, network.stages, strict=True):
             ops = [slot[layer.op] for slot, layer in zip(slots, layers, strict=True)]
             skips = [[i for i, bit in enumerate(layer.skips) if bit] for layer in layers]
             x = run_addons(blocks(x), ops, skips)
-        return self.classifier(x.mean((2, 3)))
+        return self.classifier(self.head(x).mean((2, 3)))

@@ -37,20 +37,57 @@ NO_ADDONS = "none"  # a stage segment without add-on layers
 
 @dataclass(frozen=True)
 class Backbone:
-    """A backbone the family knows: a 3x3 stem conv, then stages of basic blocks (`widths`,
-    `blocks` per stage, the first block of a stage with `strides[s]`)."""
+    """A backbone the family knows: a 3x3 stem conv, then stages of residual blocks (`widths`,
+    `blocks` per stage, the first block of a stage with `strides[s]`).  ``preact=False``: the
+    CIFAR ResNets (stem conv + BN + ReLU; post-activation basic blocks with parameter-free
+    shortcuts, `models.teachers.BasicBlock`).  ``preact=True``: Wide ResNets (stem conv alone;
+    pre-activation blocks with a 1x1 conv shortcut where the shape changes,
+    `models.teachers.WideBasicBlock`; BN + ReLU before the pool)."""
 
     name: str
     stem_channels: int
     widths: tuple[int, ...]
     blocks: int
     strides: tuple[int, ...]
+    preact: bool = False
+
+    def stem_cost(self, size: int) -> Cost:
+        if self.preact:
+            return _conv_cost(3, self.stem_channels, 3, size)
+        return conv_bn_cost(3, self.stem_channels, 3, size)
+
+    def block_cost(self, cin: int, cout: int, stride: int, out: int) -> Cost:
+        if not self.preact:
+            return conv_bn_cost(cin, cout, 3, out) + conv_bn_cost(cout, cout, 3, out)
+        cost = Cost(0, 2 * cin) + conv_bn_cost(cin, cout, 3, out) + _conv_cost(cout, cout, 3, out)
+        if cin != cout or stride != 1:
+            cost += _conv_cost(cin, cout, 1, out)
+        return cost
+
+    def head_cost(self, channels: int) -> Cost:
+        """The BN before the pool (pre-activation backbones only)."""
+        return Cost(0, 2 * channels) if self.preact else ZERO
 
 
-# the CIFAR ResNets of `models.teachers` (He et al. 2016, sec. 4.2): 6n+2 layers, 3 stages
+def _conv_cost(cin: int, cout: int, kernel: int, size: int) -> Cost:
+    """A bias-free conv without a BN after it."""
+    weights = kernel * kernel * cin * cout
+    return Cost(weights * size * size, weights)
+
+
+# the CIFAR ResNets of `models.teachers` (He et al. 2016, sec. 4.2): 6n+2 layers, 3 stages;
+# WRN-d-k (Zagoruyko & Komodakis 2016): (d-4)/6 blocks per stage, k times wider
 BACKBONES: dict[str, Backbone] = {
-    f"resnet{depth}": Backbone(f"resnet{depth}", 16, (16, 32, 64), (depth - 2) // 6, (1, 2, 2))
-    for depth in (20, 32, 44, 56, 110)
+    **{
+        f"resnet{depth}": Backbone(f"resnet{depth}", 16, (16, 32, 64), (depth - 2) // 6, (1, 2, 2))
+        for depth in (20, 32, 44, 56, 110)
+    },
+    **{
+        f"wrn{depth}-{k}": Backbone(
+            f"wrn{depth}-{k}", 16, (16 * k, 32 * k, 64 * k), (depth - 4) // 6, (1, 2, 2), True
+        )
+        for depth, k in ((16, 1), (16, 2), (16, 4), (40, 1), (40, 2))
+    },
 }
 
 
@@ -154,7 +191,7 @@ class AddonNet:
                 spec.stem_channels,
                 size,
                 size,
-                conv_bn_cost(3, spec.stem_channels, 3, size),
+                spec.stem_cost(size),
             )
         ]
         channels = spec.stem_channels
@@ -162,7 +199,7 @@ class AddonNet:
             for b in range(1, spec.blocks + 1):
                 step = stride if b == 1 else 1
                 out = conv_output_size(size, step)
-                cost = conv_bn_cost(channels, width, 3, out) + conv_bn_cost(width, width, 3, out)
+                cost = spec.block_cost(channels, width, step, out)
                 rows.append(
                     describe_row(f"{s}.b{b}", s, "block", 3, step, channels, width, size, out, cost)
                 )
@@ -186,6 +223,21 @@ class AddonNet:
                         skip_asked=skips,
                     )
                 )
+        if spec.preact:
+            rows.append(
+                describe_row(
+                    "bn",
+                    None,
+                    "bn+relu",
+                    None,
+                    None,
+                    channels,
+                    channels,
+                    size,
+                    size,
+                    spec.head_cost(channels),
+                )
+            )
         weights = channels * self.num_classes
         rows.append(
             describe_row(
@@ -217,7 +269,7 @@ def addon_cost(op: str, channels: int, size: int) -> Cost:
 # ---------------------------------------------------------------------------------------------
 # Decoding: strict, every error names the token, its character position and what was expected.
 
-_HEADER = re.compile(r"([a-z0-9]+)_in([1-9][0-9]*)_cls([1-9][0-9]*)")
+_HEADER = re.compile(r"([a-z0-9-]+)_in([1-9][0-9]*)_cls([1-9][0-9]*)")
 _LAYER = re.compile(r"([a-z0-9]+)(?:-([01]+))?")
 
 

@@ -43,6 +43,28 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+class WideBasicBlock(nn.Module):
+    """The pre-activation block of Wide ResNets (Zagoruyko & Komodakis 2016): BN, ReLU, 3x3
+    conv, BN, ReLU, 3x3 conv, plus the input (through a 1x1 conv of the activated input where
+    the shape changes).  Used by the WRN backbones of `models.addon_net`."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        changes = in_channels != out_channels or stride != 1
+        self.shortcut = (
+            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False) if changes else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activated = F.relu(self.bn1(x))
+        out = self.conv2(F.relu(self.bn2(self.conv1(activated))))
+        return out + (x if self.shortcut is None else self.shortcut(activated))
+
+
 class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10):
         super().__init__()

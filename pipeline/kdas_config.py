@@ -20,7 +20,7 @@ class KdasConfig:
     over a backbone, at ``[space]``'s input size and classes, and the memory budget M of the
     winner rule (KDAS eq. 7: the best candidate with parameter memory <= M)."""
 
-    backbone: str = "resnet20"  # resnet20 | resnet32 | resnet44 | resnet56 | resnet110
+    backbone: str = "resnet20"  # resnet20|32|44|56|110, wrn16-1|16-2|16-4|40-1|40-2
     layers_per_stage: int = 2  # add-on layers searched after each stage (L)
     evaluation: str = "proxy"  # proxy: each trained on its own; shared: ENAS weight sharing
     memory_factor: float = 2.0  # M = factor x the backbone's parameter memory (the paper's 2x)

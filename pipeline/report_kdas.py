@@ -27,16 +27,17 @@ def draw_network(network: AddonNet) -> str:
     the earlier add-on layers each one adds), the classifier."""
     spec = backbone(network.backbone)
     size = network.input_size
+    blocks = "pre-activation wide blocks" if spec.preact else "basic blocks"
     lines = [
         f"input {size}x{size}x3",
-        f"stem        conv 3x3, {spec.stem_channels} ch",
+        f"stem        conv 3x3, {spec.stem_channels} ch" + ("" if spec.preact else ", BN, ReLU"),
     ]
     for s, (width, stride, layers) in enumerate(
         zip(spec.widths, spec.strides, network.stages, strict=True), start=1
     ):
         size = conv_output_size(size, stride)
         lines.append(
-            f"stage {s}     {spec.blocks} basic blocks, {width} ch, {size}x{size} "
+            f"stage {s}     {spec.blocks} {blocks}, {width} ch, {size}x{size} "
             f"(backbone {network.backbone})"
         )
         if not layers:
@@ -46,7 +47,8 @@ def draw_network(network: AddonNet) -> str:
             plus = f"   + output of {', '.join(adds)}" if adds else ""
             lines.append(f"  + a{j}      {OP_NAMES[layer.op]}{plus}")
     lines.append(
-        f"classifier  global average pool, linear {spec.widths[-1]} -> {network.num_classes}"
+        "classifier  " + ("BN, ReLU, " if spec.preact else "") + "global average pool, "
+        f"linear {spec.widths[-1]} -> {network.num_classes}"
     )
     return "\n".join(lines)
 

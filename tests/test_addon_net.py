@@ -76,6 +76,7 @@ def test_bad_networks_built_by_keyword_and_bad_spaces_are_errors():
         EVERY_OP,
         "addon:resnet32_in24_cls100|none|sep5_conv3-1|avg3",
         "addon:resnet44_in16_cls10|avg3|none|conv5",
+        "addon:wrn16-2_in32_cls100|conv3|sep5_avg3-1|none",
     ],
 )
 def test_cost_without_building_equals_the_module_and_the_forward_shape(text):
@@ -113,6 +114,16 @@ def test_the_backbone_alone_is_the_cifar_resnet_teacher():
         base = decode_network(f"addon:resnet{depth}_in32_cls10|none|none|none")
         teacher = cifar_resnet(f"resnet{depth}")
         assert base.cost().params == sum(p.numel() for p in teacher.parameters())
+
+
+def test_wide_resnet_backbones_have_the_published_sizes():
+    # Zagoruyko & Komodakis 2016 / KDAS Table 3 at 100 classes: WRN-16-2 0.7M, WRN-40-1 0.6M,
+    # WRN-16-4 2.7M parameters
+    sizes = {
+        name: decode_network(f"addon:{name}_in32_cls100|none|none|none").cost().params
+        for name in ("wrn16-2", "wrn40-1", "wrn16-4")
+    }
+    assert sizes == {"wrn16-2": 703_284, "wrn40-1": 569_780, "wrn16-4": 2_772_020}
 
 
 def test_skips_add_earlier_add_on_outputs():

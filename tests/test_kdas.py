@@ -223,15 +223,16 @@ def test_a_tiny_kdas_search_with_oracle_kd_resumes_and_respects_the_budget(
     assert (run / "figures" / "kdas_memory.png").stat().st_size > 10_000
 
 
-def test_the_shared_network_computes_what_each_standalone_network_computes():
+@pytest.mark.parametrize("name", ["resnet20", "wrn16-1"])
+def test_the_shared_network_computes_what_each_standalone_network_computes(name):
     """With the shared weights copied in, a network built on its own gives the shared
     network's output for that network: weight sharing evaluates the candidates themselves."""
     import torch
 
     from models.addon_builder import SharedAddonModule
 
-    shared = SharedAddonModule("resnet20", 10, layers_per_stage=2).eval()
-    space = AddonSpace("resnet20", 16, 10, 2)
+    shared = SharedAddonModule(name, 10, layers_per_stage=2).eval()
+    space = AddonSpace(name, 16, 10, 2)
     x = torch.randn(2, 3, 16, 16)
     kept = {k: v for k, v in shared.state_dict().items() if not k.startswith(("stages", "slots"))}
     for seed in range(3):
