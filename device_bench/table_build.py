@@ -42,6 +42,7 @@ from device_bench.table_measure import (
     combine,
 )
 from device_bench.table_runs import MeasureRun
+from latency_tables.identity import DEFAULT_PRECISION, identity_id, with_precision
 from latency_tables.keys import space_keys
 from latency_tables.table import Correction, Entry, LatencyTable, fit_correction
 from models.arch import Arch
@@ -180,7 +181,7 @@ def build_table(
     started = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     backend = backend_from_spec(spec, LAYER_SETTINGS)
-    fingerprint = backend.fingerprint()
+    fingerprint = with_precision(backend.fingerprint(), DEFAULT_PRECISION)
     keys = space_keys(space)
     log(f"{space.name} at {space.input_size} px: {len(keys)} layer variants (stem, layers, head)")
     advance = progress("converting layers", len(keys))
@@ -204,7 +205,7 @@ def build_table(
         "network_settings": NETWORK_SETTINGS.to_dict(),
     }
     state_path = Path(str(out_path) + ".state.json")
-    run = MeasureRun(state_path, fingerprint_id(fingerprint), what)
+    run = MeasureRun(state_path, identity_id(fingerprint), what)
     layer_files = {key.encode(): path for key, path in files.items()}
     groups = [(layer_files, LAYER_SETTINGS), (nets, NETWORK_SETTINGS)]
     todo = run.remaining(list(layer_files) + list(nets), options.passes)
@@ -279,8 +280,8 @@ def validate_table(
     With ``measure=False`` only archs already in the state file are used (a partial report)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     backend = backend_from_spec(spec, NETWORK_SETTINGS)
-    fingerprint = backend.fingerprint()
-    table.check_fingerprint(fingerprint)
+    fingerprint = with_precision(backend.fingerprint(), table.precision)
+    table.check_fingerprint(fingerprint, spec)
     space = space_from_header(table.space)
     archs = sample_archs(space, n, seed)
     predicted = {a.encode(): table.predict_ms(a) for a in archs}  # missing keys fail early
@@ -291,7 +292,7 @@ def validate_table(
         "networks": networks,
         "host_clock": HOST_CLOCK,
     }
-    run = MeasureRun(state_path, fingerprint_id(fingerprint), what)
+    run = MeasureRun(state_path, identity_id(fingerprint), what)
     if measure:
         advance = progress("converting networks", len(archs))
         nets = network_files(archs, cache_dir, advance, networks)

@@ -188,6 +188,8 @@ def validate_command(
     _check_spec(spec)
     try:
         table = LatencyTable.load(table_path)
+        if table.upgrade_note:
+            click.echo(table.upgrade_note, err=True)
         with _progress() as progress:
             report = validate_table(
                 table, spec, n, seed, passes=passes, cache_dir=cache_dir,
