@@ -225,3 +225,44 @@ def validate_command(
             f"  {row['error']:+.2%}  predicted {row['predicted_ms']:.3f} ms  measured "
             f"{row['measured_ms']:.3f} ms  {row['arch']}"
         )
+
+
+@tables_group.command("adapt")
+@click.option("--from", "source_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), required=True, help="table built on another device")  # fmt: skip
+@click.option("--device", "spec", required=True, help="the device to adapt it to")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="adapted table to write")  # fmt: skip
+@click.option("--n", "n", type=click.IntRange(min=3), default=25, show_default=True,
+              help="random whole networks measured on the device")  # fmt: skip
+@click.option("--seed", type=int, default=2024, show_default=True)
+@click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--max-passes", type=click.IntRange(min=1), default=5, show_default=True)
+@NETWORKS_OPTION
+@CACHE_OPTION
+def adapt_command(source_path, spec, out, n, seed, passes, max_passes, networks, cache_dir):
+    """Fit a table for DEVICE from a table of another device and N whole networks measured
+    on DEVICE (per-op-group scales; minutes instead of a full build).  Resumable."""
+    from device_bench.measurement import MeasurementError
+    from device_bench.table_adapt import adapt_table
+    from latency_tables.table import LatencyTable, TableError
+    from pipeline.lock import LockHeldError, output_lock
+
+    _check_spec(spec)
+    try:
+        source = LatencyTable.load(source_path)
+        if source.upgrade_note:
+            click.echo(source.upgrade_note, err=True)
+        with output_lock(out, lambda m: click.echo(m, err=True)), _progress() as progress:
+            table, fit = adapt_table(
+                source, spec, out, n=n, seed=seed, passes=passes,
+                max_passes=max(max_passes, passes), networks=networks, cache_dir=cache_dir,
+                progress=progress,
+            )  # fmt: skip
+    except (TableError, MeasurementError, LockHeldError) as err:
+        raise click.ClickException(str(err)) from None
+    scales = ", ".join(f"{g} {s:.3f}" for g, s in fit.scales.items())
+    click.echo(
+        f"{out}\t{spec}\t{len(table.entries)} entries\tscales {scales}\t"
+        f"offset {fit.offset_ms:.4f} ms\tfit RMSPE {fit.rmspe:.2%} on {fit.networks} networks"
+    )
