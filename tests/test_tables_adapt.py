@@ -15,11 +15,9 @@ from latency_tables.table import LatencyTable
 SHIPPED = Path(__file__).resolve().parents[1] / "latency_tables" / "host_tflite_mnas-cifar_32.csv"
 
 
-@pytest.fixture(scope="module")
-def shipped() -> LatencyTable:
-    if not SHIPPED.is_file():
-        pytest.skip(f"{SHIPPED} is not in this checkout")
-    return LatencyTable.load(SHIPPED)
+@pytest.fixture
+def shipped(shipped_cifar_table) -> LatencyTable:
+    return shipped_cifar_table
 
 
 def _archs(table: LatencyTable, n: int, seed: int):
