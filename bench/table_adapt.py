@@ -81,8 +81,8 @@ def main() -> None:
         if n > len(pool):
             continue
         common = fit_correction([sum(s.values()) for s in pool_sums[:n]], pool_ms[:n])
-        rows.append(("one scale + offset", n,
-                     scores([common.apply(sum(s.values())) for s in held_sums], held_ms)))  # fmt: skip
+        one_scale = [common.apply(sum(s.values())) for s in held_sums]
+        rows.append(("one scale + offset", n, scores(one_scale, held_ms)))
         fit = fit_scales(pool_sums[:n], pool_ms[:n])
         rows.append(("per-group scales (adapt)", n,
                      scores([fit.predict_ms(s) for s in held_sums], held_ms)))  # fmt: skip

@@ -33,6 +33,7 @@ from typing import Any
 from device_bench.backends import backend_from_spec
 from device_bench.layer_files import DEFAULT_CHUNK, ensure_layer_files
 from device_bench.measurement import fingerprint_id
+from device_bench.speed_modes import entry_value
 from device_bench.table_measure import (
     DEFAULT_BATCH,
     DEFAULT_PASSES,
@@ -41,7 +42,6 @@ from device_bench.table_measure import (
     NETWORK_SETTINGS,
     combine,
 )
-from device_bench.speed_modes import entry_value
 from device_bench.table_runs import MeasureRun
 from latency_tables.identity import DEFAULT_PRECISION, identity_id, with_precision
 from latency_tables.keys import space_keys

@@ -136,9 +136,7 @@ class MeasureRun:
             started = time.perf_counter()
             paths = ([ref_path] if ref_path else []) + list(by_path)
             run_batch(spec, settings, paths, record)
-            self.state["seconds"] = self.state.get("seconds", 0.0) + (
-                time.perf_counter() - started
-            )
+            self.state["seconds"] = self.state.get("seconds", 0.0) + (time.perf_counter() - started)
             load = round(os.getloadavg()[0], 2)
             self.state["load"].append(load)
             tag = {}

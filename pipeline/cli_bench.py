@@ -219,9 +219,7 @@ def _op_profile(backend, model_path: Path) -> dict:
     lines.append("")
     lines.append(f"{'op type':<32} {'count':>5} {'avg ms':>8} {'share':>7}")
     for row in profile.by_type:
-        lines.append(
-            f"{row.node_type:<32} {row.count:>5} {row.avg_ms:>8.3f} {row.percent:>6.2f}%"
-        )
+        lines.append(f"{row.node_type:<32} {row.count:>5} {row.avg_ms:>8.3f} {row.percent:>6.2f}%")
     out["text"] = "\n".join(lines)
     out["peak_memory_mb"] = measurement.peak_memory_mb
     return out

@@ -174,7 +174,7 @@ def build_command(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--max-passes", type=click.IntRange(min=1), default=5, show_default=True,
-              help="adaptive: passes for networks without 2 agreeing fast-mode timings")  # fmt: skip
+              help="adaptive: passes for networks lacking 2 agreeing fast timings")  # fmt: skip
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="keep measurements here and resume from them")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")

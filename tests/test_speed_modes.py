@@ -46,9 +46,7 @@ def test_adaptive_rule_wants_two_agreeing_fast_samples():
     assert needs_more_passes([Sample(0.50, 12.4), Sample(0.56, 12.3)], modes)  # 12% apart
     assert not needs_more_passes([Sample(0.50, 12.4), Sample(0.51, 12.3)], modes)
     # the two fastest agree; a third, slower fast-mode sample does not matter
-    assert not needs_more_passes(
-        [Sample(0.50, 12.4), Sample(0.51, 12.3), Sample(0.9, 12.5)], modes
-    )
+    assert not needs_more_passes([Sample(0.50, 12.4), Sample(0.51, 12.3), Sample(0.9, 12.5)], modes)
 
 
 def test_warnings_for_load_modes_and_a_changed_device():
@@ -59,7 +57,9 @@ def test_warnings_for_load_modes_and_a_changed_device():
     quiet = speed_modes([10.1, 10.2]).to_dict()
     assert run_warnings(quiet, [0.3, 0.5], table, cores=2) == []
     loaded = run_warnings(quiet, [2.5, 3.0, 2.0], table, cores=2)
-    assert len(loaded) == 1 and "machine was loaded (median 1-min load 2.50 on 2 cores)" in loaded[0]
+    assert (
+        len(loaded) == 1 and "machine was loaded (median 1-min load 2.50 on 2 cores)" in loaded[0]
+    )
     bimodal = {**speed_modes([10.1, 15.0, 10.0]).to_dict(), "normalised_entries": 3}
     (text,) = run_warnings(bimodal, [0.2], table, cores=2)
     assert "two speed modes" in text and "33% of batches slow" in text and "3 normalised" in text

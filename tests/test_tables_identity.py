@@ -68,7 +68,9 @@ def test_format_1_tables_read_as_current_with_a_clear_note(shipped, tmp_path):
     device = dict(shipped.fingerprint, core_layout="1 socket(s), 2 core(s), 2 logical")
     shipped.check_fingerprint(device)
     # saved again it is a current table, and stays equal
-    again = LatencyTable.load(LatencyTable(shipped.entries, shipped.header).save(tmp_path / "t.csv"))
+    again = LatencyTable.load(
+        LatencyTable(shipped.entries, shipped.header).save(tmp_path / "t.csv")
+    )
     assert again.upgrade_note is not None  # the history stays in the header
     assert again.entries == shipped.entries and again.fingerprint == shipped.fingerprint
 

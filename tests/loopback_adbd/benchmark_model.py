@@ -97,9 +97,10 @@ def _work(op, tensors) -> int:
     elements = 1
     for dim in out:
         elements *= max(int(dim), 1)
-    if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(
-        op["inputs"]
-    ) > 1:
+    if (
+        op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+        and len(op["inputs"]) > 1
+    ):
         weights = tensors[op["inputs"][1]]["shape"]
         per_channel = 1
         for dim in weights:
@@ -128,8 +129,12 @@ def print_op_profile(interpreter, timed_us: list[int]) -> None:
         cdf += share * 100
         name = tensors[op["outputs"][0]]["name"]
         rows.append(
-            (share, f"{op['op_name']:>48}{total_ms * share:>17.3f}{total_ms * share:>16.3f}"
-             f"{share * 100:>14.3f}%{{cdf:>15.3f}}%{0.0:>18.3f}{1:>17}       [{name}]:{op['index']}")
+            (
+                share,
+                f"{op['op_name']:>48}{total_ms * share:>17.3f}{total_ms * share:>16.3f}"
+                f"{share * 100:>14.3f}%{{cdf:>15.3f}}%{0.0:>18.3f}{1:>17}"
+                f"       [{name}]:{op['index']}",
+            )
         )
         print(rows[-1][1].format(cdf=cdf))
     print()
