@@ -7,7 +7,9 @@ table protocol times one fixed *reference* network at the start of every batch p
 (`device_bench.table_runs.MeasureRun`), so each batch carries its speed.  Pure functions here:
 
 * `speed_modes(reference_ms)`: split the batches' reference times into a fast mode and, when
-  there is a gap of more than `MODE_GAP` between sorted neighbours, a slow mode;
+  there is a gap of more than `MODE_GAP` between sorted neighbours with at least
+  `MIN_FAST_SHARE` of the batches below it, a slow mode (a few unusually fast batches are
+  outliers: they must not define the speed the table predicts);
 * `entry_value(samples, modes)`: the value a table keeps for one file: its fastest time in a
   fast-mode batch, or, where it was only ever timed in slow batches, its fastest time scaled by
   ``fast reference / that batch's reference`` (marked as normalised);
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MODE_GAP = 0.15  # a relative jump this large between sorted reference times separates modes
+MIN_FAST_SHARE = 0.2  # a faster group of fewer batches than this is an outlier, not a mode
 SETTLED_FAST = 2  # fast-mode samples a file needs ...
 SETTLED_SPREAD = 0.05  # ... agreeing within this relative spread (max - min) / min
 
@@ -57,7 +60,8 @@ def speed_modes(reference_ms: Sequence[float], gap: float = MODE_GAP) -> SpeedMo
         raise ValueError("speed modes need at least one positive reference timing")
     split = len(ordered)
     for index in range(1, len(ordered)):
-        if ordered[index] / ordered[index - 1] - 1 > gap:
+        big_gap = ordered[index] / ordered[index - 1] - 1 > gap
+        if big_gap and index / len(ordered) >= MIN_FAST_SHARE:
             split = index
             break
     fast, slow = ordered[:split], ordered[split:]

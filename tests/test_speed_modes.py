@@ -21,6 +21,12 @@ def test_two_modes_are_found_and_shared():
     assert modes.is_fast(12.5) and not modes.is_fast(18.8)
 
 
+def test_a_rare_fast_outlier_is_not_a_mode():
+    modes = speed_modes([8.0, *([10.0, 10.2, 10.1, 10.3] * 3), 15.0, 15.2, 15.1])
+    assert modes.fast_ms == pytest.approx(10.1, abs=0.1) and modes.slow_ms == 15.1
+    assert modes.is_fast(8.0) and modes.fast_share == pytest.approx(13 / 16)
+
+
 def test_one_mode_when_the_spread_is_small():
     modes = speed_modes([10.0, 10.4, 10.9, 11.2, 10.1])  # drift, no gap > 15%
     assert modes.slow_ms is None and modes.fast_share == 1.0 and modes.threshold_ms == 11.2
