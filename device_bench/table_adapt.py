@@ -129,6 +129,7 @@ def adapt_table(
     from device_bench.backends import backend_from_spec
     from device_bench.measurement import fingerprint_id
     from device_bench.table_build import (
+        NETWORK_BATCH,
         mode_values,
         network_files,
         reference_network,
@@ -163,7 +164,7 @@ def adapt_table(
     nets = network_files(archs, cache_dir, progress("converting networks", n), networks)
     advance = progress(f"measuring ({passes}+ passes)", run.remaining(list(nets), passes))
     run.measure(
-        spec, [(nets, NETWORK_SETTINGS)], passes, batch=50, on_progress=advance,
+        spec, [(nets, NETWORK_SETTINGS)], passes, batch=NETWORK_BATCH, on_progress=advance,
         reference=reference, max_passes=max_passes,
     )  # fmt: skip
     values, modes = mode_values(run, list(nets))

@@ -73,6 +73,9 @@ class BuildOptions:
 
 
 REFERENCE_SEED = 4242  # the reference network: the first arch this seed samples
+# networks per batch process when only whole networks are timed (validate, adapt): small
+# enough that every pass gives several reference timings to tell speed modes apart
+NETWORK_BATCH = 20
 
 
 def reference_network(space: SearchSpace, cache_dir: Path) -> tuple[Arch, Path]:
@@ -305,7 +308,7 @@ def validate_table(
     cache_dir: str | os.PathLike | None = None,
     state_path: str | os.PathLike | None = None,
     progress: Progress = _no_progress,
-    batch: int = 50,
+    batch: int = NETWORK_BATCH,
     measure: bool = True,
     networks: str = "litert",
     max_passes: int | None = None,
