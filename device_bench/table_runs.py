@@ -146,12 +146,13 @@ class MeasureRun:
                 batches_seen.append(
                     {"pass": pass_index, "reference_ms": found[ref_path]["min_ms"], "load": load}
                 )
+            recorded = [item for path, item in by_path.items() if path in found]
             for path, item in by_path.items():
                 if path in found:
                     done[item] = {**found[path], **tag}
-                    if on_progress:
-                        on_progress(1)
-            self.save()
+            self.save()  # before telling anyone: an interruption keeps the whole batch
+            if on_progress and recorded:
+                on_progress(len(recorded))
             if errors:
                 raise MeasurementError(f"{len(errors)} file(s) failed: {errors[0]}")
 
