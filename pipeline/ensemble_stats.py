@@ -1,0 +1,129 @@
+"""What an ensemble teacher gets right (KDAS, Kang et al. 2020): each member's top-1, the
+ensemble's (logit average, what ``--loss kd`` distils), its *oracle accuracy* (the share of
+images at least one member gets right, what ``--loss od`` distils from) and the paper's Table 5
+statistic (the share of images by how many members get them right, 0..N).
+
+`ensemble_statistics` is a pure function of the members' logits and the labels;
+`member_logits` computes those logits for a teacher spec on a split; `write_statistics` puts the
+result beside an ensemble spec file (``NAME.stats.json`` and ``NAME.stats.md``), where
+`pipeline.report_ensemble` finds it for a run's report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.files import atomic_write, atomic_write_json
+
+
+def ensemble_statistics(member_logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Statistics of an ensemble from ``member_logits`` (M, N, C) of M members on N images
+    and the N integer ``labels``.  Accuracies are fractions; ``correct_members_share[k]`` is the
+    share of images exactly k members get right (k = 0..M, summing to 1); a member's prediction
+    is its argmax (ties go to the lower class index, as in `pipeline.losses.oracle_kd`)."""
+    logits = np.asarray(member_logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    if logits.ndim != 3 or logits.shape[0] < 1 or logits.shape[1] < 1:
+        raise ValueError(
+            f"member logits must be (members, images, classes) with at least one of each, got "
+            f"shape {logits.shape}"
+        )
+    if labels.shape != logits.shape[1:2]:
+        raise ValueError(
+            f"labels must be ({logits.shape[1]},) to match the logits, got {labels.shape}"
+        )
+    members, images, _ = logits.shape
+    correct = logits.argmax(axis=2) == labels[None, :]  # (M, N)
+    counts = correct.sum(axis=0)  # members right per image
+    ensemble_correct = logits.mean(axis=0).argmax(axis=1) == labels
+    return {
+        "members": members,
+        "images": images,
+        "member_top1": [float(row.mean()) for row in correct],
+        "ensemble_top1": float(ensemble_correct.mean()),
+        "oracle_top1": float((counts > 0).mean()),
+        "correct_members_share": [float((counts == k).mean()) for k in range(members + 1)],
+    }
+
+
+def standard_error(fraction: float, count: int) -> float:
+    """Binomial standard error of an accuracy measured on `count` images."""
+    return math.sqrt(max(fraction * (1 - fraction), 0.0) / count) if count else float("nan")
+
+
+def statistics_markdown(stats: dict[str, Any], member_names: list[str] | None = None) -> str:
+    """Two markdown tables: accuracies (members, ensemble, oracle; with binomial s.e.) and the
+    Table 5 shares by number of correct members."""
+    images = stats["images"]
+    names = member_names or [f"member {j + 1}" for j in range(stats["members"])]
+
+    def row(name: str, top1: float) -> str:
+        return f"| {name} | {100 * top1:.2f} | {100 * standard_error(top1, images):.2f} |"
+
+    lines = ["| teacher | top-1 % | s.e. |", "|---|---:|---:|"]
+    lines += [row(name, top1) for name, top1 in zip(names, stats["member_top1"], strict=True)]
+    lines += [
+        row("ensemble (logit average)", stats["ensemble_top1"]),
+        row("oracle (any member right)", stats["oracle_top1"]),
+        "",
+        f"Images by number of members that classify them correctly ({images} images):",
+        "",
+        "| " + " | ".join(str(k) for k in range(stats["members"] + 1)) + " |",
+        "|" + "---:|" * (stats["members"] + 1),
+        "| " + " | ".join(f"{100 * s:.1f}%" for s in stats["correct_members_share"]) + " |",
+    ]
+    return "\n".join(lines)
+
+
+def statistics_paths(spec_path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(NAME.stats.json, NAME.stats.md)`` beside the ensemble spec file ``NAME.json``."""
+    path = Path(spec_path)
+    stem = path.parent / path.name.removesuffix(path.suffix)
+    return Path(f"{stem}.stats.json"), Path(f"{stem}.stats.md")
+
+
+def write_statistics(
+    spec_path: str | os.PathLike, stats: dict[str, Any], member_names: list[str]
+) -> tuple[Path, Path]:
+    """Write `stats` (with `member_names` and whatever context keys it carries) as JSON and as
+    markdown beside the ensemble spec file; returns both paths."""
+    json_path, md_path = statistics_paths(spec_path)
+    atomic_write_json(json_path, {**stats, "member_names": member_names})
+    split = stats.get("split", "test")
+    title = f"Ensemble `{Path(spec_path).name}` on the {split} split of `{stats.get('data', '')}`"
+    atomic_write(md_path, f"{title}\n\n{statistics_markdown(stats, member_names)}\n")
+    return json_path, md_path
+
+
+def member_logits(
+    spec: str, arrays, *, mean, std, batch_size: int = 500, device: str = "cpu"
+) -> np.ndarray:
+    """Logits (M, N, C) of each member of teacher `spec` on `arrays` (an `ImageArrays`,
+    normalised with `mean`/`std`, no augmentation)."""
+    import torch
+
+    from models.teacher_loading import load_teacher
+    from models.teachers import Ensemble
+    from pipeline.batches import BatchLoader
+
+    teacher = load_teacher(
+        spec,
+        num_classes=arrays.num_classes,
+        input_size=int(arrays.images.shape[1]),
+        mean=mean,
+        std=std,
+    ).to(device)
+    loader = BatchLoader(arrays, batch_size, train=False, mean=mean, std=std, device=device)
+    batches = []
+    with torch.no_grad():
+        for x, _ in loader:
+            if isinstance(teacher, Ensemble):
+                batches.append(teacher.member_logits(x).float().cpu())
+            else:
+                batches.append(teacher(x).float().cpu().unsqueeze(0))
+    return torch.cat(batches, dim=1).numpy()
