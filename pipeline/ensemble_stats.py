@@ -5,13 +5,12 @@ statistic (the share of images by how many members get them right, 0..N).
 
 `ensemble_statistics` is a pure function of the members' logits and the labels;
 `member_logits` computes those logits for a teacher spec on a split; `write_statistics` puts the
-result beside an ensemble spec file (``NAME.stats.json`` and ``NAME.stats.md``), where
-`pipeline.report_ensemble` finds it for a run's report.
+result beside an ensemble spec file (``NAME.stats.json`` and ``NAME.stats.md``, the tables of
+`pipeline.report_ensemble`), where a run's report finds it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.files import atomic_write, atomic_write_json
+from pipeline.report_ensemble import statistics_markdown
 
 
 def ensemble_statistics(member_logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -51,50 +51,23 @@ def ensemble_statistics(member_logits: np.ndarray, labels: np.ndarray) -> dict[s
     }
 
 
-def standard_error(fraction: float, count: int) -> float:
-    """Binomial standard error of an accuracy measured on `count` images."""
-    return math.sqrt(max(fraction * (1 - fraction), 0.0) / count) if count else float("nan")
-
-
-def statistics_markdown(stats: dict[str, Any], member_names: list[str] | None = None) -> str:
-    """Two markdown tables: accuracies (members, ensemble, oracle; with binomial s.e.) and the
-    Table 5 shares by number of correct members."""
-    images = stats["images"]
-    names = member_names or [f"member {j + 1}" for j in range(stats["members"])]
-
-    def row(name: str, top1: float) -> str:
-        return f"| {name} | {100 * top1:.2f} | {100 * standard_error(top1, images):.2f} |"
-
-    lines = ["| teacher | top-1 % | s.e. |", "|---|---:|---:|"]
-    lines += [row(name, top1) for name, top1 in zip(names, stats["member_top1"], strict=True)]
-    lines += [
-        row("ensemble (logit average)", stats["ensemble_top1"]),
-        row("oracle (any member right)", stats["oracle_top1"]),
-        "",
-        f"Images by number of members that classify them correctly ({images} images):",
-        "",
-        "| " + " | ".join(str(k) for k in range(stats["members"] + 1)) + " |",
-        "|" + "---:|" * (stats["members"] + 1),
-        "| " + " | ".join(f"{100 * s:.1f}%" for s in stats["correct_members_share"]) + " |",
-    ]
-    return "\n".join(lines)
-
-
-def statistics_paths(spec_path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(NAME.stats.json, NAME.stats.md)`` beside the ensemble spec file ``NAME.json``."""
+def statistics_paths(spec_path: str | os.PathLike, split: str = "test") -> tuple[Path, Path]:
+    """``(NAME.stats.json, NAME.stats.md)`` beside the ensemble spec file ``NAME.json`` for
+    the test split (``NAME.train.stats.*`` for the training split)."""
     path = Path(spec_path)
     stem = path.parent / path.name.removesuffix(path.suffix)
-    return Path(f"{stem}.stats.json"), Path(f"{stem}.stats.md")
+    infix = "" if split == "test" else f".{split}"
+    return Path(f"{stem}{infix}.stats.json"), Path(f"{stem}{infix}.stats.md")
 
 
 def write_statistics(
     spec_path: str | os.PathLike, stats: dict[str, Any], member_names: list[str]
 ) -> tuple[Path, Path]:
-    """Write `stats` (with `member_names` and whatever context keys it carries) as JSON and as
-    markdown beside the ensemble spec file; returns both paths."""
-    json_path, md_path = statistics_paths(spec_path)
-    atomic_write_json(json_path, {**stats, "member_names": member_names})
+    """Write `stats` (with `member_names` and its context keys: ``split``, ``data``) as JSON
+    and as markdown beside the ensemble spec file; returns both paths."""
     split = stats.get("split", "test")
+    json_path, md_path = statistics_paths(spec_path, split)
+    atomic_write_json(json_path, {**stats, "member_names": member_names})
     title = f"Ensemble `{Path(spec_path).name}` on the {split} split of `{stats.get('data', '')}`"
     atomic_write(md_path, f"{title}\n\n{statistics_markdown(stats, member_names)}\n")
     return json_path, md_path
