@@ -113,7 +113,9 @@ def teacher_spec(args, train, test) -> str:
     seeds = list(range(100, 100 + args.members))
     epochs = args.teacher_epochs or args.epochs
     settings = recipe(args, model=args.backbone, loss="ce", seed=0, epochs=epochs)
-    jobs = member_jobs(settings, seeds, folder, {**run_info(args), "teacher": None}, threads=args.threads)
+    jobs = member_jobs(
+        settings, seeds, folder, {**run_info(args), "teacher": None}, threads=args.threads
+    )
     train_members(jobs, FinalTrainData(train, test), progress=False, log=_log)
     spec = folder / "ensemble.json"
     write_ensemble(spec, [member_checkpoint(folder, s) for s in seeds], command="kdas_table2")
@@ -130,7 +132,8 @@ def _log(line: str) -> None:
 
 
 def train_row(args, label, model, loss, seed, teacher, train, test) -> dict:
-    from pipeline.training import STATE_FILE, train as train_model
+    from pipeline.training import STATE_FILE
+    from pipeline.training import train as train_model
 
     folder = args.work / f"{label}-{loss}-seed{seed}"
     _log(f"{label} with {loss}, seed {seed} -> {folder}")
@@ -180,8 +183,12 @@ def main(argv=None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.teacher_spec = teacher_spec(args, train, test)
     size, classes = int(train.images.shape[1]), train.num_classes
-    teacher = load_teacher(args.teacher_spec, num_classes=classes, input_size=size, mean=mean, std=std)
-    stats = ensemble_statistics(member_logits(args.teacher_spec, test, mean=mean, std=std), test.labels)
+    teacher = load_teacher(
+        args.teacher_spec, num_classes=classes, input_size=size, mean=mean, std=std
+    )
+    stats = ensemble_statistics(
+        member_logits(args.teacher_spec, test, mean=mean, std=std), test.labels
+    )
 
     rows = [
         ("backbone", args.backbone, "ce"),
@@ -195,8 +202,7 @@ def main(argv=None) -> None:
     table = []
     for label, model, loss in rows:
         runs = [
-            train_row(args, _slug(model), model, loss, seed, teacher, train, test)
-            for seed in seeds
+            train_row(args, _slug(model), model, loss, seed, teacher, train, test) for seed in seeds
         ]
         top1s = [100 * run["top1"] for run in runs]
         mean_top1 = statistics.mean(top1s)
@@ -239,7 +245,9 @@ def main(argv=None) -> None:
     print(markdown)
     print("\n".join(notes))
     if not args.no_write:
-        command = shlex.join(["PYTHONPATH=.", "python", "bench/kdas_table2.py", *(argv or sys.argv[1:])])
+        command = shlex.join(
+            ["PYTHONPATH=.", "python", "bench/kdas_table2.py", *(argv or sys.argv[1:])]
+        )
         write_section(TITLE, command, markdown, notes="\n".join(notes))
 
 

@@ -24,7 +24,6 @@ def train_ensemble(model: str, folder: Path, data_path: Path, seeds_text: str, r
         member_checkpoint,
         member_jobs,
         parse_seeds,
-        train_members,
     )
     from pipeline.final_jobs import FinalTrainData
 
@@ -127,9 +126,7 @@ def _statistics(spec: str, data_path: Path, arrays, split: str, device: str) -> 
     show_default=True,
     help="KDAS's Table 5 counts training images; accuracies are usually quoted on test",
 )
-@click.option(
-    "--images", type=click.IntRange(min=1), default=None, help="only the first N images"
-)
+@click.option("--images", type=click.IntRange(min=1), default=None, help="only the first N images")
 @device_option("auto", "where to compute the logits")
 @_clear_errors
 def teacher_stats_command(spec: str, data_path: Path, split: str, images, device: str) -> None:

@@ -285,7 +285,9 @@ def teacher_train_command(
         from pipeline.cli_ensemble import train_ensemble
 
         ray = {"address": ray_address, "gpus_per_member": gpus_per_member}
-        return train_ensemble(model, output, data_path, seeds, ray if executor == "ray" else None, opts)
+        return train_ensemble(
+            model, output, data_path, seeds, ray if executor == "ray" else None, opts
+        )
     if executor != "inprocess":
         raise click.UsageError("--executor ray runs the members of an ensemble: add --seeds")
     run_dir = Path(f"{output}.run")

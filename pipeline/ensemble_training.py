@@ -109,9 +109,9 @@ def train_members(
     """Train every member not yet finished (resuming started ones); ``{label: metrics}`` of
     all of them.  With `ray_config`, the unfinished members run as parallel Ray tasks.  A
     member that fails is reported after the others have finished."""
-    from pipeline.training import MODEL_FILE, STATE_FILE, train
+    from pipeline.training import STATE_FILE, train
 
-    results = {job.label: m for job in jobs if (m := _finished(job)) is not None}
+    results = {job.label: _publish(job, m) for job in jobs if (m := _finished(job)) is not None}
     pending = [job for job in jobs if job.label not in results]
     failures = []
     if pending and ray_config is not None:
@@ -126,30 +126,38 @@ def train_members(
                     failures.append(f"{job.label}: {type(outcome).__name__}: {outcome}")
                     continue
                 write_back(job, outcome)
-                results[job.label] = outcome.metrics
+                results[job.label] = _publish(job, outcome.metrics)
                 log(f"ensemble: member {job.label} done")
         finally:
             executor.close()
     else:
         for job in pending:
             log(f"ensemble: member {job.label} -> {job.folder}")
-            results[job.label] = train(
-                job.settings,
-                data.train,
-                data.test,
-                job.folder,
-                resume=(Path(job.folder) / STATE_FILE).is_file(),
-                run_info=job.run_info,
-                progress=progress,
-                threads=job.threads,
-                compute=job.compute,
+            results[job.label] = _publish(
+                job,
+                train(
+                    job.settings,
+                    data.train,
+                    data.test,
+                    job.folder,
+                    resume=(Path(job.folder) / STATE_FILE).is_file(),
+                    run_info=job.run_info,
+                    progress=progress,
+                    threads=job.threads,
+                    compute=job.compute,
+                ),
             )
     if failures:
         raise TrainingError("ensemble member training failed: " + "; ".join(failures))
-    for job in jobs:  # the member checkpoints, beside the spec file
-        run_dir = Path(job.folder)
-        target = Path(str(run_dir).removesuffix(".run"))
-        if results[job.label].get("finished"):
-            with atomic_path(target) as temporary:
-                shutil.copyfile(run_dir / MODEL_FILE, temporary)
     return results
+
+
+def _publish(job: FinalTrainJob, metrics: dict) -> dict:
+    """Copy a finished member's checkpoint beside the spec file (as soon as it finishes)."""
+    from pipeline.training import MODEL_FILE
+
+    if metrics.get("finished"):
+        target = Path(job.folder.removesuffix(".run"))
+        with atomic_path(target) as temporary:
+            shutil.copyfile(Path(job.folder) / MODEL_FILE, temporary)
+    return metrics

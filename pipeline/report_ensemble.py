@@ -22,7 +22,10 @@ def statistics_markdown(stats: dict[str, Any], member_names: list[str] | None = 
         ("ensemble (logit average)", stats["ensemble_top1"]),
         ("oracle (any member right)", stats["oracle_top1"]),
     ]
-    rows = [(name, f"{100 * top1:.2f}", f"{binomial_se_pp(top1, images):.2f}") for name, top1 in accuracies]
+    rows = [
+        (name, f"{100 * top1:.2f}", f"{binomial_se_pp(top1, images):.2f}")
+        for name, top1 in accuracies
+    ]
     shares = [f"{100 * share:.1f}%" for share in stats["correct_members_share"]]
     return "\n".join(
         [
