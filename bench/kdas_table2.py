@@ -170,11 +170,10 @@ def main(argv=None) -> None:
     import statistics
 
     from models.ensembles import member_specs
-    from models.teacher_loading import load_teacher
     from pipeline.ensemble_stats import ensemble_statistics, member_logits
     from pipeline.report_ensemble import statistics_markdown
     from pipeline.report_text import binomial_se_pp, markdown_table
-    from pipeline.training import input_statistics
+    from pipeline.training import input_statistics, load_teacher_for
 
     args = parse_args(argv)
     started, load_before = time.time(), os.getloadavg()
@@ -183,9 +182,7 @@ def main(argv=None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.teacher_spec = teacher_spec(args, train, test)
     size, classes = int(train.images.shape[1]), train.num_classes
-    teacher = load_teacher(
-        args.teacher_spec, num_classes=classes, input_size=size, mean=mean, std=std
-    )
+    teacher = load_teacher_for(args.teacher_spec, train, mean, std)
     stats = ensemble_statistics(
         member_logits(args.teacher_spec, test, mean=mean, std=std), test.labels
     )

@@ -189,22 +189,14 @@ def _data_info(data_path: Path, opts) -> dict:
 
 
 def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, dropout, opts):
-    from models.teacher_loading import load_teacher
     from pipeline.config import ComputeConfig
-    from pipeline.training import input_statistics, train
+    from pipeline.training import input_statistics, load_teacher_for, train
 
     settings = _settings(model, loss, temperature, alpha, dropout, opts)
     train_arrays, test_arrays = _load_data(data_path, opts["train_images"], opts["test_images"])
     teacher = None
     if teacher_spec:
-        mean, std = input_statistics(train_arrays)
-        teacher = load_teacher(
-            teacher_spec,
-            num_classes=train_arrays.num_classes,
-            input_size=int(train_arrays.images.shape[1]),
-            mean=mean,
-            std=std,
-        )
+        teacher = load_teacher_for(teacher_spec, train_arrays, *input_statistics(train_arrays))
     data_info = _data_info(data_path, opts)
     return train(
         settings,

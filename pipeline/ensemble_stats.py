@@ -80,17 +80,11 @@ def member_logits(
     normalised with `mean`/`std`, no augmentation)."""
     import torch
 
-    from models.teacher_loading import load_teacher
     from models.teachers import Ensemble
     from pipeline.batches import BatchLoader
+    from pipeline.training import load_teacher_for
 
-    teacher = load_teacher(
-        spec,
-        num_classes=arrays.num_classes,
-        input_size=int(arrays.images.shape[1]),
-        mean=mean,
-        std=std,
-    ).to(device)
+    teacher = load_teacher_for(spec, arrays, mean, std).to(device)
     loader = BatchLoader(arrays, batch_size, train=False, mean=mean, std=std, device=device)
     batches = []
     with torch.no_grad():

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from models.files import atomic_path
-from pipeline.final_jobs import FinalTrainData, FinalTrainJob, write_back
+from pipeline.final_jobs import FinalTrainData, FinalTrainJob, collect
 from pipeline.train_settings import TrainingError, TrainSettings
 
 SPEC_FILE = "ensemble.json"
@@ -117,17 +117,15 @@ def train_members(
     if pending and ray_config is not None:
         from pipeline.ray_executor import RayExecutor
 
+        def done(job: FinalTrainJob, metrics: dict) -> None:
+            results[job.label] = _publish(job, metrics)
+            log(f"ensemble: member {job.label} done")
+
         device = getattr(pending[0].compute, "device", "auto")
         executor = RayExecutor(None, ray_config, log, device=device)
         try:
             log(f"ensemble: {len(pending)} members on Ray")
-            for job, outcome in executor.train_final(data, pending):
-                if isinstance(outcome, BaseException):
-                    failures.append(f"{job.label}: {type(outcome).__name__}: {outcome}")
-                    continue
-                write_back(job, outcome)
-                results[job.label] = _publish(job, outcome.metrics)
-                log(f"ensemble: member {job.label} done")
+            failures = collect(executor.train_final(data, pending), done)
         finally:
             executor.close()
     else:

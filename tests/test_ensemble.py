@@ -248,3 +248,25 @@ def test_ensemble_killed_mid_member_resumes_and_teaches(tmp_path, data_dir, cifa
         assert result.exit_code == 0, result.output
         trained = json.loads((out / "metrics.json").read_text())
         assert trained["finished"] and trained["teacher"]["spec"] == str(spec)
+
+
+@pytest.mark.slow
+def test_members_train_in_parallel_on_ray_like_in_process(tmp_path, data_dir):
+    pytest.importorskip("ray")
+    common = ["teacher", "train", "--model", TINY, "--data", str(data_dir / "cifar10_small.npz")]
+    common += ["--epochs", "1", "--train-images", "128", "--test-images", "64"]
+    common += ["--batch-size", "64", "--threads", "1", "--quiet"]
+    runner = CliRunner()
+    on_ray = runner.invoke(
+        cli, [*common, "--seeds", "0,1", "--executor", "ray", "-o", str(tmp_path / "r")]
+    )
+    assert on_ray.exit_code == 0, on_ray.output
+    assert "members on Ray" in on_ray.output and "ensemble of 2" in on_ray.output
+    assert len(read_ensemble(tmp_path / "r" / "ensemble.json").members) == 2
+    here = runner.invoke(cli, [*common, "--seeds", "1", "-o", str(tmp_path / "p")])
+    assert here.exit_code == 0, here.output
+    ray_state, local = (
+        _state(tmp_path / "r" / "member-seed1.pt"),
+        _state(tmp_path / "p" / "member-seed1.pt"),
+    )
+    assert all(torch.equal(ray_state[k], local[k]) for k in local)
