@@ -90,12 +90,30 @@ def check_resumable(jobs: Sequence[FinalTrainJob], resume: bool) -> None:
 
 
 def _finished(job: FinalTrainJob) -> dict | None:
+    """The metrics of a member that has finished with the job's settings and data; None when
+    it has not finished; an error when it finished with others (a resume with other options)."""
     from models.files import read_json
-    from pipeline.training import METRICS_FILE, MODEL_FILE
+    from pipeline.train_state import differences, run_config
+    from pipeline.training import CONFIG_FILE, METRICS_FILE, MODEL_FILE
 
-    metrics = read_json(Path(job.folder) / METRICS_FILE)
-    done = metrics and metrics.get("finished") and (Path(job.folder) / MODEL_FILE).is_file()
-    return metrics if done else None
+    folder = Path(job.folder)
+    metrics = read_json(folder / METRICS_FILE)
+    if not (metrics and metrics.get("finished") and (folder / MODEL_FILE).is_file()):
+        return None
+    saved, now = read_json(folder / CONFIG_FILE) or {}, run_config(job.settings, job.run_info)
+    saved = {"settings": saved.get("settings"), "data": _given(saved.get("data"), now["data"])}
+    now = {"settings": now["settings"], "data": now["data"]}
+    if saved != now:
+        raise TrainingError(
+            f"{folder} finished with different settings ({differences(saved, now)}); resume "
+            "with the same options or choose another output"
+        )
+    return metrics
+
+
+def _given(saved_data: dict | None, given: dict) -> dict:
+    """The keys of `given` from what the run recorded about its data (it adds more)."""
+    return {key: (saved_data or {}).get(key) for key in given}
 
 
 def train_members(

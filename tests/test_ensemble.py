@@ -218,6 +218,10 @@ def test_ensemble_killed_mid_member_resumes_and_teaches(tmp_path, data_dir, cifa
     resumed = runner.invoke(cli, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "oracle (any member right)" in resumed.output
+    other = [*args, "--resume", "--epochs", "3"]  # a finished member is not silently kept
+    refused = runner.invoke(cli, other)
+    assert refused.exit_code == 1 and "finished with different settings" in refused.output
+    assert "epochs: 2 then, 3 now" in refused.output
 
     # member 1 equals the same teacher trained alone, uninterrupted, with --seed 1
     alone = runner.invoke(
