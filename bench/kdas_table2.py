@@ -170,12 +170,14 @@ def main(argv=None) -> None:
     import statistics
 
     from models.ensembles import member_specs
+    from models.quiet import set_quiet
     from pipeline.ensemble_stats import ensemble_statistics, member_logits
     from pipeline.report_ensemble import statistics_markdown
     from pipeline.report_text import binomial_se_pp, markdown_table
     from pipeline.training import input_statistics, load_teacher_for
 
     args = parse_args(argv)
+    set_quiet(True)  # the converter's start-up noise, as `pearl` hides it
     started, load_before = time.time(), os.getloadavg()
     train, test = load_limited(args)
     mean, std = input_statistics(train)
