@@ -107,6 +107,8 @@ def _statistics(spec: str, data_path: Path, arrays, split: str, device: str) -> 
     if is_ensemble_file(spec) and "," not in spec:
         json_path, md_path = write_statistics(spec, stats, names)
         table += f"\n\n(written to {json_path} and {md_path})"
+    else:
+        table += "\n\n(printed only: the files are written beside a single ensemble spec file)"
     return table
 
 

@@ -242,6 +242,10 @@ def test_ensemble_killed_mid_member_resumes_and_teaches(tmp_path, data_dir, cifa
     assert abs(sum(stats["correct_members_share"]) - 1) < 1e-9
     assert "oracle (any member right)" in (folder / "ensemble.stats.md").read_text()
     assert "oracle (any member right)" in "\n".join(ensemble_section(str(spec)))
+    on_train = ["teacher", "stats", str(spec), "--data", small, "--split", "train"]
+    result = runner.invoke(cli, [*on_train, "--images", "64"])
+    assert result.exit_code == 0 and "oracle (any member right)" in result.output, result.output
+    assert json.loads((folder / "ensemble.train.stats.json").read_text())["images"] == 64
 
     # the spec file is a teacher of pearl train, for oracle KD and for KD
     student = ["--data", small, "--epochs", "1", "--train-images", "128", "--test-images", "64"]
