@@ -13,11 +13,26 @@ from pipeline.cli_train import _clear_errors, _command_line, _data_info, _load_d
 from pipeline.lock import folder_lock
 
 
+def ray_config(address: str, gpus_per_member: float, opts):
+    """The `RayConfig` of ``--executor ray``: each member holds ``--threads`` CPUs (default 1)
+    and `gpus_per_member` GPUs."""
+    from pipeline.config import ConfigError, RayConfig
+
+    try:
+        return RayConfig(
+            address=address,
+            cpus_per_candidate=opts["threads"] or 1,
+            gpus_per_candidate=gpus_per_member,
+        )
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+
+
 def train_ensemble(model: str, folder: Path, data_path: Path, seeds_text: str, ray, opts) -> None:
-    """The body of ``pearl teacher train --seeds``; `ray`: None (in-process) or the address
-    and GPUs per member of the Ray executor."""
+    """The body of ``pearl teacher train --seeds``; `ray`: None (in-process) or the
+    `RayConfig` of the Ray executor (`ray_config`)."""
     from models.ensembles import write_ensemble
-    from pipeline.config import ComputeConfig, ConfigError, RayConfig
+    from pipeline.config import ComputeConfig
     from pipeline.ensemble_training import (
         SPEC_FILE,
         check_resumable,
@@ -38,16 +53,6 @@ def train_ensemble(model: str, folder: Path, data_path: Path, seeds_text: str, r
             f"with --seeds, -o is a folder (it gets the members and {SPEC_FILE}), not {folder}",
             param_hint="-o",
         )
-    ray_config = None
-    if ray is not None:
-        try:
-            ray_config = RayConfig(
-                address=ray["address"],
-                cpus_per_candidate=opts["threads"] or 1,
-                gpus_per_candidate=ray["gpus_per_member"],
-            )
-        except ConfigError as error:
-            raise click.UsageError(str(error)) from None
     check_device(opts["device"])  # before the lock makes any folder
     command = _command_line()
     with folder_lock(folder):
@@ -62,7 +67,7 @@ def train_ensemble(model: str, folder: Path, data_path: Path, seeds_text: str, r
         )
         check_resumable(jobs, opts["resume"])
         data = FinalTrainData(train_arrays, test_arrays)
-        results = _members_or_error(jobs, data, ray_config, not opts["quiet"])
+        results = _members_or_error(jobs, data, ray, not opts["quiet"])
         if not all(metrics.get("finished") for metrics in results.values()):
             raise click.ClickException("not every member finished; rerun with --resume")
         spec = folder / SPEC_FILE

@@ -273,13 +273,13 @@ def teacher_train_command(
 ) -> None:
     """Train a teacher network with cross-entropy and write it as a Pearl checkpoint, or with
     --seeds an ensemble of independently seeded copies and its spec file."""
+    if executor != "ray" and (ray_address or gpus_per_member):
+        raise click.UsageError("--ray-address and --gpus-per-member go with --executor ray")
     if seeds is not None:
-        from pipeline.cli_ensemble import train_ensemble
+        from pipeline.cli_ensemble import ray_config, train_ensemble
 
-        ray = {"address": ray_address, "gpus_per_member": gpus_per_member}
-        return train_ensemble(
-            model, output, data_path, seeds, ray if executor == "ray" else None, opts
-        )
+        ray = ray_config(ray_address, gpus_per_member, opts) if executor == "ray" else None
+        return train_ensemble(model, output, data_path, seeds, ray, opts)
     if executor != "inprocess":
         raise click.UsageError("--executor ray runs the members of an ensemble: add --seeds")
     run_dir = Path(f"{output}.run")

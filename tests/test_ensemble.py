@@ -162,8 +162,9 @@ def test_replaced_missing_or_foreign_members_are_errors(tmp_path):
         (["--seeds", "0,1", "-o", "{tmp}/e.pt"], "-o is a folder"),
         (["--seeds", "0,1", "--seed", "3", "-o", "{tmp}/e"], "either --seed"),
         (["--executor", "ray", "-o", "{tmp}/t.pt"], "add --seeds"),
+        (["--seeds", "0,1", "--ray-address", "auto", "-o", "{tmp}/e"], "--executor ray"),
     ],
-    ids=["repeated-seed", "file-output", "seed-and-seeds", "ray-without-seeds"],
+    ids=["repeated-seed", "file-output", "seed-and-seeds", "ray-without-seeds", "address-alone"],
 )
 def test_ensemble_command_errors(tmp_path, data_dir, extra, message):
     args = ["teacher", "train", "--model", "resnet20", "--epochs", "1"]
