@@ -258,6 +258,17 @@ def test_ensemble_killed_mid_member_resumes_and_teaches(tmp_path, data_dir, cifa
         trained = json.loads((out / "metrics.json").read_text())
         assert trained["finished"] and trained["teacher"]["spec"] == str(spec)
 
+    # the report of a run whose teacher is the ensemble shows its statistics
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (tmp_path / "student-od").rename(run / "train" / "baseline-tiny-od")
+    (run / "config.toml").write_text(
+        f'[data]\npath = "{small}"\n\n[teacher]\nspec = "{spec}"\n\n[proxy]\nloss = "od"\n'
+    )
+    assert runner.invoke(cli, ["report", str(run)]).exit_code == 0
+    report = (run / "report.md").read_text()
+    assert "## Ensemble teacher `ensemble.json`" in report and "oracle (any member" in report
+
 
 @pytest.mark.slow
 def test_members_train_in_parallel_on_ray_like_in_process(tmp_path, data_dir):
