@@ -4,17 +4,12 @@ and the errors for members that do not fit together.  Real trainings of a tiny n
 slice of cifar10_small."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from process_helpers import kill_once_exists, pearl_process
 
 from models.ensembles import member_specs, read_ensemble, write_ensemble
 from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
@@ -26,7 +21,6 @@ from pipeline.ensemble_stats import ensemble_statistics, member_logits
 from pipeline.ensemble_training import parse_seeds
 from pipeline.report_ensemble import ensemble_section
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = (
     "in32_cls10|stem_k3_s2_c8_re|mb3_k3_s2_se25_id_c16_n2_re|ds_k5_s2_se0_pool_c24_n1_re"
     "|conv_k3_s1_se0_id_c24_n1_re|head_c64_re"
@@ -179,17 +173,6 @@ def test_ensemble_command_errors(tmp_path, data_dir, extra, message):
 # A real ensemble: killed, resumed, used as a teacher
 
 
-def _cli(args):
-    return subprocess.Popen(
-        [sys.executable, "-c", "from pipeline.cli import main; main()", *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
@@ -200,14 +183,10 @@ def test_ensemble_killed_mid_member_resumes_and_teaches(tmp_path, data_dir, cifa
     common = ["--model", TINY, "--data", small, "--epochs", "2", "--train-images", "192"]
     common += ["--test-images", "128", "--batch-size", "64", "--threads", "1", "--quiet"]
     folder = tmp_path / "ensemble"
-    victim = _cli(["teacher", "train", *common, "--seeds", "0,1", "-o", str(folder)])
+    victim = pearl_process(["teacher", "train", *common, "--seeds", "0,1", "-o", str(folder)])
     # member 0 has finished; member 1 is killed after its first epoch
     metrics = folder / "member-seed1.pt.run" / "metrics.json"
-    deadline = time.monotonic() + 300
-    while not metrics.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=60)
+    kill_once_exists(victim, metrics)
     assert (folder / "member-seed0.pt").is_file()
     assert json.loads(metrics.read_text())["epochs_done"] == 1
     assert not (folder / "ensemble.json").exists()
