@@ -224,9 +224,14 @@ def main(argv=None) -> None:
     notes = [
         f"Data `{args.data}`: {len(train)} training and {len(test)} test images; every student "
         f"row {args.epochs} epochs (batch {args.batch_size}, lr {args.lr}, cosine, KD/OD at "
-        f"T = 3, alpha = 1), student seeds {args.seeds}, {args.threads} torch thread(s).",
-        f"Teacher `{args.teacher_spec}` ({stats['members']} members, "
-        f"{args.teacher_epochs or args.epochs} epochs each unless given):",
+        f"T = 3, alpha = 1); student seeds: {args.seeds}; {args.threads} torch thread(s).",
+        f"Teacher `{args.teacher_spec}`: {stats['members']} members, "
+        + (
+            "given with --teacher:"
+            if args.teacher
+            else f"{args.backbone} trained here for {args.teacher_epochs or args.epochs} epochs "
+            "each (seeds 100, 101, ...), same recipe, cross-entropy:"
+        ),
         "",
         statistics_markdown(stats, [Path(m).name for m in member_specs(args.teacher_spec)]),
         "",
