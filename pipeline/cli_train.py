@@ -300,8 +300,9 @@ def teacher_train_command(
     "--teacher",
     "teacher_spec",
     default=None,
-    help="checkpoint path, builtin:NAME, torchvision:NAME=WEIGHTS, or a comma-separated "
-    "ensemble of these (needed for kd and od)",
+    help="checkpoint path, builtin:NAME, torchvision:NAME=WEIGHTS, an ensemble spec file "
+    "(DIR/ensemble.json of `pearl teacher train --seeds`), or a comma-separated ensemble of "
+    "these (needed for kd and od)",
 )
 @click.option(
     "--loss",
