@@ -170,7 +170,11 @@ def _pca_section(runs, encodings, option_counts, stages, figures: Path) -> list[
 def _separability(a: np.ndarray, b: np.ndarray) -> tuple[str, str]:
     if min(len(a), len(b)) < 2:
         return "n/a (under 2 samples)", "n/a"
-    return f"{100 * cv_accuracy(a, b):.1f}", num(mean_distance_ratio(a, b), ".3f")
+    try:
+        accuracy = f"{100 * cv_accuracy(a, b):.1f}"
+    except ValueError as error:  # too few distinct archs to hold some out
+        accuracy = f"n/a ({error})"
+    return accuracy, num(mean_distance_ratio(a, b), ".3f")
 
 
 def _separability_section(runs, encodings, stages) -> list[str]:

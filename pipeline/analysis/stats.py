@@ -142,22 +142,30 @@ def _discriminant(a: np.ndarray, b: np.ndarray, shrinkage: float):
 
 def cv_accuracy(a, b, folds: int = 5, seed: int = 0, shrinkage: float = 0.2) -> float:
     """Mean held-out accuracy of a linear classifier (`_discriminant`) telling group `a` from
-    group `b`, by stratified k-fold cross-validation (0.5: inseparable; 1.0: fully separable).
-    Each group needs at least `folds` rows (fewer folds are used when a group is smaller, at
-    least 2 rows each)."""
+    group `b`, by k-fold cross-validation balanced over the two groups (0.5: inseparable; 1.0:
+    fully separable).  Folds are drawn over the distinct rows, so an arch sampled by both
+    groups (or twice) is held out of the training of both at once: a group compared with
+    itself scores exactly 0.5, not below it."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    folds = min(folds, len(a), len(b))
-    if folds < 2:
+    if min(len(a), len(b)) < 2:
         raise ValueError("each group needs at least 2 samples")
-    rng = np.random.default_rng(seed)
-    fold_a = rng.permutation(len(a)) % folds
-    fold_b = rng.permutation(len(b)) % folds
+    distinct, inverse = np.unique(np.vstack([a, b]), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    folds = min(folds, len(distinct))
+    fold_of = np.random.default_rng(seed).permutation(len(distinct)) % folds
+    fold_a, fold_b = fold_of[inverse[: len(a)]], fold_of[inverse[len(a) :]]
     scores = []
     for k in range(folds):
-        w, threshold = _discriminant(a[fold_a != k], b[fold_b != k], shrinkage)
-        right_a = (a[fold_a == k] @ w <= threshold).mean()
-        right_b = (b[fold_b == k] @ w > threshold).mean()
+        test_a, test_b = fold_a == k, fold_b == k
+        train_a, train_b = a[~test_a], b[~test_b]
+        if not (test_a.any() and test_b.any()) or min(len(train_a), len(train_b)) < 1:
+            continue
+        w, threshold = _discriminant(train_a, train_b, shrinkage)
+        right_a = (a[test_a] @ w <= threshold).mean()
+        right_b = (b[test_b] @ w > threshold).mean()
         scores.append((right_a + right_b) / 2)  # balanced: unequal group sizes do not count
+    if not scores:
+        raise ValueError("too few distinct samples to cross-validate")
     return float(np.mean(scores))
 
 

@@ -119,7 +119,7 @@ def run_winning_ratio(
 ) -> dict[str, Any]:
     """Train what the plan still lacks and return ``{"pairs": [...], "stages": [...],
     "trained": count trained now, "epochs": E, "kd_loss": loss}``."""
-    from models.arch import Arch
+    from models.network import decode_network
     from pipeline.executor import TrainJob
     from pipeline.progress import progress_bar
 
@@ -135,7 +135,7 @@ def run_winning_ratio(
     done = read_json(out / TRAININGS_FILE) or {}
     archs = {p[side] for p in plan["pairs"] for side in ("kd_searched", "ce_searched")}
     todo = {
-        loss: sorted(a for a in archs if loss not in done.get(Arch.decode(a).key(), {}))
+        loss: sorted(a for a in archs if loss not in done.get(decode_network(a).key(), {}))
         for loss in (kd_loss, "ce")
     }
     trained = 0
@@ -151,7 +151,7 @@ def run_winning_ratio(
             try:
                 jobs = [TrainJob(0, i, arch) for i, arch in enumerate(pending)]
                 for job, result in executor.train(jobs):
-                    key = Arch.decode(job.arch).key()
+                    key = decode_network(job.arch).key()
                     entry = (
                         {"error": f"{type(result).__name__}: {result}"}
                         if isinstance(result, BaseException)
@@ -173,10 +173,10 @@ def run_winning_ratio(
 
 def summarise(pairs: Sequence[dict], done: dict, kd_loss: str, stages: int) -> dict[str, Any]:
     """Eq. 1 per pair (None when a training of the pair failed) and the ratio per stage."""
-    from models.arch import Arch
+    from models.network import decode_network
 
     def scores(arch: str):
-        entry = done.get(Arch.decode(arch).key(), {})
+        entry = done.get(decode_network(arch).key(), {})
         kd, ce = entry.get(kd_loss), entry.get("ce")
         ok = isinstance(kd, float) and isinstance(ce, float)
         return (100 * kd, 100 * ce) if ok else None
