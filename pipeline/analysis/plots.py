@@ -30,6 +30,8 @@ def plot_search_attributes(
     """AKD Fig. 4 for one run: (a) latency histogram per stage, (b) accuracy vs latency with the
     Pareto front, (c) latency and (d) accuracy against generation, (e) MMACs vs latency with the
     fitted bounds.  `points`: equal-length arrays latency_ms, accuracy, generation, stage, mmacs."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     lat, acc = points["latency_ms"], 100 * points["accuracy"]
     gen, stage, mmacs = points["generation"], points["stage"], points["mmacs"]
@@ -47,6 +49,7 @@ def plot_search_attributes(
         legend.plot([], [], color=colours[s], linewidth=3, label=label)
     order = pareto_front(list(zip(acc, lat, strict=True)))
     front.step(lat[order], acc[order], where="post", color="#c0392b", linewidth=1.5)
+    front.scatter(lat[order], acc[order], s=40, facecolors="none", edgecolors="#c0392b")
     legend.plot([], [], color="#c0392b", linewidth=1.5, label="Pareto front (b)")
     if bounds is not None:
         xs = np.linspace(max(bounds.offset_ms, 0.0), lat.max(), 50)
@@ -70,6 +73,9 @@ def plot_search_attributes(
         (acc_gen, "(d) accuracy per generation", "generation", "proxy accuracy (%)"),
         (macs, "(e) MACs vs latency", latency_label, "MMACs"),
     ]
+    hist.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of students
+    for axes in (lat_gen, acc_gen):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations
     for axes, name, x_label, y_label in labels:
         axes.set_title(name, fontsize=10)
         axes.set_xlabel(x_label, fontsize=9)
@@ -96,6 +102,7 @@ def plot_pca_panels(
     runs = sorted({label for _, groups in panels for label in groups})
     palette = plt.get_cmap("tab10")
     colour = {label: palette(i % palette.N) for i, label in enumerate(runs)}
+    marker = {label: "osD^v<>"[i % 7] for i, label in enumerate(runs)}  # overlaps stay visible
     columns = min(len(panels), 3)
     rows = -(-len(panels) // columns)
     figure, grid = plt.subplots(
@@ -107,9 +114,11 @@ def plot_pca_panels(
             axes.scatter(
                 xy[:, 0],
                 xy[:, 1],
-                s=12,
-                alpha=0.75,
-                color=colour[label],
+                s=26,
+                marker=marker[label],
+                facecolors="none",
+                edgecolors=colour[label],
+                linewidths=1.2,
                 label=f"{label} ({len(xy)})",
             )
         axes.set_title(name, fontsize=10)
@@ -126,10 +135,11 @@ def plot_pca_panels(
 
 def plot_operator_differences(rows: Sequence[dict], path: Path, *, title: str, shown: int = 25):
     """AKD Fig. 8: the `shown` most significant dimensions, the difference of their frequency
-    (a - b) with +-1.96 s.e. bars, most significant on top."""
+    (a - b) with +-1.96 s.e. bars, most significant on top (dimensions that never vary in
+    either group are left out: they say nothing)."""
     plt = _pyplot()
-    rows = list(rows[:shown])[::-1]
-    figure, axes = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.6), dpi=110)
+    rows = [r for r in rows if r["se"] > 0 or r["diff"] != 0][:shown][::-1]
+    figure, axes = plt.subplots(figsize=(8, 0.32 * max(len(rows), 1) + 1.8), dpi=110)
     diffs = [r["diff"] for r in rows]
     colours = ["#2874a6" if d > 0 else "#cb4335" for d in diffs]
     axes.barh(
@@ -142,7 +152,7 @@ def plot_operator_differences(rows: Sequence[dict], path: Path, *, title: str, s
     axes.set_yticks(range(len(rows)), [r["dimension"] for r in rows], fontsize=8)
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_xlabel("difference of operator probability (first run - second), 95% bars")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(f"{title}\n(most significant difference on top)", fontsize=10)
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     return _save(figure, path)

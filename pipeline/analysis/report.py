@@ -54,8 +54,14 @@ def _stage_labels(run_or_last: int, stages: int) -> list[str]:
 
 
 def _latency_label(run: SearchRun) -> str:
-    specs = sorted({r.latency_spec for r in run.rows if r.latency_spec})
-    return f"latency (ms){' on ' + ', '.join(specs) if specs else ''}"
+    """``latency (ms), table:NAME.csv``: the backends, table paths shortened to the file name."""
+    specs = sorted({_short_spec(r.latency_spec) for r in run.rows if r.latency_spec})
+    return f"latency (ms){', ' + ', '.join(specs) if specs else ''}"
+
+
+def _short_spec(spec: str) -> str:
+    kind, colon, where = spec.partition(":")
+    return f"{kind}:{Path(where).name}" if colon and kind == "table" else spec
 
 
 def _runs_section(runs: Sequence[SearchRun]) -> list[str]:
