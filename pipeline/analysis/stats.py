@@ -174,6 +174,8 @@ def mean_distance_ratio(a, b) -> float:
     distance of a sample to its own group's mean, over both groups): ~0 for one distribution,
     large when the groups sit apart."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 1:
+        raise ValueError("each group needs at least 1 sample")
     spread = math.sqrt(
         (((a - a.mean(axis=0)) ** 2).sum() + ((b - b.mean(axis=0)) ** 2).sum()) / (len(a) + len(b))
     )
