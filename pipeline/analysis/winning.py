@@ -84,8 +84,7 @@ def _check_runs(kd: SearchRun, ce: SearchRun) -> None:
 def training_task(config, loss: str, epochs: int, log: Callable[[str], None]):
     """The executor that trains students on `config`'s proxy task with `loss` for `epochs`
     (the teacher's logits come from the teacher-logit cache, as in the search)."""
-    from pipeline.executor import ProxyTask
-    from pipeline.search_setup import build_executor, load_splits, proxy_teacher
+    from pipeline.search_setup import build_executor, load_splits, proxy_task, proxy_teacher
 
     proxy = dataclasses.replace(config.proxy, loss=loss, epochs=epochs, early_stop_epoch=0)
     warmup = min(proxy.warmup_epochs, epochs)
@@ -94,15 +93,7 @@ def training_task(config, loss: str, epochs: int, log: Callable[[str], None]):
     teacher = None
     if LOSSES[loss].needs_teacher:
         teacher = proxy_teacher(config, mini_train)[0]
-    task = ProxyTask(
-        mini_train,
-        mini_val,
-        config.proxy,
-        teacher,
-        seed=config.search.seed,
-        threads=config.proxy.threads,
-        compute=config.compute,
-    )
+    task = proxy_task(config, mini_train, mini_val, teacher)
     return build_executor(config, task, log)
 
 
