@@ -24,15 +24,20 @@ from pipeline.analysis.stats import (
     stage_ranges,
     top_k_in_range,
 )
+from pipeline.layout import AnalysisLayout
 from pipeline.pareto import write_csv
 from pipeline.report_text import markdown_table, num
 
-REPORT_FILE = "analysis.md"
 SHOWN_DIMENSIONS = 10  # rows of each Fig. 8 table in the report (the CSV has them all)
 
 
 def file_label(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label)
+
+
+def _link(out: AnalysisLayout, name: str) -> str:
+    """A figure's path relative to the report."""
+    return out.figure(name).relative_to(out.root).as_posix()
 
 
 def _check_out(out: Path, runs: Sequence[SearchRun]) -> None:
@@ -93,7 +98,7 @@ def _runs_section(runs: Sequence[SearchRun]) -> list[str]:
     return ["## Runs", "", markdown_table(header, table), ""]
 
 
-def _fig4(run: SearchRun, stages: int, figures: Path) -> list[str]:
+def _fig4(run: SearchRun, stages: int, out: AnalysisLayout) -> list[str]:
     rows = [r for r in run.scored if r.accuracy is not None and r.latency_ms is not None]
     lines = [f"### {run.label}", ""]
     if len(rows) < 2:
@@ -114,11 +119,11 @@ def _fig4(run: SearchRun, stages: int, figures: Path) -> list[str]:
         points,
         _stage_labels(run.last_generation, stages),
         bounds,
-        figures / name,
+        out.figure(name),
         title=f"{run.label}: {len(rows)} distinct students",
         latency_label=_latency_label(run),
     )
-    lines += [f"![Fig. 4 of {run.label}](figures/{name})", ""]
+    lines += [f"![Fig. 4 of {run.label}]({_link(out, name)})", ""]
     if bounds is not None:
         lines += [
             f"MACs vs latency: {bounds.lower_slope:.3g} x (lat - {bounds.offset_ms:.3g}) <= "
@@ -129,7 +134,7 @@ def _fig4(run: SearchRun, stages: int, figures: Path) -> list[str]:
     return lines
 
 
-def _pca_section(runs, encodings, option_counts, stages, figures: Path) -> list[str]:
+def _pca_section(runs, encodings, option_counts, stages, out: AnalysisLayout) -> list[str]:
     stacked = np.vstack(list(encodings.values()))
     pca = fit_pca(stacked, 2)
     xy = {label: pca.project(x) for label, x in encodings.items()}
@@ -147,7 +152,7 @@ def _pca_section(runs, encodings, option_counts, stages, figures: Path) -> list[
     plots.plot_pca_panels(
         panels,
         background,
-        figures / "pca_stages.png",
+        out.figure("pca_stages.png"),
         title="sampled students by stage (PCA fitted on all runs)",
         axis_labels=axis_labels,
     )
@@ -155,7 +160,7 @@ def _pca_section(runs, encodings, option_counts, stages, figures: Path) -> list[
     plots.plot_pca_panels(
         [("all samples", xy), (f"last stage ({stages} stages)", last)],
         background,
-        figures / "pca_runs.png",
+        out.figure("pca_runs.png"),
         title="runs compared (PCA fitted on all runs)",
         axis_labels=axis_labels,
     )
@@ -166,9 +171,9 @@ def _pca_section(runs, encodings, option_counts, stages, figures: Path) -> list[
         f"space has 77). PCA (SVD) fitted once on the {len(stacked)} samples of all runs; PC1 "
         f"and PC2 explain {100 * pca.explained.sum():.1f}% of the variance. Grey: every sample.",
         "",
-        "![PCA by stage](figures/pca_stages.png)",
+        f"![PCA by stage]({_link(out, 'pca_stages.png')})",
         "",
-        "![PCA by run](figures/pca_runs.png)",
+        f"![PCA by run]({_link(out, 'pca_runs.png')})",
         "",
     ]
 
@@ -230,7 +235,7 @@ def _top_k(run: SearchRun, k: int, latency_range) -> list:
     return [rows[i] for i in top_k_in_range([r.accuracy for r in rows], latency, k, low, high)]
 
 
-def _operators_section(runs, option_counts, names, top_k, latency_range, out: Path) -> list:
+def _operators_section(runs, option_counts, names, top_k, latency_range, out: AnalysisLayout):
     where = (
         "every latency"
         if latency_range is None
@@ -255,10 +260,10 @@ def _operators_section(runs, option_counts, names, top_k, latency_range, out: Pa
             encode(top_a, option_counts), encode(top_b, option_counts), names
         )
         stem = f"operators_{file_label(a.label)}_vs_{file_label(b.label)}"
-        write_csv(diffs, out / f"{stem}.csv")
+        write_csv(diffs, out.operators_csv(stem))
         plots.plot_operator_differences(
             diffs,
-            out / "figures" / f"{stem}.png",
+            out.figure(f"{stem}.png"),
             title=f"{title}: top {len(top_a)} vs top {len(top_b)} students, {where}",
         )
         shown = [
@@ -274,7 +279,7 @@ def _operators_section(runs, option_counts, names, top_k, latency_range, out: Pa
         lines += [
             f"### {title}",
             "",
-            f"![{title}](figures/{stem}.png)",
+            f"![{title}]({_link(out, stem + '.png')})",
             "",
             markdown_table(
                 [
@@ -293,7 +298,7 @@ def _operators_section(runs, option_counts, names, top_k, latency_range, out: Pa
     return lines
 
 
-def _winning_section(result: dict, runs, out: Path) -> list[str]:
+def _winning_section(result: dict, runs, out: AnalysisLayout) -> list[str]:
     kd, ce = runs[0].label, runs[1].label
     pairs = [
         {
@@ -304,7 +309,7 @@ def _winning_section(result: dict, runs, out: Path) -> list[str]:
         }
         for p in result["pairs"]
     ]
-    write_csv(pairs, out / "winning_ratio.csv")
+    write_csv(pairs, out.winning_csv)
     table = [
         (
             s["stage"] + 1,
@@ -346,8 +351,8 @@ def write_analysis(
     """Analyse the searches in `folders` into `out`; returns the report's path."""
     runs = load_runs(folders, labels)
     _check_out(out, runs)
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
+    layout = AnalysisLayout(out)
+    layout.figures.mkdir(parents=True, exist_ok=True)
     option_counts, names = encoding_of(runs[0].space)
     encodings = {r.label: encode(r.rows, option_counts) for r in runs}
     lines = [f"# Pearl analysis: {', '.join(r.label for r in runs)}", ""]
@@ -359,17 +364,17 @@ def write_analysis(
         "",
     ]
     for run in runs:
-        lines += _fig4(run, stages, figures)
-    lines += _pca_section(runs, encodings, option_counts, stages, figures)
+        lines += _fig4(run, stages, layout)
+    lines += _pca_section(runs, encodings, option_counts, stages, layout)
     lines += _separability_section(runs, encodings, stages)
     if len(runs) > 1:
-        lines += _operators_section(runs, option_counts, names, top_k, latency_range, out)
+        lines += _operators_section(runs, option_counts, names, top_k, latency_range, layout)
     if winning_per_stage:
         from pipeline.analysis.winning import run_winning_ratio
 
         result = run_winning_ratio(
             runs,
-            out,
+            layout,
             per_stage=winning_per_stage,
             stages=stages,
             seed=seed,
@@ -377,13 +382,13 @@ def write_analysis(
             progress=progress,
             log=log,
         )
-        lines += _winning_section(result, runs, out)
-    _write_samples(runs, encodings, out)
-    return atomic_write(out / REPORT_FILE, "\n".join(lines))
+        lines += _winning_section(result, runs, layout)
+    _write_samples(runs, layout)
+    return atomic_write(layout.report, "\n".join(lines))
 
 
-def _write_samples(runs, encodings, out: Path) -> None:
-    """``samples.csv``: every sample of every run with its stage-free facts."""
+def _write_samples(runs, out: AnalysisLayout) -> None:
+    """``samples.csv``: every sampled student of every run (the rows behind the figures)."""
     table = []
     for run in runs:
         for row in run.rows:
@@ -404,4 +409,4 @@ def _write_samples(runs, encodings, out: Path) -> None:
                     "arch": row.arch,
                 }
             )
-    write_csv(table, out / "samples.csv")
+    write_csv(table, out.samples_csv)

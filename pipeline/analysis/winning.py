@@ -16,15 +16,13 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from models.files import atomic_write_json, read_json
 from pipeline.analysis.runs import AnalysisError, SearchRun
 from pipeline.analysis.stats import relative_gains, winning_ratio
+from pipeline.layout import AnalysisLayout
 from pipeline.registry import LOSSES
-
-PLAN_FILE, TRAININGS_FILE = "winning_plan.json", "winning_trainings.json"
 
 
 def sample_pairs(kd: SearchRun, ce: SearchRun, per_stage: int, stages: int, seed: int):
@@ -50,7 +48,7 @@ def sample_pairs(kd: SearchRun, ce: SearchRun, per_stage: int, stages: int, seed
     return pairs
 
 
-def _plan(kd, ce, per_stage, stages, seed, epochs, out: Path) -> dict:
+def _plan(kd, ce, per_stage, stages, seed, epochs, out: AnalysisLayout) -> dict:
     settings = {
         "kd_search": str(kd.layout.root.resolve()),
         "ce_search": str(ce.layout.root.resolve()),
@@ -59,16 +57,16 @@ def _plan(kd, ce, per_stage, stages, seed, epochs, out: Path) -> dict:
         "seed": seed,
         "epochs": epochs,
     }
-    stored = read_json(out / PLAN_FILE)
+    stored = read_json(out.winning_plan)
     if stored is not None:
         if stored["settings"] != settings:
             raise AnalysisError(
-                f"{out / PLAN_FILE} holds a winning-ratio plan made with other settings "
+                f"{out.winning_plan} holds a winning-ratio plan made with other settings "
                 f"({stored['settings']}); give another --out, or delete the file to start over"
             )
         return stored
     plan = {"settings": settings, "pairs": sample_pairs(kd, ce, per_stage, stages, seed)}
-    atomic_write_json(out / PLAN_FILE, plan)
+    atomic_write_json(out.winning_plan, plan)
     return plan
 
 
@@ -99,7 +97,7 @@ def training_task(config, loss: str, epochs: int, log: Callable[[str], None]):
 
 def run_winning_ratio(
     runs: Sequence[SearchRun],
-    out: Path,
+    out: AnalysisLayout,
     *,
     per_stage: int,
     stages: int,
@@ -123,7 +121,7 @@ def run_winning_ratio(
     epochs = epochs or kd.config.proxy.epochs
     plan = _plan(kd, ce, per_stage, stages, seed, epochs, out)
     kd_loss = kd.config.proxy.loss
-    done = read_json(out / TRAININGS_FILE) or {}
+    done = read_json(out.winning_trainings) or {}
     archs = {p[side] for p in plan["pairs"] for side in ("kd_searched", "ce_searched")}
     todo = {
         loss: sorted(a for a in archs if loss not in done.get(decode_network(a).key(), {}))
@@ -149,7 +147,7 @@ def run_winning_ratio(
                         else result.accuracy
                     )
                     done.setdefault(key, {})[loss] = entry
-                    atomic_write_json(out / TRAININGS_FILE, done)
+                    atomic_write_json(out.winning_trainings, done)
                     trained += 1
                     bar.update(task_id, advance=1, status=f"{loss} {key}")
             finally:
