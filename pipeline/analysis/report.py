@@ -43,18 +43,18 @@ def _link(out: AnalysisLayout, name: str) -> str:
 def _check_out(out: Path, runs: Sequence[SearchRun]) -> None:
     target = out.resolve()
     for run in runs:
-        root = run.layout.root.resolve()
+        root = run.folder.resolve()
         if target == root or root in target.parents:
             raise AnalysisError(
-                f"--out {out} is inside the run folder {run.layout.root}; pearl analyze never "
+                f"--out {out} is inside the run folder {run.folder}; pearl analyze never "
                 "writes into a run folder: give a folder outside it"
             )
 
 
-def _stage_labels(run_or_last: int, stages: int) -> list[str]:
+def _stage_labels(last_generation: int, stages: int) -> list[str]:
     return [
         f"stage {s + 1} (gen {a}-{b})" if a <= b else f"stage {s + 1} (empty)"
-        for s, (a, b) in enumerate(stage_ranges(stages, run_or_last))
+        for s, (a, b) in enumerate(stage_ranges(stages, last_generation))
     ]
 
 
@@ -323,7 +323,7 @@ def _winning_section(result: dict, runs, out: AnalysisLayout) -> list[str]:
         "## Winning ratio (AKD Table 4)",
         "",
         f"Students sampled per stage from `{kd}` (KD reward) and `{ce}` (CE reward), each "
-        f"trained on `{kd}`'s proxy task for {result['epochs']} epochs with `{result['kd_loss']}`"
+        f"trained on `{kd}`'s proxy task for {result['epochs']} epoch(s) with `{result['kd_loss']}`"
         " and with `ce` (same data, schedule and seed); gain = eq. 1, [KD(A) - CE(A)] - [KD(N) -"
         " CE(N)] in percentage points of mini-val accuracy; a win is a gain > 0. "
         f"{result['trained']} trainings ran in this call (the rest were read from "

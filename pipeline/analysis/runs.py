@@ -27,6 +27,7 @@ class SearchRun:
     """One search, as the analyses need it."""
 
     label: str
+    folder: Path  # as given: a search folder, or a `pearl run` folder holding search/
     layout: SearchLayout
     config: SearchConfig
     rows: list[Any]  # every proposed candidate that ended (ok, terminated, failed), id order
@@ -74,7 +75,7 @@ def load_run(folder: Path, label: str | None = None) -> SearchRun:
         raise AnalysisError(str(error)) from None
     if not rows:
         raise AnalysisError(f"{layout.root} holds no finished candidate yet: nothing to analyse")
-    return SearchRun(label or folder.name, layout, config, rows, scored)
+    return SearchRun(label or folder.name, folder, layout, config, rows, scored)
 
 
 def load_runs(folders: Sequence[Path], labels: Sequence[str] = ()) -> list[SearchRun]:
