@@ -168,6 +168,28 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def winning_text(args, seed: int) -> str:
+    """``seed S: stage 1 1/2 (+0.50), ...`` from the analysis folder of `seed`."""
+    from models.files import read_json
+    from pipeline.analysis.winning import summarise
+    from pipeline.layout import AnalysisLayout
+
+    layout = AnalysisLayout(args.out / f"analysis-s{seed}")
+    plan, done = read_json(layout.winning_plan), read_json(layout.winning_trainings) or {}
+    stages = plan["settings"]["stages"]
+    result = summarise(plan["pairs"], done, "kd", stages)["stages"]
+    parts = [
+        f"stage {s['stage'] + 1} {s['wins']}/{s['counted']} ({_gain(s['mean_gain_pp'])})"
+        for s in result
+        if s["pairs"]
+    ]
+    return f"seed {seed}: " + ", ".join(parts)
+
+
+def _gain(value) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
 def _ratio(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -201,6 +223,7 @@ def report(args, seeds, facts, loads, baseline, target_ms) -> None:
         separations.append(
             f"kd-ppo seed {seeds[0]} vs {seeds[1]}: CV {_pct(cv)}, ratio {ratio:.2f}"
         )
+    winning = [] if not args.winning_ratio else [winning_text(args, seed) for seed in seeds]
     reached = [n for n in efficiency if n is not None]
     mean_text = f"mean {statistics.mean(reached):.1f}" if reached else "never reached"
     rows += [
@@ -212,6 +235,9 @@ def report(args, seeds, facts, loads, baseline, target_ms) -> None:
         "Separability of the last stages (a quarter of the generations, or the last one; "
         f"linear discriminant, 5-fold CV, 50% = inseparable): {'; '.join(separations)}.",
     ]
+    if winning:
+        rows += ["", "Winning ratio (AKD Table 4, kd-ppo vs ce-ppo students; wins / pairs, mean "
+                 f"eq. 1 gain in points): {'; '.join(winning)}."]  # fmt: skip
     load_text = f"{min(x[0] for x in loads):.1f}-{max(x[0] for x in loads):.1f}"
     notes = (
         f"Budget {args.budget} candidates per search ({args.batch} per generation), seeds "
