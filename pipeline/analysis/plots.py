@@ -61,9 +61,7 @@ def plot_search_attributes(
             "--",
             color="#2c3e50",
             label=(
-                f"(e) {bounds.lower_slope:.3g}(lat - {bounds.offset_ms:.3g}) <= MMACs <= "
-                f"{bounds.upper_slope:.3g}(lat - {bounds.offset_ms:.3g})\n"
-                f"     ({100 * bounds.coverage:.0f}% of the points between)"
+                f"(e) {bounds.text()}\n     ({100 * bounds.coverage:.0f}% of the points between)"
             ),
         )
     labels = [

@@ -126,8 +126,7 @@ def _fig4(run: SearchRun, stages: int, out: AnalysisLayout) -> list[str]:
     lines += [f"![Fig. 4 of {run.label}]({_link(out, name)})", ""]
     if bounds is not None:
         lines += [
-            f"MACs vs latency: {bounds.lower_slope:.3g} x (lat - {bounds.offset_ms:.3g}) <= "
-            f"MMACs <= {bounds.upper_slope:.3g} x (lat - {bounds.offset_ms:.3g}) "
+            f"MACs vs latency: {bounds.text(' x ')} "
             f"({100 * bounds.coverage:.0f}% of the {len(rows)} students between the lines).",
             "",
         ]
@@ -217,7 +216,9 @@ def _separability_section(runs, encodings, stages) -> list[str]:
         "covariance shrunk 20% towards its mean eigenvalue) telling the two groups apart: 50% "
         "means inseparable, 100% fully separable. Distance ratio: distance between the group "
         "means over the RMS distance of a sample to its own group's mean (about 0 for one "
-        "distribution; it grows as the groups move apart). Samples include repeated archs.",
+        "distribution; it grows as the groups move apart). Samples include repeated archs. "
+        "With few samples per group (n below) the CV accuracy swings around 50% by chance, "
+        "below it too: read it together with n.",
         "",
         markdown_table(
             ["groups", "n first", "n second", "CV accuracy (%)", "distance ratio"], table
@@ -351,6 +352,7 @@ def write_analysis(
     """Analyse the searches in `folders` into `out`; returns the report's path."""
     runs = load_runs(folders, labels)
     _check_out(out, runs)
+    asked, stages = stages, min(stages, *(r.last_generation + 1 for r in runs))
     layout = AnalysisLayout(out)
     layout.figures.mkdir(parents=True, exist_ok=True)
     option_counts, names = encoding_of(runs[0].space)
@@ -360,7 +362,12 @@ def write_analysis(
     lines += [
         "## The searches (AKD Fig. 4)",
         "",
-        f"Stages: the generations of each run cut into {stages} equal slices.",
+        f"Stages: the generations of each run cut into {stages} equal slices"
+        + (
+            f" ({asked} asked; the shortest run has {stages} generations)."
+            if asked > stages
+            else "."
+        ),
         "",
     ]
     for run in runs:

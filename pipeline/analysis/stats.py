@@ -105,6 +105,15 @@ class LinearBounds:
     offset_ms: float  # c
     coverage: float  # fraction of the points meant to lie between the bounds
 
+    def text(self, times: str = "") -> str:
+        """``a(lat - c) <= MMACs <= b(lat - c)`` (``lat + |c|`` when c < 0)."""
+        sign = "-" if self.offset_ms >= 0 else "+"
+        shifted = f"(lat {sign} {abs(self.offset_ms):.3g})"
+        return (
+            f"{self.lower_slope:.3g}{times}{shifted} <= MMACs <= "
+            f"{self.upper_slope:.3g}{times}{shifted}"
+        )
+
 
 def fit_linear_bounds(latency_ms, mmacs, coverage: float = 0.9) -> LinearBounds:
     """``a (lat - c) <= MMACs <= b (lat - c)``: c is where the least-squares line of MMACs on
@@ -151,8 +160,17 @@ def cv_accuracy(a, b, folds: int = 5, seed: int = 0, shrinkage: float = 0.2) -> 
         raise ValueError("each group needs at least 2 samples")
     distinct, inverse = np.unique(np.vstack([a, b]), axis=0, return_inverse=True)
     inverse = inverse.ravel()
-    folds = min(folds, len(distinct))
-    fold_of = np.random.default_rng(seed).permutation(len(distinct)) % folds
+    in_a = np.isin(np.arange(len(distinct)), inverse[: len(a)])
+    in_b = np.isin(np.arange(len(distinct)), inverse[len(a) :])
+    folds = min(folds, int(in_a.sum()), int(in_b.sum()))
+    if folds < 2:
+        raise ValueError("too few distinct samples to cross-validate")
+    # stratified: rows of a only, of b only and of both are dealt round the folds in turn
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    kind = (in_a.astype(int) + 2 * in_b.astype(int))[order]
+    fold_of = np.empty(len(distinct), dtype=int)
+    dealt = np.concatenate([order[kind == k] for k in (1, 2, 3)])
+    fold_of[dealt] = np.arange(len(distinct)) % folds
     fold_a, fold_b = fold_of[inverse[: len(a)]], fold_of[inverse[len(a) :]]
     scores = []
     for k in range(folds):
