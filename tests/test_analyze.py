@@ -188,6 +188,15 @@ def test_winning_ratio_is_computed_and_resumes_without_retraining(analysed, sear
     assert changed.exit_code == 1 and "other settings" in changed.output
 
 
+def test_one_run_with_more_stages_than_generations(searches, tmp_path):
+    result = invoke("analyze", searches["kd"], "--out", tmp_path / "one", "--no-progress")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "one" / "analysis.md").read_text()
+    assert "2 equal slices (4 asked; the shortest run has 2 generations)" in text
+    assert "| kd: generation 0 vs last stage | 4 | 4 |" in text
+    assert "Operator probabilities" not in text  # one run: nothing to compare
+
+
 def test_bad_inputs_are_clear_errors(searches, tmp_path):
     not_a_search = tmp_path / "photos"
     not_a_search.mkdir()
