@@ -212,8 +212,9 @@ def _separability_section(runs, encodings, stages) -> list[str]:
     return [
         "### Separability",
         "",
-        "Cross-validated accuracy (5-fold, fewer when a group has fewer distinct archs; balanced) of a linear discriminant (Fisher's, "
-        "covariance shrunk 20% towards its mean eigenvalue) telling the two groups apart: 50% "
+        "Cross-validated accuracy (5-fold, fewer when a group has fewer distinct archs; "
+        "balanced) of a linear discriminant (Fisher's, covariance shrunk 20% towards its mean "
+        "eigenvalue) telling the two groups apart: 50% "
         "means inseparable, 100% fully separable. Distance ratio: distance between the group "
         "means over the RMS distance of a sample to its own group's mean (about 0 for one "
         "distribution; it grows as the groups move apart). Samples include repeated archs. "
