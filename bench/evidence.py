@@ -186,6 +186,27 @@ def winning_text(args, seed: int) -> str:
     return f"seed {seed}: " + ", ".join(parts)
 
 
+def reading(args, facts) -> str:
+    """What the numbers can say: nothing when every best student is within two binomial
+    standard errors of chance (10 classes)."""
+    chance, images = 0.1, args.val_images
+    error = (chance * (1 - chance) / images) ** 0.5
+    best = [f["best_accuracy"] for f in facts.values() if f["best_accuracy"] is not None]
+    if best and max(best) <= chance + 2 * error:
+        return (
+            f"Reading: every search's best student scores {100 * max(best):.1f}% or less, within "
+            f"two standard errors ({100 * error:.1f} points) of chance (10%): at this budget the "
+            "proxy does not separate candidates, so the rewards, the efficiency number and the "
+            "winning ratio are noise. This run shows the pipeline end to end; it neither "
+            "supports nor refutes AKD's claim. A longer proxy (more images and epochs) and a "
+            "larger budget are needed, e.g. on a GPU machine."
+        )
+    return (
+        "Reading: compare the differences above with the seed-to-seed spread and the binomial "
+        f"s.e. ({100 * error:.1f} points at chance); only larger differences mean anything."
+    )
+
+
 def _gain(value) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
@@ -238,6 +259,7 @@ def report(args, seeds, facts, loads, baseline, target_ms) -> None:
     if winning:
         rows += ["", "Winning ratio (AKD Table 4, kd-ppo vs ce-ppo students; wins / pairs, mean "
                  f"eq. 1 gain in points): {'; '.join(winning)}."]  # fmt: skip
+    rows += ["", reading(args, facts)]
     load_text = f"{min(x[0] for x in loads):.1f}-{max(x[0] for x in loads):.1f}"
     notes = (
         f"Budget {args.budget} candidates per search ({args.batch} per generation), seeds "
