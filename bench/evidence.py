@@ -254,7 +254,8 @@ def report(args, seeds, facts, loads, baseline, target_ms) -> None:
         f"({mean_text} over the {len(reached)} seeds where it did).",
         "",
         "Separability of the last stages (a quarter of the generations, or the last one; "
-        f"linear discriminant, CV with up to 5 folds, 50% = inseparable): {'; '.join(separations)}.",
+        "linear discriminant, CV with up to 5 folds, 50% = inseparable): "
+        f"{'; '.join(separations)}.",
     ]
     if winning:
         rows += ["", "Winning ratio (AKD Table 4, kd-ppo vs ce-ppo students; wins / pairs, mean "
