@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.layer_files import ensure_layer_files
-from device_bench.measurement import Measurement, MeasurementError, fingerprint_id
+from device_bench.measurement import Measurement, MeasurementError
 from device_bench.table_measure import DEFAULT_PASSES, LAYER_SETTINGS, combine, run_batch
 from latency_tables.keys import LayerKey
 from latency_tables.table import Entry, LatencyTable, TableError
@@ -95,8 +95,7 @@ class TableBackend:
         fresh measurement processes, which also report the device's fingerprint)."""
         if not self._measure_missing_checked:
             fingerprint = run_batch(self.measure_missing, LAYER_SETTINGS, [], lambda *_: None)
-            if fingerprint_id(fingerprint) != self.table.fingerprint_id:
-                self.table.check_fingerprint(fingerprint)
+            self.table.check_fingerprint(fingerprint, self.measure_missing)
             self._measure_missing_checked = True
         cache = self.cache_dir or cache_root()
         path = ensure_layer_files([key], cache)[key]

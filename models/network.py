@@ -117,5 +117,5 @@ def decode_network(text: str) -> Network:
     """The network a canonical string describes, in whichever family's language it is written;
     a malformed string is a ValueError that points at the bad token."""
     if not isinstance(text, str):
-        raise ValueError(f"an arch must be a string, got {type(text).__name__}")
+        raise ValueError(f"an arch string must be text, not {type(text).__name__}: {text!r:.60}")
     return family_of(text.strip()).load().decode(text.strip())

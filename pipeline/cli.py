@@ -6,10 +6,12 @@ from __future__ import annotations
 import click
 
 from models.quiet import set_quiet
+from pipeline.cli_analyze import analyze_command
 from pipeline.cli_arch import arch_group
 from pipeline.cli_bench import bench_command
 from pipeline.cli_common import plain_warnings
 from pipeline.cli_devices import devices_command
+from pipeline.cli_ensemble import teacher_stats_command
 from pipeline.cli_export import export_command
 from pipeline.cli_run import report_command, run_command
 from pipeline.cli_search import search_command
@@ -33,6 +35,7 @@ def cli(verbose: bool) -> None:
     plain_warnings()
 
 
+cli.add_command(analyze_command)
 cli.add_command(arch_group)
 cli.add_command(bench_command)
 cli.add_command(devices_command)
@@ -41,6 +44,7 @@ cli.add_command(report_command)
 cli.add_command(run_command)
 cli.add_command(search_command)
 cli.add_command(tables_group)
+teacher_group.add_command(teacher_stats_command)
 cli.add_command(teacher_group)
 cli.add_command(train_command)
 

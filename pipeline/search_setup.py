@@ -85,7 +85,18 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
         seconds = time.perf_counter() - started
         note = f"teacher logits {'read from' if hit else 'computed into'} {path} ({seconds:.1f} s)"
         log(note)
-    task = ProxyTask(
+    task = proxy_task(config, mini_train, mini_val, teacher)
+    executor = build_executor(config, task, log)
+    setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
+    setup.closers.append(executor.close)
+    if config.reward.cost == "latency_ms":
+        setup.chain = _latency_chain(config, setup, log)
+    return setup
+
+
+def proxy_task(config: SearchConfig, mini_train, mini_val, teacher) -> ProxyTask:
+    """The proxy task of `config` (its [proxy] section, seed, threads and [compute])."""
+    return ProxyTask(
         mini_train,
         mini_val,
         config.proxy,
@@ -94,23 +105,15 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
         threads=config.proxy.threads,
         compute=config.compute,
     )
-    executor = build_executor(config, task, log, space)
-    setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
-    setup.closers.append(executor.close)
-    if config.reward.cost == "latency_ms":
-        setup.chain = _latency_chain(config, setup, log)
-    return setup
 
 
-def build_executor(
-    config: SearchConfig, task: ProxyTask, log: Callable[[str], None], space: Any = None
-) -> Executor:
+def build_executor(config: SearchConfig, task: ProxyTask, log: Callable[[str], None]) -> Executor:
     """The executor that ``search.executor`` names (Ray: `pipeline.ray_executor`), or KDAS's
     shared weights (`pipeline.kdas_shared`) with ``kdas.evaluation = "shared"``."""
     if config.search.method == "kdas" and config.kdas.evaluation == "shared":
         from pipeline.kdas_shared import SharedWeightExecutor
 
-        return SharedWeightExecutor(task, space)
+        return SharedWeightExecutor(task, config.kdas.build(config.space))
     if config.search.executor == "ray":
         from pipeline.ray_executor import RayExecutor
 

@@ -31,6 +31,8 @@ def test_unknown_family_prefix_names_the_known_ones():
         decode_network("nosuch:in32_cls10|x")
     with pytest.raises(ValueError, match="unknown network family"):
         resolve_arch("nosuch:abc")
+    with pytest.raises(ValueError, match="must be text, not NoneType"):
+        decode_network(None)
 
 
 def test_table_backend_names_the_fix_for_a_network_it_cannot_predict():
