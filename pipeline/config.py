@@ -204,6 +204,8 @@ class LatencyConfig:
     measurement_cache: str = ""  # SQLite file; "": device_bench's default; "none": no cache
     threads: int = 1  # inference threads on host backends
     overlap: bool = True  # export candidates in a background process while training
+    direct_files: bool = True  # write .tflite latency files directly (no converter), guarded
+    direct_check_every: int = 20  # ...and convert every Nth arch (and every winner) to compare
     remeasure_top: int = 3  # re-measure this many front-runners when a better backend returns
 
     def __post_init__(self) -> None:
@@ -211,6 +213,7 @@ class LatencyConfig:
         for spec in self.backends:
             _backend_spec(spec, "latency.backends")
         _require(self.remeasure_top >= 0, "latency.remeasure_top", "must be >= 0")
+        _require(self.direct_check_every >= 1, "latency.direct_check_every", "must be >= 1")
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

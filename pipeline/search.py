@@ -35,11 +35,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from models.arch import Arch
 from pipeline.config import SearchConfig, config_hash, save_config
 from pipeline.executor import TrainJob
 from pipeline.layout import SearchLayout
@@ -244,8 +245,10 @@ class Search:
             return
         chain.refresh()
         for _ in range(rounds):
-            rows = self.store.scored(self.config.reward.cost)
-            if not self.remeasure(contenders(rows, self.config)):
+            rows = contenders(self.store.scored(self.config.reward.cost), self.config)
+            # direct latency files of the contenders are compared with conversions first
+            redo = set(chain.verify_files([Arch.decode(r.arch) for r in rows]))
+            if not self.remeasure(rows, again=redo):
                 break
 
     # -- pieces ----------------------------------------------------------------------------
@@ -407,14 +410,15 @@ class Search:
         rows = sorted(self.store.scored(), key=lambda r: (-(r.reward or 0.0), r.id))
         return rows[:k]
 
-    def remeasure(self, rows: Sequence[Candidate]) -> int:
-        """Re-time rows scored by a worse backend than the best one up now; every row of the
-        same arch gets the new latency and reward.  Returns how many archs were re-measured."""
-        from models.arch import Arch
-
+    def remeasure(self, rows: Sequence[Candidate], again: Collection[str] = ()) -> int:
+        """Re-time rows scored by a worse backend than the best one up now, and rows whose
+        arch key is in `again`; every row of the same arch gets the new latency and reward.
+        Returns how many archs were re-measured."""
         chain, done = self.setup.chain, 0
         for row in rows:
-            if chain is None or not chain.needs_remeasure(row.latency_rank):
+            if chain is None:
+                continue
+            if not (chain.needs_remeasure(row.latency_rank) or row.key in again):
                 continue
             record = chain.measure(Arch.decode(row.arch))
             self.log(

@@ -112,12 +112,24 @@ def build_executor(config: SearchConfig, task: ProxyTask, log: Callable[[str], N
 
 
 def _latency_chain(config: SearchConfig, setup: SearchSetup, log: Callable[[str], None]):
+    from functools import partial
+
+    from models.export import latency_artifact
     from pipeline.latency_chain import LatencyChain, WorkerExporter
 
     exporter = None
     if config.latency.overlap:
         exporter = WorkerExporter(config.latency.export_cache_dir, num_threads=1)
         setup.closers.append(exporter.close)
+    if config.latency.direct_files:
+        from pipeline.latency_files import GuardedExporter
+
+        exporter = GuardedExporter(
+            config.latency.export_cache_dir,
+            exporter or partial(latency_artifact, cache_dir=config.latency.export_cache_dir),
+            check_every=config.latency.direct_check_every,
+            log=log,
+        )
     chain = LatencyChain(
         config.latency.backends,
         export_cache_dir=config.latency.export_cache_dir,
