@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import publish  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,7 @@ def main() -> None:
 
     import device_bench.cache
     from pipeline.config import load_config
+    from pipeline.run_config import RUN_SECTIONS, RunConfig
     from pipeline.search import Search
     from pipeline.search_setup import build_setup, load_splits, proxy_teacher
     from pipeline.store import ResultsStore
@@ -69,7 +70,8 @@ def main() -> None:
             "latency": {"export_cache_dir": f"{tmp}/artifacts", "measurement_cache": "none"},
             "search": {"max_candidates": str(args.candidates), "max_hours": "0"},
         }
-        config = load_config(REPO / "configs" / "quickstart.toml", overrides)
+        quickstart = REPO / "configs" / "quickstart.toml"
+        config = load_config(quickstart, overrides, RunConfig, RUN_SECTIONS)
         started = time.perf_counter()
         mini_train, _ = load_splits(config)
         per_search = {"data (load and split)": time.perf_counter() - started}
@@ -157,11 +159,7 @@ def main() -> None:
         f"1-min load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores "
         "shared with other jobs: absolute seconds are under load)."
     )
-    print(table + "\n\n" + notes)
-    if not args.no_write:
-        command = "python bench/candidate_budget.py " + " ".join(sys.argv[1:])
-        write_section("Throughput budget: one quickstart candidate", command.strip(), table,
-                      notes=notes)  # fmt: skip
+    publish("Throughput budget: one quickstart candidate", table, notes, write=not args.no_write)
 
 
 if __name__ == "__main__":

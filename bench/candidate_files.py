@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import median_and_range, write_section  # noqa: E402
+from _report import median_and_range, publish  # noqa: E402
 
 from device_bench.direct_files import direct_bytes, graph_differences, write_direct  # noqa: E402
 from device_bench.host import HostTFLiteBackend  # noqa: E402
@@ -106,11 +106,9 @@ def main() -> None:
         f"before, {load_after[0]:.1f} after (2 cores shared with other jobs: absolute seconds "
         "are under load; the ratios were measured side by side in the same run)."
     )
-    print(table + "\n\n" + notes)
-    if not args.no_write:
-        command = "python bench/candidate_files.py " + " ".join(sys.argv[1:])
-        write_section("Candidate latency files: litert-torch vs direct", command.strip(), table,
-                      notes=notes)  # fmt: skip
+    publish(
+        "Candidate latency files: litert-torch vs direct", table, notes, write=not args.no_write
+    )
 
 
 if __name__ == "__main__":

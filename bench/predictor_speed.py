@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import publish  # noqa: E402
 
 from device_bench.table_build import space_from_header  # noqa: E402
 from latency_tables.keys import arch_key_tuples  # noqa: E402
@@ -108,11 +108,7 @@ def main() -> None:
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores shared with other "
         "jobs: absolute times are under load; the paths were timed in the same run)."
     )
-    print(table_md + "\n\n" + notes)
-    if not args.no_write:
-        command = "python bench/predictor_speed.py " + " ".join(sys.argv[1:])
-        write_section("Latency table predictor: us per arch", command.strip(), table_md,
-                      notes=notes)  # fmt: skip
+    publish("Latency table predictor: us per arch", table_md, notes, write=not args.no_write)
     if not identical:
         raise SystemExit("predictions differ from the per-layer sum")
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section  # noqa: E402
+from _report import publish  # noqa: E402
 from train_speed import MODEL, _PilDataset  # noqa: E402
 
 from models.baselines import resolve_arch  # noqa: E402
@@ -149,11 +149,7 @@ def main() -> None:
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores shared with other "
         "jobs: absolute times are under load; the loops ran side by side, step by step)."
     )
-    print(table + "\n\n" + notes)
-    if not args.no_write:
-        command = "python bench/train_phases.py " + " ".join(sys.argv[1:])
-        write_section("Training step: where the time goes (CPU)", command.strip(), table,
-                      notes=notes)  # fmt: skip
+    publish("Training step: where the time goes (CPU)", table, notes, write=not args.no_write)
 
 
 if __name__ == "__main__":
