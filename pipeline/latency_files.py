@@ -101,10 +101,24 @@ class GuardedExporter:
             f"converted {converted_ms:.3f} ms (ratio {ratio:.3f})"
         )
 
-    def close(self) -> None:
-        close = getattr(self.converter, "close", None)
-        if close is not None:
-            close()
+    def summary(self) -> str:
+        """One line: how many files were written directly, converted, checked, mismatched."""
+        import statistics
+
+        with self._lock:
+            stats = self.stats
+            ratios = (
+                f", direct/converted timing ratio median {statistics.median(stats.ratios):.3f} "
+                f"over {len(stats.ratios)}"
+                if stats.ratios
+                else ""
+            )
+            return (
+                f"latency files: {stats.direct} written directly, {stats.converted} converted, "
+                f"{stats.checked} checked op by op, {len(stats.mismatched)} mismatched"
+                + (f" ({', '.join(stats.mismatched)})" if stats.mismatched else "")
+                + ratios
+            )
 
     # -- pieces ----------------------------------------------------------------------------
 

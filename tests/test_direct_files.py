@@ -73,6 +73,9 @@ def test_guard_checks_every_nth_arch_and_times_both_files(converted, tmp_path):
     assert len(guard.stats.ratios) == 1
     assert chain.verify_files([tiny]) == []  # already checked: no second conversion
     assert not guard.stats.mismatched
+    assert guard.summary().startswith(
+        "latency files: 2 written directly, 1 converted, 1 checked op by op, 0 mismatched"
+    )
 
 
 def test_guard_falls_back_loudly_on_a_mismatch(converted, tmp_path):
@@ -97,3 +100,12 @@ def test_guard_falls_back_loudly_on_a_mismatch(converted, tmp_path):
     assert guard(late, "tflite") == files["tflite"]
     with pytest.raises(ValueError, match="check_every"):
         GuardedExporter(tmp_path, wrong_network, check_every=0)
+
+
+def test_config_options_are_checked():
+    from pipeline.config import ConfigError, load_config
+
+    config = load_config(None, {"latency": {"direct_files": "false", "direct_check_every": "5"}})
+    assert config.latency.direct_files is False and config.latency.direct_check_every == 5
+    with pytest.raises(ConfigError, match="latency.direct_check_every"):
+        load_config(None, {"latency": {"direct_check_every": "0"}})
