@@ -105,7 +105,10 @@ def test_guard_falls_back_loudly_on_a_mismatch(converted, tmp_path):
 def test_config_options_are_checked():
     from pipeline.config import ConfigError, load_config
 
-    config = load_config(None, {"latency": {"direct_files": "false", "direct_check_every": "5"}})
+    ce = {"proxy": {"loss": "ce"}}
+    config = load_config(
+        None, {**ce, "latency": {"direct_files": "false", "direct_check_every": "5"}}
+    )
     assert config.latency.direct_files is False and config.latency.direct_check_every == 5
     with pytest.raises(ConfigError, match="latency.direct_check_every"):
-        load_config(None, {"latency": {"direct_check_every": "0"}})
+        load_config(None, {**ce, "latency": {"direct_check_every": "0"}})
