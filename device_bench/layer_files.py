@@ -29,7 +29,7 @@ from latency_tables.keys import LayerKey
 from models.damage import set_aside
 from models.files import atomic_write
 
-LAYER_FILES_VERSION = 1
+LAYER_FILES_VERSION = 2  # 2: the direct writer drops or sums global pools of 1x1 maps
 DEFAULT_CHUNK = 16
 CONVERTERS = ("direct", "litert")
 TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4-8 of every .tflite

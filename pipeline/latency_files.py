@@ -53,21 +53,23 @@ class GuardedExporter:
         self._fallback: set[str] = set()  # arch keys whose direct file did not match
         self._checked: set[tuple[str, str]] = set()
         self._pairs: dict[tuple[str, str], Path] = {}  # matched, not yet timed side by side
+        self._file_locks: dict[tuple[str, str], threading.Lock] = {}  # one maker per file
 
     def __call__(self, arch, fmt: str) -> Path:
         from device_bench.direct_files import covers
 
         key = arch.key()
-        with self._lock:
-            if (key, fmt) in self._files:
-                return self._files[key, fmt]
-            order = self._seen.setdefault(key, len(self._seen))
-            use_converter = key in self._fallback or not covers(arch, fmt)
-        if use_converter:
-            return self._remember(key, fmt, self._convert(arch, fmt))
-        if order % self.check_every == 0:
-            return self._check(arch, fmt)
-        return self._remember(key, fmt, self._write(arch, fmt))
+        with self._file_lock(key, fmt):  # the background export and the timing ask at once
+            with self._lock:
+                if (key, fmt) in self._files:
+                    return self._files[key, fmt]
+                order = self._seen.setdefault(key, len(self._seen))
+                use_converter = key in self._fallback or not covers(arch, fmt)
+            if use_converter:
+                return self._remember(key, fmt, self._convert(arch, fmt))
+            if order % self.check_every == 0:
+                return self._check(arch, fmt)
+            return self._remember(key, fmt, self._write(arch, fmt))
 
     def verify(self, archs: Iterable, fmt: str) -> list[str]:
         """Compare the direct `fmt` files of `archs` with conversions (the search's winners);
@@ -78,13 +80,16 @@ class GuardedExporter:
         fell_back = []
         for arch in archs:
             key = arch.key()
-            with self._lock:
-                done = (key, fmt) in self._checked or key in self._fallback
-            if done or not covers(arch, fmt):
+            if not covers(arch, fmt):
                 continue
-            self._check(arch, fmt)
-            if key in self._fallback:
-                fell_back.append(key)
+            with self._file_lock(key, fmt):
+                with self._lock:
+                    done = (key, fmt) in self._checked or key in self._fallback
+                if not done:
+                    self._check(arch, fmt)
+            with self._lock:
+                if not done and key in self._fallback:
+                    fell_back.append(key)
         return fell_back
 
     def pending_pair(self, arch, fmt: str) -> Path | None:
@@ -121,6 +126,10 @@ class GuardedExporter:
             )
 
     # -- pieces ----------------------------------------------------------------------------
+
+    def _file_lock(self, key: str, fmt: str) -> threading.Lock:
+        with self._lock:
+            return self._file_locks.setdefault((key, fmt), threading.Lock())
 
     def _write(self, arch, fmt: str) -> Path:
         from device_bench.direct_files import write_direct

@@ -13,6 +13,11 @@ from pipeline.latency_files import LOUD, GuardedExporter
 from tests.export_helpers import TINY
 
 OTHER = "in32_cls10|stem_k3_s1_c8_re|ds_k3_s2_se0_id_c16_n1_re|head_c32_re"
+# ends on a 1x1 map, squeeze-excite there: litert-torch drops that SE's pool and sums the head's
+ONE_BY_ONE = (
+    "in32_cls10|stem_k3_s2_c8_re|ds_k3_s2_se0_id_c16_n1_re|mb3_k3_s2_se0_id_c24_n1_r6|"
+    "conv_k3_s2_se0_noskip_c32_n1_re|ds_k3_s2_se25_id_c32_n2_re|head_c32_re"
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +30,7 @@ def converted(tmp_path_factory):
     convert = partial(latency_artifact, cache_dir=cache)
     arch = Arch.decode(TINY)
     files = {fmt: convert(arch, fmt) for fmt in ("tflite", "tflite-fp16", "tflite-int8")}
+    files["1x1"] = convert(Arch.decode(ONE_BY_ONE), "tflite")
     return files, convert
 
 
@@ -39,6 +45,13 @@ def test_direct_file_is_the_converters_graph(converted, fmt):
     assert graph_differences(direct_bytes(Arch.decode(OTHER), fmt), real)
     if fmt != "tflite":
         assert graph_differences(direct_bytes(Arch.decode(TINY), "tflite"), real)
+
+
+def test_direct_file_of_a_network_ending_on_a_1x1_map(converted):
+    files, _ = converted
+    direct = direct_bytes(Arch.decode(ONE_BY_ONE), "tflite")
+    assert graph_differences(direct, files["1x1"].read_bytes()) == []
+    assert "SUM" in {op[0] for op in graph_signature(direct)}
 
 
 def test_coverage_refuses_hard_swish_and_onnx():
