@@ -104,60 +104,70 @@ def main() -> None:
     load_after = os.getloadavg()
 
     n = len(rows)
-    per_candidate = {"proxy training": sum(r.train_seconds or 0.0 for r in rows) / n}
-    for label in (
-        "latency file, direct",
-        "latency file, litert-torch (guard)",
-        "timing (host:tflite)",
-        "results store",
-        "controller",
-    ):
-        per_candidate[label] = seconds[label] / n
-    driver = sum(v for k, v in per_candidate.items() if k != "proxy training")
-    train = per_candidate["proxy training"]
-    gpu_train = train / args.gpu_speedup
+    train = sum(r.train_seconds or 0.0 for r in rows) / n
+    driver_parts = ("latency file, direct", "timing (host:tflite)", "results store", "controller")
+    per_candidate = {label: seconds[label] / n for label in driver_parts}
+    driver = sum(per_candidate.values())
+    guard = "latency file, litert-torch (guard)"
+    conversions = calls[guard]
+    per_conversion = seconds[guard] / conversions if conversions else 0.0
+    every = config.latency.direct_check_every
+    converter = per_conversion / every  # a long search: one conversion per `every` archs
 
-    lines = ["| part | where | s per search | s per candidate (measured) |", "|---|---|---:|---:|"]
+    lines = ["| part | where | s per search | s per candidate |", "|---|---|---:|---:|"]
     for label, value in per_search.items():
         lines.append(f"| {label} | driver, once | {value:.2f} | {value / n:.2f} (/{n}) |")
+    lines.append(f"| proxy training | worker | | {train:.2f} |")
     for label, value in per_candidate.items():
-        where = "worker" if label == "proxy training" else "driver"
-        lines.append(f"| {label} | {where} | | {value:.3f} |")
+        lines.append(f"| {label} | driver | | {value:.3f} |")
+    lines.append(
+        f"| {guard}: {conversions} conversion(s), {per_conversion:.1f} s each | converter "
+        f"process | {seconds[guard]:.1f} | {converter:.2f} (1/{every} of a conversion) |"
+    )
     lines.append(f"| whole search loop, wall | | {search_wall:.1f} | {search_wall / n:.2f} |")
     lines += [
         "",
-        "| setting | training s | driver s per candidate | candidates/h at 1 / 2 / 16 workers "
-        "| bound by |",
-        "|---|---:|---:|---|---|",
+        "| setting | training s | driver s | converter s | candidates/h at 1 / 2 / 16 "
+        "workers | bound by |",
+        "|---|---:|---:|---:|---|---|",
     ]
     settings = {
         "quickstart, CPU (measured)": train,
-        f"GPU-sized (ESTIMATE: training / {args.gpu_speedup:g})": gpu_train,
+        f"GPU-sized (ESTIMATE: training / {args.gpu_speedup:g})": train / args.gpu_speedup,
     }
     for name, train_s in settings.items():
-        rates = [min(w * 3600 / train_s, 3600 / driver) for w in (1, 2, 16)]
-        bound = ["training" if w * 3600 / train_s < 3600 / driver else "driver" for w in (1, 2, 16)]
+        rates, bounds = [], []
+        for workers in (1, 2, 16):
+            limits = {
+                "training": workers * 3600 / train_s,
+                "driver": 3600 / driver,
+                "converter": 3600 / converter if converter else float("inf"),
+            }
+            bound = min(limits, key=limits.get)
+            rates.append(limits[bound])
+            bounds.append(bound)
         lines.append(
-            f"| {name} | {train_s:.2f} | {driver:.2f} | "
+            f"| {name} | {train_s:.2f} | {driver:.2f} | {converter:.2f} | "
             + " / ".join(f"{r:,.0f}" for r in rates)
-            + f" | {' / '.join(bound)} |"
+            + f" | {' / '.join(bounds)} |"
         )
     table = "\n".join(lines)
-    biggest = max((k for k in per_candidate if k != "proxy training"), key=per_candidate.get)
+    biggest = max(per_candidate, key=per_candidate.get)
     notes = (
         f"`configs/quickstart.toml` (KD proxy, 2 epochs on 1,000 images, batch 32, 1 thread; "
-        f"host:tflite with direct latency files, guard every "
-        f"{config.latency.direct_check_every}th arch), {n} candidates, empty caches. Driver "
-        f"parts per candidate: {', '.join(f'{k} {v:.3f} s' for k, v in per_candidate.items())}"
-        f"; the largest driver part is {biggest}. "
-        "The first candidate is always checked by the guard (one litert-torch conversion), so "
-        f"with {n} candidates the guard's cost per candidate is 1/{n} of a conversion; over a "
-        f"long search it is 1/{config.latency.direct_check_every} (plus the contenders). "
+        f"host:tflite with direct latency files, guard every {every}th arch and every "
+        f"contender), {n} candidates, empty caches. Training runs in the workers (W at a "
+        "time); direct writes, timing, store and controller in the driver, one candidate at a "
+        "time (the largest: "
+        f"{biggest}); guard conversions in the background converter process (one core), "
+        f"counted at 1/{every} of a measured conversion per candidate (a long search; this "
+        f"short one converted {conversions} time(s): the first arch and the contenders). "
         "Data and teacher logits are paid once per search. The GPU row divides the measured "
-        "training time by the factor shown and keeps every driver part as measured here: an "
-        "estimate, no GPU was used; teacher logits on a GPU would shrink too (once per search). "
+        "training time by the factor shown and keeps every other part as measured here: an "
+        "ESTIMATE, no GPU was used; teacher logits on a GPU would shrink too (once per search). "
         f"1-min load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores "
-        "shared with other jobs: absolute seconds are under load)."
+        "shared with other jobs: absolute seconds are under load, several times a quiet "
+        "machine's)."
     )
     publish("Throughput budget: one quickstart candidate", table, notes, write=not args.no_write)
 
