@@ -10,10 +10,11 @@ writes and litert-torch conversions, `GuardedExporter`), timing (`measure_cached
 host:tflite), results store (`ResultsStore.insert` / `update`) and controller (`propose` +
 `update`).  The instruments wrap the real calls of the running search; nothing is replaced.
 
-Candidates per hour at W workers: training runs in the workers (W at a time); latency files,
-timing, store and controller run in the driver one candidate at a time, so
-``min(W * 3600 / training, 3600 / driver)``.  The GPU-sized column is an ESTIMATE: training
-divided by `--gpu-speedup` (no GPU was used), everything else as measured.
+Candidates per hour at W workers: training runs in the workers (W at a time); direct latency
+files, timing, store and controller run in the driver one candidate at a time; guard
+conversions run in the background converter process: ``min(W * 3600 / training,
+3600 / driver, 3600 / converter)``.  The GPU-sized row is an ESTIMATE: training divided by
+`--gpu-speedup` (no GPU was used), everything else as measured.
 """
 
 from __future__ import annotations
