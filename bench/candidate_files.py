@@ -40,19 +40,22 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--space", default="mnas-cifar")
+    parser.add_argument(
+        "--from-index", type=int, default=0, help="skip the first archs (a run cut short)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
 
     space = get_space(args.space)
     rng = random.Random(args.seed)
-    archs = [space.sample(rng) for _ in range(args.n)]
+    archs = [space.sample(rng) for _ in range(args.n)][args.from_index :]
     load_before = os.getloadavg()
     seconds = {"litert": [], "direct": [], "direct-fp16": [], "direct-int8": []}
     ratios, mismatches = [], []
     backend = HostTFLiteBackend()
     with tempfile.TemporaryDirectory() as tmp:
         latency_artifact(space.sample(random.Random(-1)), "tflite", Path(tmp) / "warm")
-        for i, arch in enumerate(archs):
+        for i, arch in enumerate(archs, start=args.from_index):
             started = time.perf_counter()
             real = latency_artifact(arch, "tflite", Path(tmp) / "litert")
             seconds["litert"].append(time.perf_counter() - started)
@@ -95,10 +98,11 @@ def main() -> None:
     )
     table = "\n".join(rows)
     notes = (
-        f"{args.n} random `{args.space}` archs (seed {args.seed}), the same archs both ways. "
+        f"{len(archs)} random `{args.space}` archs (seed {args.seed}, numbers "
+        f"{args.from_index}-{args.n - 1}), the same archs both ways. "
         f"Direct is {speedup:.0f}x faster per fp32 file (ratio of medians); "
         f"graphs identical op by op (ops, tensor shapes and types, options) for "
-        f"{args.n - len(mismatches)} of {args.n}"
+        f"{len(archs) - len(mismatches)} of {len(archs)}"
         + (f" (mismatches: {[m[0] for m in mismatches]})" if mismatches else "")
         + f". Timing ratio within +-5% for {within:.0%} of archs (both files measured one after "
         "the other in this process, order alternating; the default `MeasureSettings`, 1 thread). "
