@@ -16,7 +16,7 @@ import hashlib
 import posixpath
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from android_runner.benchmark_output import (
@@ -27,11 +27,13 @@ from android_runner.benchmark_output import (
 from android_runner.connection import AdbConnection, ConnectionSettings, DeviceAddress
 from android_runner.elf import check_binary_for_abi
 from android_runner.errors import BenchmarkToolError, DeviceCommandError
+from android_runner.op_profile import OpProfile, OpProfileError, parse_op_profile
 from android_runner.probe import DeviceProbe, hottest_c, probe_device, read_temperatures
 
 REMOTE_DIR = "/data/local/tmp/pearl"
 BINARY_NAME = "benchmark_model"
 RUN_TIMEOUT_S = 300.0  # default limit on one benchmark_model run
+OP_PROFILE_FLAGS = ("--enable_op_profiling=true", "--use_xnnpack=false")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,13 +263,16 @@ class PhoneSession:
         return temp, time.monotonic() - started
 
     # ------------------------------------------------------------------ benchmark
-    def benchmark_argv(self, remote_model: str, options: RunOptions) -> list[str]:
+    def benchmark_argv(
+        self, remote_model: str, options: RunOptions, extra_flags: Sequence[str] = ()
+    ) -> list[str]:
         probe = self.ensure_connected()
         return [
             "taskset",
             probe.core_mask(options.threads),
             posixpath.join(self.remote_dir, BINARY_NAME),
             *options.flags(remote_model),
+            *extra_flags,
         ]
 
     def run_benchmark(
@@ -283,3 +288,24 @@ class PhoneSession:
             binary=binary,
             abi=self.probe.abi if self.probe else "?",
         )
+
+    def run_op_profile(
+        self, remote_model: str, options: RunOptions, *, timeout_s: float = RUN_TIMEOUT_S
+    ) -> tuple[BenchmarkResult, OpProfile]:
+        """One run with ``--enable_op_profiling=true``: its timings and its per-operator
+        profile.  XNNPACK is switched off (``--use_xnnpack=false``) so that every profiled node
+        is a TFLite op of the file, named after its output tensor (with XNNPACK the tool
+        reports the delegate's internal nodes, which name no op of the file)."""
+        binary = self.ensure_binary()
+        argv = self.benchmark_argv(remote_model, options, OP_PROFILE_FLAGS)
+        result = self.connection.run(argv, timeout_s=timeout_s)
+        timings = interpret_run(
+            result.output,
+            result.exit_code,
+            binary=binary,
+            abi=self.probe.abi if self.probe else "?",
+        )
+        try:
+            return timings, parse_op_profile(result.output)
+        except OpProfileError as err:
+            raise BenchmarkToolError(f"{err}. Last output: {_tail(result.output)}") from None

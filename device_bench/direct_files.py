@@ -26,10 +26,14 @@ SEED = 0
 
 
 def covers(arch, fmt: str) -> bool:
-    """Can `arch` be written directly in `fmt`?  (TFLite formats, ReLU / ReLU6 networks.)"""
+    """Can `arch` be written directly in `fmt`?  (TFLite formats, MnasNet-space `Arch`
+    networks with ReLU / ReLU6; other network families go to the converter.)"""
     from latency_tables.keys import arch_keys
+    from models.arch import Arch
 
-    return fmt in DIRECT_FORMATS and all(supports(key) for key in arch_keys(arch))
+    if fmt not in DIRECT_FORMATS or not isinstance(arch, Arch):
+        return False
+    return all(supports(key) for key in arch_keys(arch))
 
 
 def direct_bytes(arch, fmt: str) -> bytes:

@@ -132,6 +132,34 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def core_layout(cpuinfo: str | None = None) -> str:
+    """``"S socket(s), C core(s), L logical"`` from /proc/cpuinfo (`cpuinfo`: its text), or
+    the logical count alone where the file says less."""
+    logical = os.cpu_count() or 1
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    cores, sockets, processors = set(), set(), 0
+    socket = core = ""
+    for line in [*cpuinfo.splitlines(), ""]:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            processors += 1
+        elif key == "physical id":
+            socket = value
+        elif key == "core id":
+            core = value
+        elif not line.strip() and core:
+            cores.add((socket, core))
+            sockets.add(socket)
+            socket = core = ""
+    if not cores:
+        return f"{processors or logical} logical"
+    return f"{len(sockets)} socket(s), {len(cores)} core(s), {processors or logical} logical"
+
+
 def _package_version(name: str) -> str:
     from importlib import metadata
 
@@ -193,11 +221,14 @@ class _HostBackend:
                 "kind": "host",
                 "cpu": cpu_model_name(),
                 "cores": os.cpu_count() or 1,
+                "core_layout": core_layout(),
                 "runtime": self.package,
                 "runtime_version": _package_version(self.package),
                 "threads": self.settings.threads,
                 "delegate": self.delegate,
+                # recorded, not matched (latency_tables.identity.RECORDED_ONLY)
                 "platform": platform.platform(),
+                "hostname": platform.node(),
                 "python": platform.python_version(),
             }
         return dict(self._fingerprint)

@@ -25,6 +25,8 @@ class Measurement:
 
     `device` is the `fingerprint_id` of the device that produced it; `spread` is the relative
     spread ``(max - min) / median`` of the per-round medians (0.0 when there was one round).
+    `peak_memory_mb` is the memory footprint the device reported (phones: benchmark_model's
+    periodic peak, else its overall footprint line; None where nothing was reported).
     """
 
     median_ms: float
@@ -35,8 +37,13 @@ class Measurement:
     source: Source
     device: str
     spread: float = 0.0
+    peak_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
+        if self.peak_memory_mb is not None and not (
+            math.isfinite(self.peak_memory_mb) and self.peak_memory_mb >= 0
+        ):
+            raise ValueError(f"peak_memory_mb must be None or >= 0, not {self.peak_memory_mb!r}")
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {self.source!r}")
         if self.runs < 1:
@@ -54,13 +61,16 @@ class Measurement:
         """Inverse of `to_dict`. Missing fields raise ValueError; extra keys are ignored, so the
         JSON printed by `pearl bench` (which adds e.g. ``cached``) can be read back."""
         names = [field.name for field in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in data and name != "spread"]
+        optional = ("spread", "peak_memory_mb")
+        missing = [name for name in names if name not in data and name not in optional]
         if missing:
             raise ValueError(f"measurement is missing field(s): {', '.join(missing)}")
         values = {name: data[name] for name in names if name in data}
         for name in ("median_ms", "p90_ms", "std_ms", "min_ms", "spread"):
             if name in values:
                 values[name] = float(values[name])
+        if values.get("peak_memory_mb") is not None:
+            values["peak_memory_mb"] = float(values["peak_memory_mb"])
         values["runs"] = int(values["runs"])
         values["device"] = str(values["device"])
         return cls(**values)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from android_runner.connection import ConnectionSettings
+from android_runner.op_profile import OpProfile
 from android_runner.runner import RUN_TIMEOUT_S, RunOptions
 from device_bench.host import MeasureSettings
 from device_bench.measurement import Measurement, MeasurementError, fingerprint_id, relative_spread
@@ -147,9 +148,20 @@ def _centres_us(stats_list: Sequence) -> list[float]:
     return [float(s.median_us) if s.has_percentiles else s.avg_us for s in stats_list if s.count]
 
 
-def combine_runs(stats_list: Sequence, *, device: str) -> Measurement:
+def run_memory_mb(result) -> float | None:
+    """The memory footprint one run reported (`BenchmarkResult`, MB): the periodic peak where
+    the tool printed it, else its overall footprint (delta from the tool's start, or max RSS
+    on old builds); None when it printed neither."""
+    if result.peak_memory_mb is not None and result.peak_memory_mb >= 0:
+        return result.peak_memory_mb
+    return result.overall_memory_mb
+
+
+def combine_runs(
+    stats_list: Sequence, *, device: str, memory_mb: Sequence[float | None] = ()
+) -> Measurement:
     """One `Measurement` from the inference statistics of one or more benchmark_model runs
-    (`TimingStats`, microseconds).  Pure."""
+    (`TimingStats`, microseconds) and their memory footprints (the largest is kept).  Pure."""
     used = [s for s in stats_list if s.count > 0]
     if not used:
         raise MeasurementError("benchmark_model reported no timed run")
@@ -169,6 +181,7 @@ def combine_runs(stats_list: Sequence, *, device: str) -> Measurement:
         source="device",
         device=device,
         spread=relative_spread(centres),
+        peak_memory_mb=max((m for m in memory_mb if m is not None), default=None),
     )
 
 
@@ -285,7 +298,7 @@ class AdbBackend:
         session.ensure_connected()
         session.ensure_binary()
         remote = session.push_model(path)
-        stats = []
+        stats, memory = [], []
         for _ in range(self.settings.max_invocations):
             session.wait_until_cool(
                 self.settings.thermal_limit_c,
@@ -296,12 +309,38 @@ class AdbBackend:
                 remote, self.settings.run, timeout_s=self.options.run_timeout_s
             )
             stats.append(result.inference)
+            memory.append(run_memory_mb(result))
             if len(stats) >= self.settings.min_invocations:
                 if relative_spread(_centres_us(stats)) <= self.settings.spread_target:
                     break
-        return combine_runs(stats, device=fingerprint_id(self.fingerprint()))
+        return combine_runs(stats, device=fingerprint_id(self.fingerprint()), memory_mb=memory)
 
-    def measure(self, path: str | Path) -> Measurement:
+    def op_profile(self, path: str | Path) -> tuple[Measurement, OpProfile]:
+        """One benchmark_model run with the per-operator profile (XNNPACK off, see
+        `android_runner.runner.PhoneSession.run_op_profile`), after the same cool-down."""
+        path = self._check_model(path)
+
+        def run() -> tuple[Measurement, OpProfile]:
+            session = self.session
+            session.ensure_connected()
+            session.ensure_binary()
+            remote = session.push_model(path)
+            session.wait_until_cool(
+                self.settings.thermal_limit_c,
+                timeout_s=self.options.thermal_timeout_s,
+                poll_s=self.options.thermal_poll_s,
+            )
+            result, profile = session.run_op_profile(
+                remote, self.settings.run, timeout_s=self.options.run_timeout_s
+            )
+            device = fingerprint_id(self.fingerprint())
+            memory = [run_memory_mb(result)]
+            return combine_runs([result.inference], device=device, memory_mb=memory), profile
+
+        return self._with_retries(f"profiling {path.name}", run)
+
+    @staticmethod
+    def _check_model(path: str | Path) -> Path:
         path = Path(path)
         if not path.is_file():
             raise MeasurementError(f"model file {path} not found: check the path")
@@ -310,4 +349,8 @@ class AdbBackend:
                 f"{path} is not a .tflite file: phones run .tflite models with benchmark_model "
                 "(export one with `pearl export ... --formats tflite`)"
             )
+        return path
+
+    def measure(self, path: str | Path) -> Measurement:
+        path = self._check_model(path)
         return self._with_retries(f"measuring {path.name}", lambda: self._measure_once(path))

@@ -2,8 +2,8 @@
 
 The table needs an architecture, not a model file.  Three ways to give it one:
 
-* `TableBackend.measure_arch(arch)` (an `Arch` or its string): what the search loop calls, no
-  file involved, microseconds per call;
+* `TableBackend.measure_arch(arch)` (an `Arch`, MnasNet-space only, or its string): what the
+  search loop calls, no file involved, microseconds per call;
 * `measure(path)` on a text file (``.arch`` / ``.txt``) holding one arch string;
 * `measure(path)` on a model exported by pearl (``model.tflite`` / ``model.onnx`` with its
   ``metadata.json`` beside it, which records the arch string).
@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.layer_files import ensure_layer_files
-from device_bench.measurement import Measurement, MeasurementError, fingerprint_id
+from device_bench.measurement import Measurement, MeasurementError
 from device_bench.table_measure import DEFAULT_PASSES, LAYER_SETTINGS, combine, run_batch
 from latency_tables.keys import LayerKey
 from latency_tables.table import Entry, LatencyTable, TableError
 from models.arch import Arch
 from models.cache_dir import cache_root
+from models.network import Network, decode_network
 
 ARCH_SUFFIXES = (".arch", ".txt")
 
@@ -63,13 +64,18 @@ class TableBackend:
             "space": self.table.space,
         }
 
-    def predict_ms(self, arch: Arch | str) -> float:
+    def predict_ms(self, arch: Network | str) -> float:
         if isinstance(arch, str):
-            arch = Arch.decode(arch.strip())
+            arch = decode_network(arch)
+        if not isinstance(arch, Arch):
+            raise MeasurementError(
+                f"a latency table predicts MnasNet-space networks only, not {arch.encode()[:40]!r}"
+                "...; time it on a host or phone backend (e.g. add host:tflite to the chain)"
+            )
         hook = self._measure_key if self.measure_missing else None
         return self.table.predict_ms(arch, hook)
 
-    def measure_arch(self, arch: Arch | str) -> Measurement:
+    def measure_arch(self, arch: Network | str) -> Measurement:
         latency_ms = self.predict_ms(arch)
         return Measurement(
             median_ms=latency_ms,
@@ -89,8 +95,7 @@ class TableBackend:
         fresh measurement processes, which also report the device's fingerprint)."""
         if not self._measure_missing_checked:
             fingerprint = run_batch(self.measure_missing, LAYER_SETTINGS, [], lambda *_: None)
-            if fingerprint_id(fingerprint) != self.table.fingerprint_id:
-                self.table.check_fingerprint(fingerprint)
+            self.table.check_fingerprint(fingerprint, self.measure_missing)
             self._measure_missing_checked = True
         cache = self.cache_dir or cache_root()
         path = ensure_layer_files([key], cache)[key]
@@ -106,7 +111,7 @@ class TableBackend:
         return Entry(**combine(found))
 
 
-def arch_of_file(path: str | Path) -> Arch:
+def arch_of_file(path: str | Path) -> Network:
     """The arch a file stands for: an arch-string text file, or a pearl export (its
     metadata.json)."""
     path = Path(path)
@@ -115,7 +120,7 @@ def arch_of_file(path: str | Path) -> Arch:
     if path.suffix.lower() in ARCH_SUFFIXES:
         text = path.read_text().strip()
         try:
-            return Arch.decode(text)
+            return decode_network(text)
         except ValueError as err:
             raise MeasurementError(f"{path}: {err}") from None
     metadata = path.parent / "metadata.json"
@@ -126,6 +131,6 @@ def arch_of_file(path: str | Path) -> Arch:
             "(with its metadata.json beside it)"
         )
     try:
-        return Arch.decode(json.loads(metadata.read_text())["arch"])
+        return decode_network(json.loads(metadata.read_text())["arch"])
     except (KeyError, ValueError, TypeError) as err:
         raise MeasurementError(f"{metadata} has no valid 'arch' entry ({err})") from None

@@ -33,6 +33,7 @@ from typing import Any
 from device_bench.backends import backend_from_spec
 from device_bench.layer_files import DEFAULT_CHUNK, ensure_layer_files
 from device_bench.measurement import fingerprint_id
+from device_bench.speed_modes import entry_value
 from device_bench.table_measure import (
     DEFAULT_BATCH,
     DEFAULT_PASSES,
@@ -42,6 +43,7 @@ from device_bench.table_measure import (
     combine,
 )
 from device_bench.table_runs import MeasureRun
+from latency_tables.identity import DEFAULT_PRECISION, identity_id, with_precision
 from latency_tables.keys import space_keys
 from latency_tables.table import Correction, Entry, LatencyTable, fit_correction
 from models.arch import Arch
@@ -67,6 +69,32 @@ class BuildOptions:
     batch: int = DEFAULT_BATCH
     converter: str = "direct"
     networks: str = "litert"
+    max_passes: int = DEFAULT_PASSES + 3  # adaptive passes for files not settled yet
+
+
+REFERENCE_SEED = 4242  # the reference network: the first arch this seed samples
+# networks per batch process when only whole networks are timed (validate, adapt): small
+# enough that every pass gives several reference timings to tell speed modes apart
+NETWORK_BATCH = 20
+
+
+def reference_network(space: SearchSpace, cache_dir: Path) -> tuple[Arch, Path]:
+    """The fixed network timed first in every batch (its time is the batch's speed; see
+    `device_bench.speed_modes`), written by the direct writer (fast, deterministic)."""
+    arch = sample_archs(space, 1, REFERENCE_SEED)[0]
+    return arch, network_files([arch], cache_dir, lambda _n: None, "direct")[arch.encode()]
+
+
+def mode_values(run: MeasureRun, items: Sequence[str]) -> tuple[dict[str, float], dict]:
+    """Each item's value under the speed-mode rule (`speed_modes.entry_value`) and what the
+    header records about the modes (`protocol.reference`)."""
+    modes = run.modes()
+    values, normalised = {}, 0
+    for item in items:
+        value, scaled = entry_value(run.samples(item), modes)
+        values[item] = round(value, 6)
+        normalised += scaled
+    return values, {**modes.to_dict(), "normalised_entries": normalised}
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
@@ -180,7 +208,7 @@ def build_table(
     started = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     backend = backend_from_spec(spec, LAYER_SETTINGS)
-    fingerprint = backend.fingerprint()
+    fingerprint = with_precision(backend.fingerprint(), DEFAULT_PRECISION)
     keys = space_keys(space)
     log(f"{space.name} at {space.input_size} px: {len(keys)} layer variants (stem, layers, head)")
     advance = progress("converting layers", len(keys))
@@ -203,16 +231,23 @@ def build_table(
         "layer_settings": LAYER_SETTINGS.to_dict(),
         "network_settings": NETWORK_SETTINGS.to_dict(),
     }
+    reference_arch, reference = reference_network(space, cache_dir)
+    what["reference"] = reference_arch.encode()
     state_path = Path(str(out_path) + ".state.json")
-    run = MeasureRun(state_path, fingerprint_id(fingerprint), what)
+    run = MeasureRun(state_path, identity_id(fingerprint), what)
     layer_files = {key.encode(): path for key, path in files.items()}
     groups = [(layer_files, LAYER_SETTINGS), (nets, NETWORK_SETTINGS)]
     todo = run.remaining(list(layer_files) + list(nets), options.passes)
     prepare_seconds = time.perf_counter() - started
-    advance = progress(f"measuring ({options.passes} passes)", todo)
-    run.measure(spec, groups, options.passes, batch=options.batch, on_progress=advance)
+    advance = progress(f"measuring ({options.passes}+ passes)", todo)
+    run.measure(
+        spec, groups, options.passes, batch=options.batch, on_progress=advance,
+        reference=reference, max_passes=options.max_passes,
+    )  # fmt: skip
+    values, modes = mode_values(run, [*layer_files, *nets])
     entries = {
-        key: Entry(**combine(run.measurements(key.encode(), options.passes))) for key in keys
+        key: Entry(**{**combine(run.measurements(key.encode())), "min_ms": values[key.encode()]})
+        for key in keys
     }
     table = LatencyTable(
         entries,
@@ -232,13 +267,16 @@ def build_table(
                 "layer_settings": LAYER_SETTINGS.to_dict(),
                 "network_settings": NETWORK_SETTINGS.to_dict(),
                 "load_avg_1min_median": statistics.median(run.state["load"] or [0.0]),
+                "reference": {"arch": reference_arch.encode(), **modes},
+                "max_passes": options.max_passes,
+                "passes_run": run.pass_count(),
             },
             # file preparation of the last run + measuring over all runs (resumes included)
             "build_seconds": round(prepare_seconds + run.state.get("seconds", 0.0), 1),
         },
     )
     sums = [table.sum_ms(arch) for arch in archs]
-    measured = [min(m.min_ms for m in run.measurements(a.encode(), options.passes)) for a in archs]
+    measured = [values[a.encode()] for a in archs]
     correction = fit_correction(sums, measured)
     correction = Correction(
         correction.scale,
@@ -270,54 +308,92 @@ def validate_table(
     cache_dir: str | os.PathLike | None = None,
     state_path: str | os.PathLike | None = None,
     progress: Progress = _no_progress,
-    batch: int = 50,
+    batch: int = NETWORK_BATCH,
     measure: bool = True,
     networks: str = "litert",
+    max_passes: int | None = None,
 ) -> dict[str, Any]:
     """Predict and measure `n` random archs of the table's space (seed `seed`) and report
     ``within_5``, ``within_10`` (shares), ``rmspe``, ``n`` and the worst cases.
     With ``measure=False`` only archs already in the state file are used (a partial report)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     backend = backend_from_spec(spec, NETWORK_SETTINGS)
-    fingerprint = backend.fingerprint()
-    table.check_fingerprint(fingerprint)
+    fingerprint = with_precision(backend.fingerprint(), table.precision)
+    table.check_fingerprint(fingerprint, spec)
     space = space_from_header(table.space)
     archs = sample_archs(space, n, seed)
     predicted = {a.encode(): table.predict_ms(a) for a in archs}  # missing keys fail early
+    reference_arch, reference = reference_network(space, cache_dir)
     what = {
         "space": space_header(space),
         "seed": seed,
         "settings": NETWORK_SETTINGS.to_dict(),
         "networks": networks,
         "host_clock": HOST_CLOCK,
+        "reference": reference_arch.encode(),
     }
-    run = MeasureRun(state_path, fingerprint_id(fingerprint), what)
+    run = MeasureRun(state_path, identity_id(fingerprint), what)
     if measure:
         advance = progress("converting networks", len(archs))
         nets = network_files(archs, cache_dir, advance, networks)
         todo = run.remaining(list(nets), passes)
-        advance = progress(f"measuring ({passes} passes)", todo)
-        run.measure(spec, [(nets, NETWORK_SETTINGS)], passes, batch=batch, on_progress=advance)
+        advance = progress(f"measuring ({passes}+ passes)", todo)
+        run.measure(
+            spec, [(nets, NETWORK_SETTINGS)], passes, batch=batch, on_progress=advance,
+            reference=reference, max_passes=max_passes,
+        )  # fmt: skip
+    done = [a.encode() for a in archs if len(run.measurements(a.encode())) >= passes]
+    values, modes = mode_values(run, done) if done else ({}, {})
     rows = []
-    for arch in archs:
-        text = arch.encode()
-        found = run.measurements(text, passes)
-        if len(found) < passes:
-            continue
-        measured = min(m.min_ms for m in found)
-        minima = [m.min_ms for m in found]
+    for text in done:
+        minima = [m.min_ms for m in run.measurements(text)]
         rows.append(
             {
                 "arch": text,
                 "predicted_ms": predicted[text],
-                "measured_ms": measured,
-                "error": predicted[text] / measured - 1,
+                "measured_ms": values[text],
+                "error": predicted[text] / values[text] - 1,
                 "pass_spread": (max(minima) - min(minima)) / statistics.median(minima),
             }
         )
     report = accuracy_report(rows, table, spec, seed, passes, run.state["load"])
     report["networks"] = networks
+    report["modes"] = modes
+    report["passes_run"] = run.pass_count()
+    report["warnings"] = run_warnings(modes, run.state["load"], table)
     return report
+
+
+def run_warnings(
+    modes: dict, loads: Sequence[float], table: LatencyTable, cores: int | None = None
+) -> list[str]:
+    """What makes a validation (or build) untrustworthy: a loaded machine, a slow speed mode,
+    a fast mode that differs from the one the table was built in.  Pure."""
+    cores = cores or os.cpu_count() or 1
+    warnings = []
+    load = statistics.median(loads) if loads else 0.0
+    if load >= cores:
+        warnings.append(
+            f"the machine was loaded (median 1-min load {load:.2f} on {cores} cores): the "
+            "timings are not trustworthy; rerun on a quiet machine"
+        )
+    if modes.get("slow_ms") is not None:
+        warnings.append(
+            f"the machine ran in two speed modes (reference {modes['fast_ms']:.3f} ms fast, "
+            f"{modes['slow_ms']:.3f} ms slow; {1 - modes['fast_share']:.0%} of batches slow): "
+            f"values use the fast mode ({modes.get('normalised_entries', 0)} normalised from "
+            "slow batches only)"
+        )
+    built = (table.header.get("protocol") or {}).get("reference") or {}
+    if built.get("fast_ms") and modes.get("fast_ms"):
+        ratio = modes["fast_ms"] / built["fast_ms"]
+        if abs(ratio - 1) > 0.15:
+            warnings.append(
+                f"this run's fast mode is {ratio - 1:+.0%} off the table's ({modes['fast_ms']:.3f}"
+                f" vs {built['fast_ms']:.3f} ms for the reference network): the device is not "
+                "in the state the table was built in"
+            )
+    return warnings
 
 
 def accuracy_report(

@@ -35,7 +35,10 @@ class BlockSums:
         self._heads.clear()
 
     def sum_ms(self, arch: Arch) -> float | None:
-        """Plain sum of `arch`'s entries in layer order; None when one is missing."""
+        """Plain sum of `arch`'s entries in layer order; None when one is missing (or `arch`
+        is not a MnasNet-space `Arch`: the caller's general path answers)."""
+        if not isinstance(arch, Arch):
+            return None
         stem = arch.stem
         value = self._stems.get((stem, arch.input_size))
         if value is None:

@@ -39,11 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from latency_tables.block_sums import BlockSums
+from latency_tables.identity import DEFAULT_PRECISION, differences
 from latency_tables.keys import KEY_FIELDS, LayerKey, arch_key_tuples
 from models.arch import Arch
 from models.files import atomic_write
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# format 1 (before device identity, precision and the reference protocol) reads as format 2:
+# its fingerprint gets ``precision: fp32`` (what every format-1 table was measured on)
+READABLE_VERSIONS = (1, 2)
 MAGIC = "# pearl latency table"
 STAT_FIELDS = ("min_ms", "median_ms", "p90_ms", "std_ms", "runs", "passes", "pass_spread")
 HEADER_FIELDS = (
@@ -198,22 +202,37 @@ class LatencyTable:
     def space(self) -> dict[str, Any]:
         return dict(self.header.get("space") or {})
 
-    def check_fingerprint(self, fingerprint: Mapping[str, Any]) -> None:
-        """Raise `TableError` naming every differing field if `fingerprint` is not the
-        table's (a table only predicts for the device and runtime settings it was built on)."""
-        mine = self.fingerprint
-        if dict(fingerprint) == mine:
+    @property
+    def precision(self) -> str:
+        return str(self.fingerprint.get("precision", DEFAULT_PRECISION))
+
+    @property
+    def upgrade_note(self) -> str | None:
+        """What reading an older format assumed (None for a current table)."""
+        old = self.header.get("upgraded_from")
+        if old is None:
+            return None
+        return (
+            f"note: {self.name} is a format-{old} latency table (older pearl); read as format "
+            f"{FORMAT_VERSION} with precision {DEFAULT_PRECISION}; fields it does not record "
+            "are not checked. Rebuild it (`pearl tables build`) to record them"
+        )
+
+    def check_fingerprint(self, fingerprint: Mapping[str, Any], spec: str = "DEVICE") -> None:
+        """Raise `TableError` naming every differing identity field (`latency_tables.identity`:
+        CPU, cores, runtime and version, threads, delegate, precision; not the kernel build or
+        host name) and saying what makes a valid table for that device."""
+        diffs = differences(self.fingerprint, fingerprint)
+        if not diffs:
             return
-        fields = sorted(set(mine) | set(fingerprint))
-        diffs = [
-            f"{name}: table {mine.get(name)!r} vs device {fingerprint.get(name)!r}"
-            for name in fields
-            if mine.get(name) != fingerprint.get(name)
-        ]
+        space = self.space
         raise TableError(
             f"latency table {self.name} was built for another device or runtime setting ("
             + "; ".join(diffs)
-            + "): rebuild it on this device with `pearl tables build`"
+            + f"): adapt it to this device from ~25 whole-network measurements with `pearl "
+            f"tables adapt --from {self.name} --device {spec} -o NEW.csv`, or rebuild it with "
+            f"`pearl tables build --device {spec} --space {space.get('name', 'SPACE')} --input "
+            f"{space.get('input_size', 'N')} -o NEW.csv`"
         )
 
     # -- prediction ---------------------------------------------------------------------------
@@ -307,15 +326,18 @@ class LatencyTable:
                     f"{where} line {number}: bad JSON for {name.strip()!r} ({err})"
                 ) from None
         version = header.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise TableError(
-                f"{where} has format_version {version!r}; this pearl reads version "
-                f"{FORMAT_VERSION} only: rebuild the table with this version "
-                "(`pearl tables build`) or use the pearl that wrote it"
+                f"{where} has format_version {version!r}; this pearl reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}: rebuild the table with this "
+                "version (`pearl tables build`) or use the pearl that wrote it"
             )
         for name in ("fingerprint", "space"):
             if not isinstance(header.get(name), dict):
                 raise TableError(f"{where}: header field {name!r} is missing or not an object")
+        if version != FORMAT_VERSION:
+            header["fingerprint"].setdefault("precision", DEFAULT_PRECISION)
+            header["format_version"], header["upgraded_from"] = FORMAT_VERSION, version
         entries: dict[LayerKey, Entry] = {}
         reader = csv.DictReader(lines[body_start:])
         expected = [*KEY_FIELDS, *STAT_FIELDS]

@@ -177,6 +177,18 @@ class Arch:
     def decode(cls, text: str) -> Arch:
         return _Parser(text).arch()
 
+    def cost(self):
+        """MACs and parameters (`models.costs.arch_cost`), without building the network."""
+        from models.costs import arch_cost
+
+        return arch_cost(self)
+
+    def build(self, dropout: float = 0.2):
+        """A freshly initialised network (`models.builder.build`)."""
+        from models.builder import build
+
+        return build(self, dropout)
+
     def __str__(self) -> str:
         return self.encode()
 

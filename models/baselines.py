@@ -9,6 +9,7 @@ name gives a sensible CIFAR network.
 from __future__ import annotations
 
 from models.arch import Arch, BlockSpec, HeadSpec, StemSpec, make_divisible
+from models.network import Network, decode_network
 from models.space import MOBILENET_V2_BLOCKS, STRIDE_LAYOUTS, default_layout
 
 # (op, expand, kernel, channels, layers, se_ratio, skip) per block; strides come from the layout.
@@ -106,20 +107,23 @@ def baseline(name: str, input_size: int = 224, num_classes: int = 1000) -> Arch:
     return BASELINES[name](input_size=input_size, num_classes=num_classes)
 
 
-def resolve_arch(text: str, input_size: int | None = None, num_classes: int | None = None) -> Arch:
-    """An arch from a baseline name or an arch string (what every CLI command accepts).
+def resolve_arch(
+    text: str, input_size: int | None = None, num_classes: int | None = None
+) -> Network:
+    """A network from a baseline name or an arch string of any family (`models.network`):
+    what every CLI command accepts.
 
     For a baseline, input size and class count default to 224 and 1000.  An arch string carries
     its own; giving different ones is an error rather than a silent override.
     """
     if text in BASELINES:
         return baseline(text, input_size or 224, num_classes or 1000)
-    if "|" not in text:
+    if "|" not in text and ":" not in text:
         raise ValueError(
             f"{text!r} is neither a baseline name ({', '.join(sorted(BASELINES))}) "
             "nor an arch string like 'in32_cls10|stem_...|...|head_...'"
         )
-    arch = Arch.decode(text)
+    arch = decode_network(text)
     for flag, given, actual in (
         ("--input", input_size, arch.input_size),
         ("--classes", num_classes, arch.num_classes),

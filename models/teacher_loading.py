@@ -8,7 +8,8 @@ A *teacher spec* is one of
   (``builtin:resnet20_cifar10``);
 - ``torchvision:NAME=PATH``: torchvision classification model NAME built with ``weights=None``
   and loaded from the local state-dict file PATH (nothing is ever downloaded);
-- several of the above separated by commas: an `Ensemble` that averages their logits.
+- several of the above separated by commas: an `Ensemble` that averages their logits;
+- an ensemble spec file (``*.json``, `models.ensembles`), alone or as one of the parts.
 
 A Pearl checkpoint is a plain dict (loadable with ``torch.load(..., weights_only=True)``)::
 
@@ -31,7 +32,6 @@ import torch
 from torch import nn
 
 from models.baselines import resolve_arch
-from models.builder import build
 from models.files import atomic_path
 from models.teachers import CIFAR_RESNET_DEPTHS, Ensemble, cifar_resnet
 
@@ -63,7 +63,7 @@ def build_model(name: str, *, num_classes: int, input_size: int, dropout: float 
         raise TeacherError(
             f"{error}; CIFAR ResNets ({', '.join(CIFAR_RESNETS)}) are also accepted"
         ) from None
-    return build(arch, dropout)
+    return arch.build(dropout)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,26 +194,39 @@ def load_teacher(
     other ones is an error.  With `mean`/`std` (the normalisation of the inputs it will get), a
     Pearl checkpoint recorded with different statistics is wrapped in `Renormalize`.
     """
+    from models.ensembles import agreement_problem, member_specs
+
     parts = [part.strip() for part in spec.split(",")]
     if not spec.strip() or any(not part for part in parts):
         raise TeacherError(f"empty teacher spec in {spec!r}; {_SPEC_FORMS}")
-    members = [
-        _load_one(part, num_classes=num_classes, input_size=input_size, mean=mean, std=std)
-        for part in parts
+    names = member_specs(spec)
+    loaded = [
+        _load_one(name, num_classes=num_classes, input_size=input_size, mean=mean, std=std)
+        for name in names
     ]
+    checkpoints = [(name, pay) for name, (_, pay) in zip(names, loaded, strict=True) if pay]
+    for part, payload in checkpoints[1:]:
+        problem = agreement_problem(checkpoints[0][1], payload, normalisation=False)
+        if problem:
+            raise TeacherError(
+                f"ensemble member {part} has {problem} (member {checkpoints[0][0]} sets the "
+                "reference); use members trained on the same label set"
+            )
+    members = [model for model, _ in loaded]
     teacher = members[0] if len(members) == 1 else Ensemble(members)
     return teacher.eval()
 
 
 _SPEC_FORMS = (
     "a teacher is a Pearl checkpoint path, builtin:NAME, torchvision:NAME=WEIGHTS_FILE, "
-    "or a comma-separated list of these (an ensemble)"
+    "an ensemble spec file (.json), or a comma-separated list of these (an ensemble)"
 )
 
 
-def _load_one(spec, *, num_classes, input_size, mean, std) -> nn.Module:
+def _load_one(spec, *, num_classes, input_size, mean, std) -> tuple[nn.Module, dict | None]:
+    """``(network, its checkpoint dict or None for a torchvision model)``."""
     if spec.startswith(TORCHVISION_PREFIX):
-        return _load_torchvision(spec.removeprefix(TORCHVISION_PREFIX), num_classes)
+        return _load_torchvision(spec.removeprefix(TORCHVISION_PREFIX), num_classes), None
     path = resolve_checkpoint_path(spec)
     model, payload = load_checkpoint(path)
     if payload["num_classes"] != num_classes:
@@ -230,7 +243,7 @@ def _load_one(spec, *, num_classes, input_size, mean, std) -> nn.Module:
     if mean is not None and std is not None and saved_mean and saved_std:
         if not _close(mean, saved_mean) or not _close(std, saved_std):
             model = Renormalize(model, mean, std, saved_mean, saved_std)
-    return model
+    return model, payload
 
 
 def resolve_checkpoint_path(spec: str) -> Path:
@@ -309,8 +322,10 @@ def _classifier_outputs(state: dict[str, torch.Tensor]) -> int | None:
 
 def describe_teacher(spec: str) -> str:
     """One line per member for reports: what the teacher is and its recorded test accuracy."""
+    from models.ensembles import member_specs
+
     lines = []
-    for part in (p.strip() for p in spec.split(",")):
+    for part in member_specs(spec):
         if part.startswith(TORCHVISION_PREFIX):
             name, _, weights = part.removeprefix(TORCHVISION_PREFIX).partition("=")
             lines.append(f"torchvision {name} with weights {weights}")

@@ -10,6 +10,7 @@ from pipeline.cli_arch import arch_group
 from pipeline.cli_bench import bench_command
 from pipeline.cli_common import plain_warnings
 from pipeline.cli_devices import devices_command
+from pipeline.cli_ensemble import teacher_stats_command
 from pipeline.cli_export import export_command
 from pipeline.cli_run import report_command, run_command
 from pipeline.cli_search import search_command
@@ -41,6 +42,7 @@ cli.add_command(report_command)
 cli.add_command(run_command)
 cli.add_command(search_command)
 cli.add_command(tables_group)
+teacher_group.add_command(teacher_stats_command)
 cli.add_command(teacher_group)
 cli.add_command(train_command)
 

@@ -9,7 +9,6 @@ import click
 
 from models.arch import Arch
 from models.costs import (
-    arch_cost,
     classifier_cost,
     head_conv_cost,
     layer_cost,
@@ -53,8 +52,9 @@ def describe_command(arch_text, input_size, num_classes, as_json) -> None:
     """Show an architecture's canonical string, key, MACs, parameters and a table of its rows
     (stem, every layer, head conv, classifier) that add up to the totals."""
     arch = arch_or_fail(arch_text, input_size, num_classes)
-    cost = arch_cost(arch)
-    rows = describe_rows(arch)
+    cost = arch.cost()
+    # MnasNet strings: every layer; another family: its own rows (same keys) where it has them
+    rows = describe_rows(arch) if isinstance(arch, Arch) else getattr(arch, "rows", list)()
     if as_json:
         summary = {
             "arch": arch.encode(),

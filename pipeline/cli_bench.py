@@ -95,6 +95,12 @@ def _export_arch(text: str, fmt: str, input_size, num_classes) -> Path:
     help=f"phone: TFLite's benchmark_model binary for the phone's ABI (or ${BENCHMARK_MODEL_ENV})",
 )
 @click.option("--gpu", is_flag=True, help="phone: run with benchmark_model's GPU delegate")
+@click.option(
+    "--op-profile",
+    is_flag=True,
+    help="phone: also run benchmark_model --enable_op_profiling=true (XNNPACK off) and print "
+    "the time of each layer of the arch (stem, layers, head) and of each op type",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option(
     "--no-cache",
@@ -111,6 +117,7 @@ def bench_command(
     num_classes,
     benchmark_model,
     gpu,
+    op_profile,
     as_json,
     no_cache,
 ) -> None:
@@ -144,10 +151,18 @@ def bench_command(
             f"--device {backend.spec} times {suffix} files, but {model_path.name} is not one{hint}"
         )
 
+    if op_profile and not device.is_phone:
+        raise click.UsageError(
+            "--op-profile needs a phone (--device adb:...): it runs benchmark_model's operator "
+            "profiler"
+        )
     cache = None if no_cache else MeasurementCache()
     click.echo(f"timing {model_path} on {backend.spec} ({threads} thread(s)) ...", err=True)
+    profile = None
     try:
         measurement, cached = measure_cached(backend, model_path, cache)
+        if op_profile:
+            profile = _op_profile(backend, model_path)
     except MeasurementError as err:
         raise click.ClickException(str(err)) from None
     finally:
@@ -167,10 +182,47 @@ def bench_command(
         "threads": threads,
         "model": str(model_path),
     }
+    if profile is not None:
+        result["op_profile"] = profile
     if as_json:
         click.echo(json.dumps(result))
+        return
+    _print_measurement(result, device.is_phone)
+    if profile is not None:
+        click.echo("")
+        click.echo(profile["text"])
+
+
+def _op_profile(backend, model_path: Path) -> dict:
+    """Profile `model_path` op by op on the phone and sum the ops per layer of its arch
+    (the arch comes from the export's metadata.json; without one, per op type only)."""
+    from device_bench.op_layers import format_layer_table, layer_times
+    from device_bench.table_backend import arch_of_file
+
+    click.echo("profiling operators (benchmark_model --enable_op_profiling=true) ...", err=True)
+    measurement, profile = backend.op_profile(model_path)
+    by_type = [dataclasses.asdict(row) for row in profile.by_type]
+    out = {"profiled_avg_ms": profile.total_avg_ms, "by_type": by_type, "layers": None}
+    lines = [f"operator profile (XNNPACK off): {profile.total_avg_ms:.3f} ms summed over ops"]
+    try:
+        arch = arch_of_file(model_path)
+    except MeasurementError as err:
+        lines.append(f"no per-layer table: {err}")
     else:
-        _print_measurement(result, device.is_phone)
+        try:
+            rows = layer_times(profile, arch)
+        except ValueError as err:
+            lines.append(f"no per-layer table: {err}")
+        else:
+            out["layers"] = [dataclasses.asdict(row) for row in rows]
+            lines.append(format_layer_table(rows))
+    lines.append("")
+    lines.append(f"{'op type':<32} {'count':>5} {'avg ms':>8} {'share':>7}")
+    for row in profile.by_type:
+        lines.append(f"{row.node_type:<32} {row.count:>5} {row.avg_ms:>8.3f} {row.percent:>6.2f}%")
+    out["text"] = "\n".join(lines)
+    out["peak_memory_mb"] = measurement.peak_memory_mb
+    return out
 
 
 def _model_and_device(model: str, spec, fmt, input_size, num_classes):
@@ -221,6 +273,8 @@ def _print_measurement(result: dict, is_phone: bool) -> None:
         ("device", result["device"]),
         ("cached", "yes" if result["cached"] else "no"),
     ]
+    if result.get("peak_memory_mb") is not None:
+        rows.insert(-3, ("memory", f"{result['peak_memory_mb']:.1f} MB (benchmark_model)"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")

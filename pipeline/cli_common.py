@@ -1,5 +1,5 @@
 """Pieces several `pearl` commands share: the ARCH_OR_BASELINE argument with its --input and
---classes options (turned into an `Arch` or a clear usage error), the run-folder options of
+--classes options (turned into a network or a clear usage error), the run-folder options of
 `pearl search` and `pearl run`, --device of every command that trains, and how pearl's own
 warnings look on stderr."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from models.arch import Arch
 from models.baselines import resolve_arch
 from models.damage import DamagedFileWarning
+from models.network import Network
 
 
 def _baseline_option(flag: str, dest: str, minimum: int, what: str):
@@ -25,7 +25,7 @@ INPUT_OPTION = _baseline_option("--input", "input_size", 8, "input size (default
 CLASSES_OPTION = _baseline_option("--classes", "num_classes", 1, "class count (default 1000)")
 
 
-def arch_or_fail(arch_text: str, input_size: int | None, num_classes: int | None) -> Arch:
+def arch_or_fail(arch_text: str, input_size: int | None, num_classes: int | None) -> Network:
     """`resolve_arch`, with a bad name or string reported as a usage error on the argument."""
     try:
         return resolve_arch(arch_text, input_size, num_classes)

@@ -114,6 +114,8 @@ def _output_for(out: Path, spec: str, several: bool) -> Path:
               required=True, help="table file to write (CSV with a header block)")  # fmt: skip
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True,
               help="measurement passes (fresh processes, shuffled order)")  # fmt: skip
+@click.option("--max-passes", type=click.IntRange(min=1), default=6, show_default=True,
+              help="adaptive: passes for files without 2 agreeing fast-mode timings")  # fmt: skip
 @click.option("--calibrate", type=click.IntRange(min=1), default=20, show_default=True,
               help="random whole networks measured to fit the sum correction")  # fmt: skip
 @click.option("--calibration-seed", type=int, default=1001, show_default=True)
@@ -171,13 +173,15 @@ def build_command(
               help="random archs of the table's space to measure")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--max-passes", type=click.IntRange(min=1), default=5, show_default=True,
+              help="adaptive: passes for networks lacking 2 agreeing fast timings")  # fmt: skip
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="keep measurements here and resume from them")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
 @NETWORKS_OPTION
 @CACHE_OPTION
 def validate_command(
-    table_path, spec, n, seed, passes, state_path, as_json, networks, cache_dir
+    table_path, spec, n, seed, passes, max_passes, state_path, as_json, networks, cache_dir
 ) -> None:
     """Measure N random whole networks and compare them with the table's predictions:
     share within +-5% and +-10%, RMSPE, worst cases."""
@@ -188,13 +192,18 @@ def validate_command(
     _check_spec(spec)
     try:
         table = LatencyTable.load(table_path)
+        if table.upgrade_note:
+            click.echo(table.upgrade_note, err=True)
         with _progress() as progress:
             report = validate_table(
                 table, spec, n, seed, passes=passes, cache_dir=cache_dir,
                 state_path=state_path, progress=progress, networks=networks,
+                max_passes=max(max_passes, passes),
             )  # fmt: skip
     except (TableError, MeasurementError) as err:
         raise click.ClickException(str(err)) from None
+    for warning in report["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -203,8 +212,57 @@ def validate_command(
         f"{report['within_10']:.1%} within +-10%, RMSPE {report['rmspe']:.2%}, "
         f"mean error {report['mean_error']:+.2%}"
     )
+    modes = report["modes"]
+    if modes:
+        slow = f", slow {modes['slow_ms']:.3f} ms" if modes["slow_ms"] is not None else ""
+        click.echo(
+            f"speed modes (reference network): fast {modes['fast_ms']:.3f} ms{slow}; "
+            f"{modes['fast_share']:.0%} of {modes['batches']} batches fast; "
+            f"{report['passes_run']} passes"
+        )
     for row in report["worst"]:
         click.echo(
             f"  {row['error']:+.2%}  predicted {row['predicted_ms']:.3f} ms  measured "
             f"{row['measured_ms']:.3f} ms  {row['arch']}"
         )
+
+
+@tables_group.command("adapt")
+@click.option("--from", "source_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), required=True, help="table built on another device")  # fmt: skip
+@click.option("--device", "spec", required=True, help="the device to adapt it to")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="adapted table to write")  # fmt: skip
+@click.option("--n", "n", type=click.IntRange(min=3), default=25, show_default=True,
+              help="random whole networks measured on the device")  # fmt: skip
+@click.option("--seed", type=int, default=2024, show_default=True)
+@click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--max-passes", type=click.IntRange(min=1), default=5, show_default=True)
+@NETWORKS_OPTION
+@CACHE_OPTION
+def adapt_command(source_path, spec, out, n, seed, passes, max_passes, networks, cache_dir):
+    """Fit a table for DEVICE from a table of another device and N whole networks measured
+    on DEVICE (per-op-group scales; minutes instead of a full build).  Resumable."""
+    from device_bench.measurement import MeasurementError
+    from device_bench.table_adapt import adapt_table
+    from latency_tables.table import LatencyTable, TableError
+    from pipeline.lock import LockHeldError, output_lock
+
+    _check_spec(spec)
+    try:
+        source = LatencyTable.load(source_path)
+        if source.upgrade_note:
+            click.echo(source.upgrade_note, err=True)
+        with output_lock(out, lambda m: click.echo(m, err=True)), _progress() as progress:
+            table, fit = adapt_table(
+                source, spec, out, n=n, seed=seed, passes=passes,
+                max_passes=max(max_passes, passes), networks=networks, cache_dir=cache_dir,
+                progress=progress,
+            )  # fmt: skip
+    except (TableError, MeasurementError, LockHeldError) as err:
+        raise click.ClickException(str(err)) from None
+    scales = ", ".join(f"{g} {s:.3f}" for g, s in fit.scales.items())
+    click.echo(
+        f"{out}\t{spec}\t{len(table.entries)} entries\tscales {scales}\t"
+        f"offset {fit.offset_ms:.4f} ms\tfit RMSPE {fit.rmspe:.2%} on {fit.networks} networks"
+    )

@@ -165,14 +165,12 @@ def _clear_errors(function):
     return wrapper
 
 
-def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, dropout, opts):
-    from models.teacher_loading import load_teacher
-    from pipeline.config import ComputeConfig
-    from pipeline.training import TrainSettings, input_statistics, train
+def _settings(model, loss, temperature, alpha, dropout, opts):
+    """The `TrainSettings` the command's options describe."""
+    from pipeline.training import TrainSettings
 
-    recipe = {name: opts[name] for name in _RECIPE_OPTIONS}
-    settings = TrainSettings(
-        **recipe,
+    return TrainSettings(
+        **{name: opts[name] for name in _RECIPE_OPTIONS},
         warmup_epochs=min(opts["warmup_epochs"], opts["epochs"]),
         model=model,
         loss=loss,
@@ -180,20 +178,26 @@ def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, d
         alpha=alpha,
         dropout=dropout,
     )
-    train_arrays, test_arrays = _load_data(data_path, opts["train_images"], opts["test_images"])
-    teacher = None
-    if teacher_spec:
-        mean, std = input_statistics(train_arrays)
-        teacher = load_teacher(
-            teacher_spec,
-            num_classes=train_arrays.num_classes,
-            input_size=int(train_arrays.images.shape[1]),
-            mean=mean,
-            std=std,
-        )
+
+
+def _data_info(data_path: Path, opts) -> dict:
+    """What the run records about its data (compared on resume)."""
     data_info = {"path": str(data_path)}
     if opts["train_images"] or opts["test_images"]:
         data_info.update(train_limit=opts["train_images"], test_limit=opts["test_images"])
+    return data_info
+
+
+def _run(model, output_dir, data_path, loss, teacher_spec, temperature, alpha, dropout, opts):
+    from pipeline.config import ComputeConfig
+    from pipeline.training import input_statistics, load_teacher_for, train
+
+    settings = _settings(model, loss, temperature, alpha, dropout, opts)
+    train_arrays, test_arrays = _load_data(data_path, opts["train_images"], opts["test_images"])
+    teacher = None
+    if teacher_spec:
+        teacher = load_teacher_for(teacher_spec, train_arrays, *input_statistics(train_arrays))
+    data_info = _data_info(data_path, opts)
     return train(
         settings,
         train_arrays,
@@ -231,11 +235,53 @@ def teacher_group() -> None:
     required=True,
     help="resnet20/32/44/56/110 (CIFAR ResNets), a baseline name or an arch string",
 )
-@_output_option("checkpoint to write (the run's state lives in OUTPUT.run/)")
+@_output_option(
+    "checkpoint to write (the run's state lives in OUTPUT.run/); with --seeds, a folder for "
+    "the members and ensemble.json"
+)
+@click.option(
+    "--seeds",
+    default=None,
+    metavar="S,S,...",
+    help="train an ensemble: one member per seed (e.g. 0,1,2,3,4 or 0-4), written with "
+    "OUTPUT/ensemble.json and the ensemble's statistics",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["inprocess", "ray"]),
+    default="inprocess",
+    show_default=True,
+    help="with --seeds: ray trains the members as parallel Ray tasks",
+)
+@click.option(
+    "--ray-address",
+    default="",
+    help='with --executor ray: "" starts a local Ray; "auto", HOST:PORT or ray://HOST:PORT '
+    "joins a cluster",
+)
+@click.option(
+    "--gpus-per-member",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="with --executor ray: GPUs each member's task holds (fractions share a GPU)",
+)
 @_common_options
 @_clear_errors
-def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> None:
-    """Train a teacher network with cross-entropy and write it as a Pearl checkpoint."""
+def teacher_train_command(
+    model: str, output: Path, data_path: Path, seeds, executor, ray_address, gpus_per_member, **opts
+) -> None:
+    """Train a teacher network with cross-entropy and write it as a Pearl checkpoint, or with
+    --seeds an ensemble of independently seeded copies and its spec file."""
+    if executor != "ray" and (ray_address or gpus_per_member):
+        raise click.UsageError("--ray-address and --gpus-per-member go with --executor ray")
+    if seeds is not None:
+        from pipeline.cli_ensemble import ray_config, train_ensemble
+
+        ray = ray_config(ray_address, gpus_per_member, opts) if executor == "ray" else None
+        return train_ensemble(model, output, data_path, seeds, ray, opts)
+    if executor != "inprocess":
+        raise click.UsageError("--executor ray runs the members of an ensemble: add --seeds")
     run_dir = Path(f"{output}.run")
     check_device(opts["device"])  # before the lock makes any folder
     with folder_lock(run_dir):
@@ -254,8 +300,9 @@ def teacher_train_command(model: str, output: Path, data_path: Path, **opts) -> 
     "--teacher",
     "teacher_spec",
     default=None,
-    help="checkpoint path, builtin:NAME, torchvision:NAME=WEIGHTS, or a comma-separated "
-    "ensemble of these (needed for kd and od)",
+    help="checkpoint path, builtin:NAME, torchvision:NAME=WEIGHTS, an ensemble spec file "
+    "(DIR/ensemble.json of `pearl teacher train --seeds`), or a comma-separated ensemble of "
+    "these (needed for kd and od)",
 )
 @click.option(
     "--loss",

@@ -110,7 +110,8 @@ class SpaceConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    # a Pearl .pt checkpoint, "torchvision:NAME=PATH", or a comma-separated list (ensemble);
+    # a Pearl .pt checkpoint, "torchvision:NAME=PATH", an ensemble spec file (ensemble.json
+    # of `pearl teacher train --seeds`), or a comma-separated list (ensemble);
     # empty only with proxy.loss = "ce"
     spec: str = ""
     cache_dir: str = f"{CACHE_DIR_VARIABLE}/{TEACHER_LOGITS_DIR}"  # shared by searches

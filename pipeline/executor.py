@@ -54,13 +54,13 @@ class ProxyTask:
         machine lacks (`pipeline.device.DeviceError`) is no candidate's fault and is raised."""
         import torch
 
-        from models.arch import Arch
+        from models.network import decode_network
         from pipeline.proxy import train_candidate
 
         torch.set_num_threads(self.threads or os.cpu_count() or 1)
         try:
             return train_candidate(
-                Arch.decode(job.arch),
+                decode_network(job.arch),
                 self.mini_train,
                 self.mini_val,
                 self.settings,

@@ -11,6 +11,7 @@ driver (there a killed final training restarts from epoch 0).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,19 @@ def write_back(job: FinalTrainJob, result: FinalTrainResult) -> None:
         path = folder / name
         if not (path.is_file() and path.read_bytes() == content):
             atomic_write(path, content)
+
+
+def collect(
+    outcomes: Iterable[tuple[FinalTrainJob, Any]], on_done: Callable[[FinalTrainJob, dict], None]
+) -> list[str]:
+    """Take the ``(job, FinalTrainResult or exception)`` pairs an executor yields: write each
+    result back (`write_back`) and hand its metrics to `on_done`; returns one line per job that
+    failed (``LABEL with LOSS: Error: message``), for the caller to report after the others."""
+    failures = []
+    for job, outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            failures.append(f"{job.label} with {job.loss}: {type(outcome).__name__}: {outcome}")
+            continue
+        write_back(job, outcome)
+        on_done(job, outcome.metrics)
+    return failures

@@ -26,9 +26,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from models.arch import Arch
-from models.builder import build
 from models.files import atomic_path
+from models.network import Network
 from pipeline.batches import BatchLoader
 from pipeline.config import ComputeConfig, ProxyConfig
 from pipeline.data import ImageArrays
@@ -211,7 +210,7 @@ def sum_in_order(values) -> float:
 
 
 def train_candidate(
-    arch: Arch,
+    arch: Network,
     mini_train: ImageArrays,
     mini_val: ImageArrays,
     settings: ProxyConfig,
@@ -245,7 +244,7 @@ def train_candidate(
     where = {"device": str(place.device), "amp": place.amp_name()}
     with place.fork_rng():
         torch.manual_seed(seed)
-        model = build(arch).to(place.device, memory_format=torch.channels_last)
+        model = arch.build().to(place.device, memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(
             model.parameters(),
             lr=settings.lr,

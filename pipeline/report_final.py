@@ -41,11 +41,10 @@ def _cost(metadata: dict, metrics: dict) -> tuple[int | None, int | None]:
     """MACs and parameters: the bundle's, else counted from the trained arch string."""
     if metadata.get("macs"):
         return metadata["macs"], metadata.get("params")
-    from models.arch import Arch
-    from models.costs import arch_cost
+    from models.network import decode_network
 
     try:
-        cost = arch_cost(Arch.decode(metadata.get("arch") or metrics.get("model", "")))
+        cost = decode_network(metadata.get("arch") or metrics.get("model", "")).cost()
     except ValueError:
         return None, metrics.get("params")
     return cost.macs, cost.params

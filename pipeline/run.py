@@ -194,7 +194,7 @@ def _train_on_ray(config: RunConfig, pending, data, results: dict, log: Log) -> 
     """The final trainings of `pending` in parallel as Ray tasks (`pipeline.final_jobs`):
     the data and teacher go to the cluster once; each finished training's files are written
     into the run folder as it ends.  Failures are reported after the others have finished."""
-    from pipeline.final_jobs import FinalTrainJob, write_back
+    from pipeline.final_jobs import FinalTrainJob, collect
     from pipeline.ray_executor import RayExecutor, RayExecutorError, worker_compute
     from pipeline.training import TrainSettings
 
@@ -216,16 +216,14 @@ def _train_on_ray(config: RunConfig, pending, data, results: dict, log: Log) -> 
         executor = RayExecutor(None, config.ray, log, device=config.compute.device)
     except RayExecutorError as error:
         raise RunError(f"train stage: {error}") from None
-    failures = []
+
+    def done(job: FinalTrainJob, metrics: dict) -> None:
+        results.setdefault(job.label, {})[job.loss] = metrics
+        log(f"train: {job.label} with {job.loss} done -> {job.folder}")
+
     try:
         log(f"train: {len(jobs)} trainings of {config.train.epochs} epochs on Ray")
-        for job, outcome in executor.train_final(data, jobs):
-            if isinstance(outcome, BaseException):
-                failures.append(f"{job.label} with {job.loss}: {type(outcome).__name__}: {outcome}")
-                continue
-            write_back(job, outcome)
-            results.setdefault(job.label, {})[job.loss] = outcome.metrics
-            log(f"train: {job.label} with {job.loss} done -> {job.folder}")
+        failures = collect(executor.train_final(data, jobs), done)
     finally:
         executor.close()
     if failures:

@@ -16,6 +16,7 @@ from models.files import atomic_write, read_json
 from pipeline.config import ConfigError, SearchConfig, load_config
 from pipeline.layout import RunLayout, SearchLayout
 from pipeline.pareto import pareto_front
+from pipeline.report_ensemble import ensemble_section
 from pipeline.report_final import final_section
 from pipeline.report_plots import (
     COST_AXIS,
@@ -159,6 +160,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     lines = [f"# Pearl report: {run_dir.name}", ""]
     if config is not None:
         lines += [f"Teacher `{config.teacher.spec}`, data `{config.data.path}`.", ""]
+        lines += ensemble_section(config.teacher.spec)
     if search is not None:
         _search_section(search, config, winners, figures, lines)
     if trained:

@@ -40,7 +40,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from models.arch import Arch
 from pipeline.config import SearchConfig, config_hash, save_config
 from pipeline.executor import TrainJob
 from pipeline.layout import SearchLayout
@@ -238,6 +237,7 @@ class Search:
         """Re-measure the winners and the Pareto front on the best backend that is up (a
         table or a fallback may have scored them while the phone was away) until the choice
         is stable."""
+        from models.network import decode_network
         from pipeline.search_report import contenders
 
         chain = self.setup.chain
@@ -247,7 +247,7 @@ class Search:
         for _ in range(rounds):
             rows = contenders(self.store.scored(self.config.reward.cost), self.config)
             # direct latency files of the contenders are compared with conversions first
-            redo = set(chain.verify_files([Arch.decode(r.arch) for r in rows]))
+            redo = set(chain.verify_files([decode_network(r.arch) for r in rows]))
             if not self.remeasure(rows, again=redo):
                 break
 
@@ -266,8 +266,6 @@ class Search:
     def _train(self, g, archs, slots, choices, rows) -> None:
         """Train the archs at `slots` through the executor; each row is stored, timed and
         rewarded the moment its training ends."""
-        from models.costs import arch_cost
-
         early_stop = self._early_stop()
         jobs = [TrainJob(g, i, archs[i].encode(), early_stop) for i in slots]
         prefetch = self._start_prefetch([archs[i] for i in slots])
@@ -275,7 +273,7 @@ class Search:
         try:
             for job, result in self.setup.executor.train(jobs):
                 arch = archs[job.slot]
-                cost = arch_cost(arch)
+                cost = arch.cost()
                 with write_in_progress():
                     row = self._store_training(job, arch, cost, choices[job.slot], result)
                     self._log_event(row, "trained")
@@ -414,13 +412,15 @@ class Search:
         """Re-time rows scored by a worse backend than the best one up now, and rows whose
         arch key is in `again`; every row of the same arch gets the new latency and reward.
         Returns how many archs were re-measured."""
+        from models.network import decode_network
+
         chain, done = self.setup.chain, 0
         for row in rows:
             if chain is None:
                 continue
             if not (chain.needs_remeasure(row.latency_rank) or row.key in again):
                 continue
-            record = chain.measure(Arch.decode(row.arch))
+            record = chain.measure(decode_network(row.arch))
             self.log(
                 f"re-measured {row.key} on {record.spec}: {record.latency_ms:.3f} ms "
                 f"(was {row.latency_ms:.3f} ms from {row.latency_spec})"

@@ -45,11 +45,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def teacher_identity(spec: str) -> list[str]:
-    """One identity string per member of a teacher spec: kind, name and file content hash."""
+    """One identity string per member of a teacher spec (an ensemble file counts as its
+    members): kind, name and file content hash."""
+    from models.ensembles import member_specs
     from models.teacher_loading import TORCHVISION_PREFIX, TeacherError, resolve_checkpoint_path
 
     identities = []
-    for part in (p.strip() for p in spec.split(",")):
+    for part in member_specs(spec):
         if part.startswith(TORCHVISION_PREFIX):
             name, _, weights = part.removeprefix(TORCHVISION_PREFIX).partition("=")
             path = Path(weights).expanduser()

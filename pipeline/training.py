@@ -40,7 +40,7 @@ from torch import nn
 
 from models.files import atomic_write_json
 from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
-from models.teacher_loading import build_model, save_checkpoint
+from models.teacher_loading import build_model, load_teacher, save_checkpoint
 from models.teachers import Ensemble
 from pipeline.batches import BatchLoader
 from pipeline.config import ComputeConfig
@@ -80,6 +80,18 @@ def input_statistics(train: ImageArrays) -> tuple[tuple[float, ...], tuple[float
         return CIFAR10_MEAN, CIFAR10_STD
     mean, std = channel_mean_std(train)
     return tuple(round(v, 4) for v in mean), tuple(round(v, 4) for v in std)
+
+
+def load_teacher_for(spec: str, arrays: ImageArrays, mean, std) -> nn.Module:
+    """Teacher `spec` checked against data like `arrays` (class count, input size), fed
+    inputs normalised with `mean`/`std` (`models.teacher_loading.load_teacher`)."""
+    return load_teacher(
+        spec,
+        num_classes=arrays.num_classes,
+        input_size=int(arrays.images.shape[1]),
+        mean=mean,
+        std=std,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -80,3 +80,14 @@ def device(tmp_path, adb_key):
 
     with LoopbackDevice(tmp_path / "sandbox") as dev:
         yield dev
+
+
+@pytest.fixture(scope="session")
+def shipped_cifar_table():
+    """The shipped 32 px host:tflite table (a format-1 file, built on an AMD EPYC VM)."""
+    from latency_tables.table import LatencyTable
+
+    path = Path(__file__).resolve().parents[1] / "latency_tables" / "host_tflite_mnas-cifar_32.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    return LatencyTable.load(path)

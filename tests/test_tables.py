@@ -78,7 +78,7 @@ def test_round_trip_keeps_everything(tmp_path, cifar):
     assert loaded.header["fingerprint"] == FINGERPRINT
     assert loaded.correction.scale == 1.1 and loaded.correction.offset_ms == 0.05
     text = path.read_text()
-    assert text.startswith("# pearl latency table\n# format_version: 1\n")
+    assert text.startswith("# pearl latency table\n# format_version: 2\n")
     # human-readable: one CSV row per key, the key fields spelled out
     assert "kind,op,kernel,expand,se_percent,skip,in_channels" in text
     lines = text.splitlines()
@@ -89,8 +89,8 @@ def test_round_trip_keeps_everything(tmp_path, cifar):
 
 def test_unknown_version_is_rejected_clearly(tmp_path, cifar):
     path = _table(cifar).save(tmp_path / "t.csv")
-    path.write_text(path.read_text().replace("# format_version: 1", "# format_version: 99"))
-    with pytest.raises(TableError, match=r"format_version 99.*reads version 1 only"):
+    path.write_text(path.read_text().replace("# format_version: 2", "# format_version: 99"))
+    with pytest.raises(TableError, match=r"format_version 99.*reads versions 1, 2"):
         LatencyTable.load(path)
     path.write_text("op,kernel\nmb,3\n")
     with pytest.raises(TableError, match="not a pearl latency table"):

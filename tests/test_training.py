@@ -2,11 +2,6 @@
 training of a tiny network on a slice of cifar10_small."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from process_helpers import kill_once_exists, pearl_process
 
 from models.normalisation import CIFAR10_MEAN, CIFAR10_STD
 from models.teacher_loading import build_model, load_checkpoint, load_teacher, save_checkpoint
@@ -23,7 +19,6 @@ from pipeline.cli import cli
 from pipeline.proxy import learning_rate
 from pipeline.training import TrainingError, TrainSettings, evaluate, scheduled_lr, train
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = (
     "in32_cls10|stem_k3_s2_c8_re|mb3_k3_s2_se25_id_c16_n2_re|ds_k5_s2_se0_pool_c24_n1_re"
     "|conv_k3_s1_se0_id_c24_n1_re|head_c64_re"
@@ -166,17 +161,6 @@ def test_loss_choices(tmp_path, tiny_data, teacher_file):
     assert od0["teacher"]["top1"] == expected["top1"]  # two identical members
 
 
-def _cli(args, **env):
-    return subprocess.Popen(
-        [sys.executable, "-c", "from pipeline.cli import main; main()", *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.slow
 def test_pearl_train_killed_mid_run_resumes_to_the_uninterrupted_result(
     tmp_path, data_dir, teacher_file
@@ -202,14 +186,9 @@ def test_pearl_train_killed_mid_run_resumes_to_the_uninterrupted_result(
         "1",
         "--quiet",
     ]
-    victim = _cli([*args, "-o", str(tmp_path / "killed")])
+    victim = pearl_process([*args, "-o", str(tmp_path / "killed")])
     # metrics.json is written right after state.pt at the end of an epoch: wait for both
-    metrics = tmp_path / "killed" / "metrics.json"
-    deadline = time.monotonic() + 300
-    while not metrics.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=60)
+    kill_once_exists(victim, tmp_path / "killed" / "metrics.json")
     interrupted = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert not interrupted["finished"] and interrupted["epochs_done"] < 3
     assert not (tmp_path / "killed" / "model.pt").exists()
@@ -222,7 +201,7 @@ def test_pearl_train_killed_mid_run_resumes_to_the_uninterrupted_result(
     again = runner.invoke(cli, [*args, "-o", str(tmp_path / "killed")])
     assert again.exit_code == 1 and "pass --resume" in again.output
 
-    resumed = _cli([*args, "-o", str(tmp_path / "killed"), "--resume"])
+    resumed = pearl_process([*args, "-o", str(tmp_path / "killed"), "--resume"])
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     done = json.loads((tmp_path / "killed" / "metrics.json").read_text())

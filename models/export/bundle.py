@@ -27,8 +27,6 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from models.arch import Arch
-from models.costs import arch_cost
 from models.export import onnx_file, tflite
 from models.export.common import (
     DEFAULT_FORMATS,
@@ -45,6 +43,7 @@ from models.export.delegation import report as delegation_report
 from models.export.parity import Parity, compare
 from models.export.prepare import preprocess, torch_logits
 from models.files import atomic_write_json
+from models.network import Network
 
 LABELS = "labels.txt"
 METADATA_VERSION = 1
@@ -93,7 +92,7 @@ def _step(on_step: Callable[[str], None] | None, message: str) -> None:
 
 def export_files(
     model: nn.Module,
-    arch: Arch,
+    arch: Network,
     parity_nhwc: np.ndarray,
     calibration_nhwc: np.ndarray | None,
     options: ExportOptions,
@@ -181,7 +180,7 @@ def _export_one(fmt, model, arch, fp32_tflite, calibration_nhwc, options, on_ste
     return _Converted(data, io, extra)
 
 
-def _onnx_io(arch: Arch, layout: str) -> dict:
+def _onnx_io(arch: Network, layout: str) -> dict:
     size = arch.input_size
     shape = [1, 3, size, size] if layout == "NCHW" else [1, size, size, 3]
     return {
@@ -231,7 +230,7 @@ def accuracy(
 
 
 def build_metadata(
-    arch: Arch,
+    arch: Network,
     files: Sequence[ExportedFile],
     *,
     mean: Sequence[float] | None,
@@ -244,7 +243,7 @@ def build_metadata(
     accuracy_result: dict | None = None,
 ) -> dict:
     """The metadata.json document (see docs/export.md for every field)."""
-    cost = arch_cost(arch)
+    cost = arch.cost()
     size = arch.input_size
     entries = {}
     for file in files:
@@ -342,7 +341,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
 
 
 def export_bundle(
-    arch: Arch,
+    arch: Network,
     out_dir: str | os.PathLike,
     *,
     model: nn.Module | None = None,
@@ -371,14 +370,12 @@ def export_bundle(
     adds top-1 accuracy of every file.  `weights` describes where the weights came from;
     `trained` (default: a model was given) decides whether int8 agreement is judged.
     """
-    from models.builder import build
-
     out_dir = Path(out_dir).absolute()
     staging = _staging_dir(out_dir, options.overwrite)
     try:
         if trained is None:
             trained = model is not None
-        model = (build(arch) if model is None else model).eval()
+        model = (arch.build() if model is None else model).eval()
         size = arch.input_size
         parity, parity_source = _parity(parity_images, size, mean, std, parity_source)
         calibration, calibration_info = _calibration(
@@ -462,7 +459,7 @@ def _accuracy_result(accuracy_data, files, model, size, mean, std, options, on_s
     }
 
 
-def _write_bundle(staging: Path, arch: Arch, files, class_names, document: dict) -> None:
+def _write_bundle(staging: Path, arch: Network, files, class_names, document: dict) -> None:
     """The files, labels.txt (when class names are known) and metadata.json into `staging`."""
     for file in files:
         (staging / file.spec.filename).write_bytes(file.data)

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.arch import Arch
 from models.damage import set_aside
 from models.export.bundle import METADATA, ExportOptions, export_bundle
 from models.export.common import EXPORT_VERSION, FORMATS, ExportError, tool_versions
+from models.network import Network
 
 LATENCY_CALIBRATION_IMAGES = 8
 
@@ -36,11 +36,11 @@ def cache_root(cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir) / f"v{EXPORT_VERSION}-{hashlib.sha256(tools).hexdigest()[:10]}"
 
 
-def cached_bundle(cache_dir: str | os.PathLike, arch: Arch, fmt: str) -> Path:
+def cached_bundle(cache_dir: str | os.PathLike, arch: Network, fmt: str) -> Path:
     return cache_root(cache_dir) / arch.key() / fmt
 
 
-def intact_artifact(cache_dir: str | os.PathLike, arch: Arch, fmt: str) -> Path | None:
+def intact_artifact(cache_dir: str | os.PathLike, arch: Network, fmt: str) -> Path | None:
     """The cached `fmt` file of `arch` when its bundle is complete and intact (the file's size
     and sha256 match its metadata.json), else None.  A damaged bundle is moved aside with a
     `DamagedFileWarning`, so the next export writes a new one."""
@@ -70,7 +70,7 @@ def _bundle_problem(metadata: Path, path: Path, fmt: str) -> str | None:
     return None
 
 
-def latency_calibration(arch: Arch, images: int) -> np.ndarray:
+def latency_calibration(arch: Network, images: int) -> np.ndarray:
     """The seeded N(0, 1) NHWC images that calibrate latency-only int8 files (the ranges change
     scales, not ops or types, so not latency)."""
     size = arch.input_size
@@ -78,7 +78,7 @@ def latency_calibration(arch: Arch, images: int) -> np.ndarray:
 
 
 def latency_artifact(
-    arch: Arch,
+    arch: Network,
     fmt: str,
     cache_dir: str | os.PathLike,
     *,
@@ -102,9 +102,7 @@ def latency_artifact(
         calibration = latency_calibration(arch, LATENCY_CALIBRATION_IMAGES)
     with torch.random.fork_rng():
         torch.manual_seed(0)  # same arch, same file
-        from models.builder import build
-
-        model = build(arch)
+        model = arch.build()
     options = ExportOptions(
         formats=(fmt,), int8_io=int8_io, onnx_layout=onnx_layout, num_threads=num_threads
     )

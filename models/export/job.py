@@ -27,8 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from models.arch import Arch
 from models.export.common import DEFAULT_FORMATS, ExportError, parse_formats
+from models.network import Network
 from models.normalisation import default_normalisation
 
 Note = Callable[[str], None]
@@ -53,15 +53,16 @@ class LoadData(Protocol):
 class ExportRequest:
     """What to export, where, and how; plain data, so it can be sent to a worker process.
 
-    `arch` is an `Arch`, an arch string or a baseline name (with `input_size` / `num_classes`,
-    as `models.baselines.resolve_arch`); after construction it is always an `Arch`, and `name`
+    `arch` is a network (`models.network`), an arch string of any family or a baseline name
+    (with `input_size` / `num_classes`, as `models.baselines.resolve_arch`); after construction
+    it is always a network, and `name`
     defaults to the baseline name.  `weights`: a checkpoint (None: initialisation weights, for
     latency work only).  `formats` None: every format, tflite-int8 only with `data_path`.
     `mean`/`std` None: the checkpoint's, else a default by input size.  `force` replaces a
     non-empty `out_dir`.  Impossible combinations raise `ExportError` here.
     """
 
-    arch: Arch | str
+    arch: Network | str
     out_dir: Path
     weights: Path | None = None
     data_path: Path | None = None
@@ -117,7 +118,7 @@ class ExportRequest:
         return f"{self.arch} -> {self.out_dir}"
 
 
-def _resolve(text: str, input_size: int | None, num_classes: int | None) -> Arch:
+def _resolve(text: str, input_size: int | None, num_classes: int | None) -> Network:
     from models.baselines import resolve_arch
 
     try:
@@ -203,7 +204,6 @@ def _load_network(request: ExportRequest):
     """``(model, checkpoint, weights metadata)``; all None without `request.weights`."""
     if request.weights is None:
         return None, None, None
-    from models.builder import build
     from models.export.bundle import sha256_bytes
     from models.export.weights import load_weights, read_checkpoint
 
@@ -215,7 +215,7 @@ def _load_network(request: ExportRequest):
                 f"{path} was saved for arch {checkpoint.arch!r}, not {arch.encode()!r}; "
                 "export that arch string instead"
             )
-        model = build(arch)
+        model = arch.build()
         load_weights(model, checkpoint.state_dict, str(path))
     except ExportError as error:
         raise ExportError(str(error), field="weights") from None

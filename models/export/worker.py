@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from models.arch import Arch
 from models.export.common import ExportError, ParityError
 from models.export.job import ExportRequest, LoadData
+from models.network import Network
 
 _ERRORS = {"ExportError": ExportError, "ParityError": ParityError}
 
@@ -116,7 +116,7 @@ class ExportWorker:
 
     def export_bundle(
         self,
-        arch: Arch,
+        arch: Network,
         out_dir,
         *,
         state_dict: Mapping | None = None,
@@ -147,7 +147,7 @@ class ExportWorker:
         module-level function, e.g. `pipeline.data.load_dataset`): the worker calls it."""
         return self._call("run_export", (request,), {"load_data": load_data}, on_step, on_note)
 
-    def latency_artifact(self, arch: Arch, fmt: str, cache_dir, **kwargs) -> Path:
+    def latency_artifact(self, arch: Network, fmt: str, cache_dir, **kwargs) -> Path:
         """`models.export.cache.latency_artifact` in the worker."""
         return Path(self._call("latency_artifact", (arch, fmt, str(cache_dir)), kwargs, None))
 
@@ -312,12 +312,11 @@ def _run_export(conn, request: ExportRequest, *, load_data: LoadData | None) -> 
     )
 
 
-def _export_bundle(conn, arch: Arch, out_dir: str, *, weights=None, **kwargs) -> dict:
-    from models.builder import build
+def _export_bundle(conn, arch: Network, out_dir: str, *, weights=None, **kwargs) -> dict:
     from models.export.bundle import export_bundle
     from models.export.weights import load_weights
 
-    model = build(arch)
+    model = arch.build()
     if weights is not None:
         state_dict = torch.load(io.BytesIO(weights), weights_only=True)
         load_weights(model, state_dict, "the given state dict")
@@ -326,7 +325,7 @@ def _export_bundle(conn, arch: Arch, out_dir: str, *, weights=None, **kwargs) ->
     )
 
 
-def _latency_artifact(conn, arch: Arch, fmt: str, cache_dir: str, **kwargs) -> str:
+def _latency_artifact(conn, arch: Network, fmt: str, cache_dir: str, **kwargs) -> str:
     from models.export.cache import latency_artifact
 
     return str(latency_artifact(arch, fmt, cache_dir, **kwargs))

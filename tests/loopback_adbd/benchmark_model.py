@@ -34,6 +34,7 @@ KNOWN = {
     "max_secs": "150",
     "use_gpu": "false",
     "use_xnnpack": "true",
+    "enable_op_profiling": "false",
 }
 
 
@@ -51,13 +52,13 @@ def fail(text: str) -> int:
     return 1
 
 
-def stat_line(samples_us: list[int]) -> str:
+def stat_line(samples_us: list[int], percentiles: bool = True) -> str:
     if not samples_us:
         return "count=0"
     count = len(samples_us)
     ordered = sorted(samples_us)
     p5, p95 = ordered[count * 5 // 100], ordered[count * 95 // 100]
-    pct = f" p5={p5} median={ordered[count // 2]} p95={p95}"
+    pct = f" p5={p5} median={ordered[count // 2]} p95={p95}" if percentiles else ""
     if ordered[0] == ordered[-1]:
         return f"count={count} curr={samples_us[-1]}" + ("(all same)" if count > 1 else "") + pct
     avg = sum(samples_us) / count
@@ -89,6 +90,84 @@ def run_phase(invoke, min_runs: int, min_secs: float, max_secs: float) -> list[i
     return samples
 
 
+def _work(op, tensors) -> int:
+    """A rough operation count of one op: output elements, times the weights per output
+    channel for convolutions and fully connected layers."""
+    out = tensors[op["outputs"][0]]["shape"]
+    elements = 1
+    for dim in out:
+        elements *= max(int(dim), 1)
+    if (
+        op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+        and len(op["inputs"]) > 1
+    ):
+        weights = tensors[op["inputs"][1]]["shape"]
+        per_channel = 1
+        for dim in weights:
+            per_channel *= max(int(dim), 1)
+        elements *= max(per_channel // max(int(out[-1]), 1), 1)
+    return elements
+
+
+def print_op_profile(interpreter, timed_us: list[int]) -> None:
+    """The regular runs' profile in the tool's newer layout.  TEST DOUBLE: the op list, types
+    and names are the model's own (node index = TFLite op index, name = first output tensor,
+    as the tool prints them without XNNPACK); the per-op times are the measured average
+    inference split by each op's share of `_work`, not a per-op measurement."""
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+    works = [_work(op, tensors) for op in ops]
+    total_ms = (sum(timed_us) / len(timed_us) / 1000) if timed_us else 0.0
+    shares = [w / sum(works) for w in works]
+    info("Operator-wise Profiling Info for Regular Benchmark Runs:")
+    print("=" * 30 + " Run Order " + "=" * 30)
+    header = f"{'[node type]':>48}{'[first]':>17}{'[avg ms]':>16}{'[%]':>15}{'[cdf%]':>16}"
+    print(header + f"{'[mem KB]':>18}{'[times called]':>22}  [Name]")
+    rows = []
+    cdf = 0.0
+    for op, share in zip(ops, shares, strict=True):
+        cdf += share * 100
+        name = tensors[op["outputs"][0]]["name"]
+        rows.append(
+            (
+                share,
+                f"{op['op_name']:>48}{total_ms * share:>17.3f}{total_ms * share:>16.3f}"
+                f"{share * 100:>14.3f}%{{cdf:>15.3f}}%{0.0:>18.3f}{1:>17}"
+                f"       [{name}]:{op['index']}",
+            )
+        )
+        print(rows[-1][1].format(cdf=cdf))
+    print()
+    print("=" * 30 + " Top by Computation Time " + "=" * 30)
+    print(header + f"{'[mem KB]':>18}{'[times called]':>22}  [Name]")
+    cdf = 0.0
+    for share, row in sorted(rows, key=lambda item: -item[0])[:10]:
+        cdf += share * 100
+        print(row.format(cdf=cdf))
+    print()
+    by_type: dict[str, list[float]] = {}
+    for op, share in zip(ops, shares, strict=True):
+        by_type.setdefault(op["op_name"], []).append(share)
+    print(f"Number of nodes executed: {len(ops)}")
+    print("=" * 30 + " Summary by node type " + "=" * 30)
+    print(
+        f"{'[Node type]':>48}{'[count]':>17}{'[avg ms]':>17}{'[avg %]':>17}{'[cdf %]':>16}"
+        f"{'[mem KB]':>15}{'[times called]':>22}"
+    )
+    cdf = 0.0
+    for kind, parts in sorted(by_type.items(), key=lambda item: -sum(item[1])):
+        cdf += sum(parts) * 100
+        print(
+            f"{kind:>48}{len(parts):>17}{total_ms * sum(parts):>17.3f}{sum(parts) * 100:>16.3f}%"
+            f"{cdf:>15.3f}%{0.0:>15.3f}{len(parts):>17}"
+        )
+    print()
+    print(f"Timings (microseconds): {stat_line(timed_us, percentiles=False)}")
+    print("Memory (bytes): count=0")
+    print(f"{len(ops)} nodes observed")
+    print(flush=True)
+
+
 def main(argv: list[str]) -> int:
     fault = os.environ.get("LOOPBACK_FAULT", "ok")
     flags = dict(KNOWN)
@@ -117,6 +196,9 @@ def main(argv: list[str]) -> int:
     info(f"Graph: [{graph}]")
     if flags["use_gpu"] == "true":
         info("Use gpu: [1]")
+    profiling = flags["enable_op_profiling"] == "true"
+    if profiling:
+        info("Enable op profiling: [1]")
     info(f"#threads used for CPU inference: [{threads}]")
     if fault == "hang":
         time.sleep(3600)
@@ -138,7 +220,14 @@ def main(argv: list[str]) -> int:
     try:
         if fault == "load_error":
             raise ValueError("bad flatbuffer")
-        interpreter = Interpreter(model_path=host_path, num_threads=max(threads, 1))
+        resolver = {}
+        if flags["use_xnnpack"] == "false":
+            from ai_edge_litert.interpreter import OpResolverType
+
+            resolver["experimental_op_resolver_type"] = (
+                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
+        interpreter = Interpreter(model_path=host_path, num_threads=max(threads, 1), **resolver)
     except ValueError:
         error("The model is not a valid Flatbuffer buffer")
         return fail(f"Failed to mmap model {graph}")
@@ -146,7 +235,8 @@ def main(argv: list[str]) -> int:
     if flags["use_gpu"] == "true":
         error("GPU acceleration is not available on the loopback device.")
         return fail("Failed to apply GPU delegate.")
-    info("Created TensorFlow Lite XNNPACK delegate for CPU.")
+    if flags["use_xnnpack"] != "false":
+        info("Created TensorFlow Lite XNNPACK delegate for CPU.")
     info(f"The input model file size (MB): {os.path.getsize(host_path) / 1e6:.6g}")
     interpreter.allocate_tensors()
     rng = np.random.default_rng(0)
@@ -181,6 +271,8 @@ def main(argv: list[str]) -> int:
         "Memory footprint delta from the start of the tool (MB): "
         f"init={rss_before:.6g} overall={rss_after:.6g}"
     )
+    if profiling:
+        print_op_profile(interpreter, timed)
     return 0
 
 
