@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from models.quiet import set_quiet
+from pipeline.cli_analyze import analyze_command
 from pipeline.cli_arch import arch_group
 from pipeline.cli_bench import bench_command
 from pipeline.cli_common import plain_warnings
@@ -34,6 +35,7 @@ def cli(verbose: bool) -> None:
     plain_warnings()
 
 
+cli.add_command(analyze_command)
 cli.add_command(arch_group)
 cli.add_command(bench_command)
 cli.add_command(devices_command)

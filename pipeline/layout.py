@@ -17,6 +17,11 @@ A `pearl run` folder (`RunLayout`) holds a search folder and the stages after it
     latency.json, report.md, figures/
 
 LABEL is ``searched-KEY`` for a winner (KEY: its arch key) and ``baseline-NAME``.
+
+A `pearl analyze --out` folder (`AnalysisLayout`)::
+
+    analysis.md, figures/, samples.csv, operators_A_vs_B.csv (one per pair of runs),
+    winning_plan.json, winning_trainings.json, winning_ratio.csv (with --winning-ratio)
 """
 
 from __future__ import annotations
@@ -103,3 +108,23 @@ class RunLayout(_Folder):
             if layout.store.is_file():
                 return layout
         return None
+
+
+@dataclass(frozen=True)
+class AnalysisLayout:
+    """What `pearl analyze` writes (never inside a run folder)."""
+
+    root: Path
+
+    report = _file("analysis.md")
+    figures = _file("figures")
+    samples_csv = _file("samples.csv")
+    winning_plan = _file("winning_plan.json")
+    winning_trainings = _file("winning_trainings.json")
+    winning_csv = _file("winning_ratio.csv")
+
+    def operators_csv(self, stem: str) -> Path:
+        return self.root / f"{stem}.csv"
+
+    def figure(self, name: str) -> Path:
+        return self.figures / name

@@ -85,7 +85,17 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
         seconds = time.perf_counter() - started
         note = f"teacher logits {'read from' if hit else 'computed into'} {path} ({seconds:.1f} s)"
         log(note)
-    task = ProxyTask(
+    executor = build_executor(config, proxy_task(config, mini_train, mini_val, teacher), log)
+    setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
+    setup.closers.append(executor.close)
+    if config.reward.cost == "latency_ms":
+        setup.chain = _latency_chain(config, setup, log)
+    return setup
+
+
+def proxy_task(config: SearchConfig, mini_train, mini_val, teacher) -> ProxyTask:
+    """The proxy task of `config` (its [proxy] section, seed, threads and [compute])."""
+    return ProxyTask(
         mini_train,
         mini_val,
         config.proxy,
@@ -94,12 +104,6 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
         threads=config.proxy.threads,
         compute=config.compute,
     )
-    executor = build_executor(config, task, log)
-    setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
-    setup.closers.append(executor.close)
-    if config.reward.cost == "latency_ms":
-        setup.chain = _latency_chain(config, setup, log)
-    return setup
 
 
 def build_executor(config: SearchConfig, task: ProxyTask, log: Callable[[str], None]) -> Executor:
