@@ -157,10 +157,17 @@ def _clear_errors(function):
         from pipeline.lock import LockHeldError
         from pipeline.training import TrainingError
 
+        from pipeline.stop import disk_full_message
+
         try:
             return function(*args, **kwargs)
         except (DataError, TeacherError, TrainingError, DeviceError, LockHeldError) as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            full = disk_full_message(error, Path(), "the same command and --resume")
+            if full is None:
+                raise
+            raise click.ClickException(full) from None
 
     return wrapper
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from models.arch import Arch
 from models.builder import build
-from models.files import atomic_path
+from models.teacher_loading import atomic_save
 from pipeline.batches import BatchLoader
 from pipeline.config import ComputeConfig, ProxyConfig
 from pipeline.data import ImageArrays
@@ -115,8 +115,7 @@ class CachedTeacher:
         return self.per_epoch[epoch][start : start + len(images)]
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as temporary:
-            torch.save({"per_epoch": self.per_epoch, "batch_size": self.batch_size}, temporary)
+        atomic_save({"per_epoch": self.per_epoch, "batch_size": self.batch_size}, path)
 
     @classmethod
     def load(cls, path: Path) -> CachedTeacher:
