@@ -62,13 +62,20 @@ def _named(error: OSError, path: Path) -> OSError:
     return error
 
 
+# SQLite on a full disk: "database or disk is full", or (WAL mode) "disk I/O error" when it
+# cannot make room for the shared-memory file beside the database
+_SQLITE_FULL = (sqlite3.SQLITE_FULL, getattr(sqlite3, "SQLITE_IOERR_SHMSIZE", 4874))
+
+
 def disk_full(error: BaseException) -> bool:
     """Did this error come from a full disk (or quota): an `OSError` ENOSPC / EDQUOT, or
-    SQLite's "database or disk is full"?"""
+    SQLite's error for it?"""
     if isinstance(error, OSError):
         return error.errno in _FULL
     code = getattr(error, "sqlite_errorcode", None)
-    return isinstance(error, sqlite3.Error) and (code or 0) & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(error, sqlite3.Error) and code is not None and (
+        code in _SQLITE_FULL or code & 0xFF == sqlite3.SQLITE_FULL
+    )
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

@@ -100,7 +100,12 @@ class ProcessLock:
             os.close(fd)
         else:  # pragma: no cover - the file changed under us 20 times in a row
             raise LockHeldError(f"{self.path} keeps changing; is another pearl starting?")
-        self._take_over(fd)
+        try:
+            self._take_over(fd)
+        except OSError as error:  # a full disk: no room for the holder's line
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
         self._fd = fd
         _HELD[key] = 1
         return self

@@ -91,8 +91,7 @@ class Search:
             self._lock.release()
             raise
         try:
-            self._check_folder(resume)
-            save_config(config, self.run_dir)
+            self._check_folder(resume)  # saves the config (before the store names its hash)
             self.method = SEARCH_METHODS[METHOD].load()(config, setup.space)
             last = self.store.last_generation()
         except BaseException:
@@ -123,6 +122,8 @@ class Search:
 
     def _check_folder(self, resume: bool) -> None:
         stored_hash = self.store.get_meta("config_hash")
+        if resume and stored_hash is None and not self.store.count():
+            resume = False  # killed before its first write: this resume starts it
         if resume:
             if stored_hash is None:
                 raise SearchError(f"{self.run_dir} holds no search to resume")
@@ -131,12 +132,16 @@ class Search:
                     f"{self.layout.config} (hash {self.hash}) is not the config this run "
                     f"started with (hash {stored_hash}); restore it or start a new run"
                 )
+            save_config(self.config, self.run_dir)
             return
         if stored_hash is not None or self.store.count():
             raise SearchError(
                 f"{self.run_dir} already holds a search; resume it with "
                 f"`pearl search --resume {self.run_dir}` or choose another --out folder"
             )
+        # a kill between the two leaves a config and no hash: `--resume` then finds the
+        # config, and a new start over it is allowed (the store is still empty)
+        save_config(self.config, self.run_dir)
         self.store.set_meta("config_hash", self.hash)
         self.store.set_meta("created_at", str(time.time()))
 
