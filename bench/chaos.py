@@ -240,6 +240,7 @@ def run_trial(kind, trial: Trial, config: Path, run_dir: Path, cache: Path, disk
     what = trial.injection
     if what in ("store pages", "cache"):
         trial.notes.append(inject_damage(what, kind, run_dir, cache, rng))
+
     def resume() -> tuple[str, ...]:  # what a user does: resume, or start again when
         if (run_dir / "config.toml").exists():  # nothing was written yet
             return ("--resume", str(run_dir))
@@ -324,8 +325,8 @@ def main() -> None:
 
 
 def report(trials: list[Trial], args, loads: list[float], wall_s: float) -> None:
-    rows = ["| trial | command | killed in | then | processes | lost | twice | identical | tracebacks |",
-            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    head = "| trial | command | killed in | then | processes | lost | twice | same | tracebacks |"
+    rows = [head, "|---|---|---|---|---|---|---|---|---|"]
     for n, t in enumerate(trials):
         then = t.injection + (f" ({'; '.join(t.notes)})" if t.notes else "")
         rows.append(

@@ -73,8 +73,10 @@ def disk_full(error: BaseException) -> bool:
     if isinstance(error, OSError):
         return error.errno in _FULL
     code = getattr(error, "sqlite_errorcode", None)
-    return isinstance(error, sqlite3.Error) and code is not None and (
-        code in _SQLITE_FULL or code & 0xFF == sqlite3.SQLITE_FULL
+    return (
+        isinstance(error, sqlite3.Error)
+        and code is not None
+        and (code in _SQLITE_FULL or code & 0xFF == sqlite3.SQLITE_FULL)
     )
 
 

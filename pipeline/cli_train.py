@@ -155,9 +155,8 @@ def _clear_errors(function):
         from pipeline.data import DataError
         from pipeline.device import DeviceError
         from pipeline.lock import LockHeldError
-        from pipeline.training import TrainingError
-
         from pipeline.stop import disk_full_message
+        from pipeline.training import TrainingError
 
         try:
             return function(*args, **kwargs)

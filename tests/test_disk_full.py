@@ -86,9 +86,10 @@ def test_writes_on_a_full_disk_fail_whole_and_name_the_file(small_disk):
     assert disk_full(full.value) and full.value.filename == str(checkpoint)
     assert not checkpoint.exists()
 
-    with pytest.raises(sqlite3.OperationalError) as full, ResultsStore(
-        small_disk / "results.sqlite"
-    ) as store:
+    with (
+        pytest.raises(sqlite3.OperationalError) as full,
+        ResultsStore(small_disk / "results.sqlite") as store,
+    ):
         store.set_meta("pad", "x" * 1_000_000)
     assert disk_full(full.value)
     message = disk_full_message(full.value, small_disk / "results.sqlite", "`pearl x`")

@@ -68,7 +68,9 @@ def load_input(
         try:
             info = np.iinfo(dtype)
         except (TypeError, ValueError):
-            raise ExportError(f"{source}: field {entry}.dtype is {dtype!r}, not an int type") from None
+            raise ExportError(
+                f"{source}: field {entry}.dtype is {dtype!r}, not an int type"
+            ) from None
         x = np.clip(np.round(x / scale) + zero_point, info.min, info.max)
     try:
         return [np.ascontiguousarray(image[None], dtype=dtype) for image in x]
