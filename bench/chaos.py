@@ -263,6 +263,11 @@ def run_trial(kind, trial: Trial, config: Path, run_dir: Path, cache: Path, disk
             break
     text = log.read_text(errors="replace")
     trial.tracebacks = text.count("Traceback (most recent call last)")
+    for sign, note in (("repaired ", "store repaired"), ("is damaged (", "cache set aside"),
+                       ("is in use by pid", "second resume refused"),
+                       ("the disk is full: writing", "disk-full message")):  # fmt: skip
+        if sign in text:
+            trial.notes.append(note)
 
 
 def main() -> None:

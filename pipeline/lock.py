@@ -13,8 +13,8 @@ holder that died, and the next process takes it over with a note saying so.  On 
 file is removed; a taker checks that the file it locked is still the one at the path (not one
 unlinked by its previous holder a moment before), so removing it is safe.
 
-A process that already holds a lock may take it again (a `Search` built inside `pearl search`
-or `pearl run`, which lock the folder first): the inner one is a no-op, and the lock is held
+A process that already holds a run folder's lock may take it again (a `Search` built inside
+`pearl search` or `pearl run`, which lock the folder first): the inner one is a no-op, and the lock is held
 until the outermost one is released.  A flock of a second file descriptor would refuse the
 process itself.
 
@@ -73,6 +73,8 @@ class ProcessLock:
     """An exclusive lock on `path` (a context manager); `subject` says what it protects, for
     the messages (e.g. "run folder runs/a")."""
 
+    nests = False  # may this process take it again while holding it (see the docstring)?
+
     def __init__(self, path: str | Path, subject: str, *, log: Callable[[str], None] | None):
         self.path = Path(path)
         self.subject = subject
@@ -83,7 +85,7 @@ class ProcessLock:
     def acquire(self) -> ProcessLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         key = self.path.resolve()
-        if key in _HELD:  # held by this process already: nested
+        if self.nests and key in _HELD:  # held by this process already: nested
             _HELD[key] += 1
             self._nested = key
             return self
@@ -168,7 +170,10 @@ def _is_current(fd: int, path: Path) -> bool:
 
 class FolderLock(ProcessLock):
     """The lock of a run folder (``FOLDER/pearl.lock``).  A folder this lock created is removed
-    again on release when nothing else was written into it (a failed start leaves no folder)."""
+    again on release when nothing else was written into it (a failed start leaves no folder).
+    A process that holds it may take it again (nested)."""
+
+    nests = True
 
     def __init__(self, folder: str | Path, *, log: Callable[[str], None] | None = None) -> None:
         self.folder = Path(folder)
