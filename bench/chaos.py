@@ -194,7 +194,9 @@ def outcome(kind: str, run_dir: Path) -> dict:
 
     with ResultsStore(search_dir(kind, run_dir) / "results.sqlite") as store:
         rows = [(r.generation, r.slot, r.key, r.accuracy, r.reward) for r in store.candidates()]
-        last = store.last_generation()
+        # the controller's state: a `pearl run` past its search stage never reads it again (a
+        # store damaged then is only repaired by the next `pearl search --resume` of it)
+        last = store.last_generation() if kind == "search" else None
     state = {k: v.tolist() for k, v in last[1]["policy"].items()} if last else None
     result = {"rows": rows, "policy": state}
     if kind == "run":
@@ -359,8 +361,9 @@ def report(trials: list[Trial], args, loads: list[float], wall_s: float) -> None
         "concurrent resumes / a full disk (tmpfs of 16 MiB filled to 0 or 64 KiB free), then "
         "`--resume` until it ends with status 0. Lost: candidates missing from the final store; "
         "twice: (generation, slot) trained more than once in evaluations.jsonl; identical: "
-        "every row's key, accuracy and reward, the controller's final state, the winners and "
-        "the final training curves (without timings) equal the uninterrupted run's."
+        "every row's key, accuracy and reward, the controller's final state (search), the "
+        "winners and the final training curves without timings (run) equal the uninterrupted "
+        "run's."
     )
     command = f"python bench/chaos.py --kills {args.kills} --seed {args.seed}" + (
         f" --only {args.only}" if args.only else ""
