@@ -107,8 +107,7 @@ class Search:
         self._progress: SearchProgress | NoProgress = NoProgress()
 
     def close(self) -> None:
-        """Close the store (its write-ahead log goes back into results.sqlite) and release the
-        run folder's lock."""
+        """Close the store (its WAL goes back into results.sqlite); release the folder."""
         try:
             self.store.close()
         finally:
@@ -139,9 +138,7 @@ class Search:
                 f"{self.run_dir} already holds a search; resume it with "
                 f"`pearl search --resume {self.run_dir}` or choose another --out folder"
             )
-        # a kill between the two leaves a config and no hash: `--resume` then finds the
-        # config, and a new start over it is allowed (the store is still empty)
-        save_config(self.config, self.run_dir)
+        save_config(self.config, self.run_dir)  # first: a kill now leaves a resumable folder
         self.store.set_meta("config_hash", self.hash)
         self.store.set_meta("created_at", str(time.time()))
 
