@@ -23,6 +23,7 @@ other statistics wraps it so that it accepts inputs normalised those other ways.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from models.baselines import resolve_arch
-from models.files import atomic_path
+from models.files import atomic_write
 from models.teachers import CIFAR_RESNET_DEPTHS, Ensemble, cifar_resnet
 
 CHECKPOINT_FORMAT = "pearl-checkpoint"
@@ -72,10 +73,12 @@ def build_model(name: str, *, num_classes: int, input_size: int, dropout: float 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save` to a temporary sibling, then rename over `path`: readers (and a resume
-    after a kill) never see a half-written file."""
-    with atomic_path(path) as temporary:
-        torch.save(obj, temporary)
-    return Path(path)
+    after a kill) never see a half-written file.  Serialised in memory first, so a full disk is
+    an `OSError` ENOSPC naming `path` (torch's own file writer reports a cryptic
+    ``RuntimeError``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, buffer.getvalue())
 
 
 def save_checkpoint(
