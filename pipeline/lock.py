@@ -15,8 +15,8 @@ unlinked by its previous holder a moment before), so removing it is safe.
 
 A process that already holds a run folder's lock may take it again (a `Search` built inside
 `pearl search` or `pearl run`, which lock the folder first): the inner one is a no-op, and the
-lock is held until the outermost one is released.  A flock of a second file descriptor would refuse the
-process itself.
+lock is held until the outermost one is released.  A flock of a second file descriptor would
+refuse the process itself.
 
 On network file systems, flock works across machines where the file system supports locks
 (Linux NFS emulates flock with byte-range locks); on one that does not, two machines could both

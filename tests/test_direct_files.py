@@ -6,11 +6,11 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
+from export_helpers import TINY
 
 from device_bench.direct_files import covers, direct_bytes, graph_differences, graph_signature
 from models.arch import Arch
 from pipeline.latency_files import LOUD, GuardedExporter
-from export_helpers import TINY
 
 OTHER = "in32_cls10|stem_k3_s1_c8_re|ds_k3_s2_se0_id_c16_n1_re|head_c32_re"
 # ends on a 1x1 map, squeeze-excite there: litert-torch drops that SE's pool and sums the head's
