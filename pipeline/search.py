@@ -52,7 +52,6 @@ from pipeline.stop import write_in_progress
 from pipeline.store import Candidate, ResultsStore
 
 __all__ = ["Search", "SearchError", "build_setup"]
-METHOD = "akd"  # the method every search runs until the config names one (SEARCH_METHODS)
 
 
 class Search:
@@ -87,7 +86,7 @@ class Search:
         try:
             self._check_folder(resume)
             save_config(config, self.run_dir)
-            self.method = SEARCH_METHODS[METHOD].load()(config, setup.space)
+            self.method = SEARCH_METHODS[config.search.method].load()(config, setup.space)
             last = self.store.last_generation()
         except BaseException:
             self.store.close()
