@@ -77,6 +77,11 @@ def _copy_conv(target: nn.Conv2d | nn.Linear, source, rows: list[int], cols: lis
             target.bias.copy_(source.bias[rows])
 
 
+def _flags(keep) -> list[bool]:
+    """`keep` as a list of bools (indexing a tensor element by element is slow)."""
+    return keep.tolist() if isinstance(keep, torch.Tensor) else list(keep)
+
+
 def _load_bn(target: nn.BatchNorm2d, folded: nn.BatchNorm2d) -> None:
     target.load_state_dict(folded.state_dict())
 
@@ -103,11 +108,16 @@ class ResNetGates:
             self.layout.points[f"stages.{number}.bn1"] = torch.tensor(self.inner[-1])
             self.layout.points[f"stages.{number}.bn2"] = torch.tensor(self.lanes[stage])
         self.layout.points["bn"] = torch.tensor(self.lanes[0])
+        # gates of one group are alike (the same lanes' birth stage, the same block)
+        self.signatures = [
+            index for index, g in enumerate(self.layout.groups) for _ in range(g.start, g.stop)
+        ]
 
-    def _kept(self, indices: list[int], keep: torch.Tensor) -> list[int]:
+    def _kept(self, indices: list[int], keep: list[bool]) -> list[int]:
         return [position for position, gate in enumerate(indices) if keep[gate]]
 
     def shrink(self, keep: torch.Tensor) -> ResNetW:
+        keep = _flags(keep)
         stages, block = [], 0
         for index, stage in enumerate(self.network.stages):
             lanes = self.lanes[index]
@@ -123,6 +133,7 @@ class ResNetGates:
     def transfer(self, model: nn.Module, gates: torch.Tensor, keep: torch.Tensor):
         small = self.shrink(keep)
         out = small.build()
+        keep = _flags(keep)
         lanes = [self._kept(stage_lanes, keep) for stage_lanes in self.lanes]
 
         def gate(indices: list[int], rows: list[int]) -> torch.Tensor:
@@ -168,10 +179,25 @@ class DenseNetGates:
         # per part: the (producer part index, or -1 for the stem; channel) of each channel of
         # the concatenation it reads from
         self.sources = [self._sources(i, width) for i, (_, width, _) in enumerate(network.walk())]
+        # closing one gate of the full network saves the same MACs as closing another with the
+        # same signature: the same part, and a source channel of the same producer read by as
+        # many parts (the last reader also removes the producer's channel)
+        readers: dict[tuple[int, int], int] = {}
+        for index, part in enumerate(network.parts):
+            for channel in part.inputs:
+                source = self.sources[index][channel]
+                readers[source] = readers.get(source, 0) + 1
+        self.signatures: list[tuple] = []
+        for index, part in enumerate(network.parts):
+            for channel in part.inputs:
+                source = self.sources[index][channel]
+                self.signatures.append(("read", index, source[0], readers[source]))
+            self.signatures += [("mid", index)] * (part.bottleneck if part.kind == "d" else 0)
 
     def _plan(self, keep: torch.Tensor):
         """Per part: kept read positions (in the part's input order), kept bottleneck rows,
         kept output rows and whether it is live; and the kept stem rows."""
+        keep = _flags(keep)
         parts = self.network.parts
         reads = [[i for i, gate in enumerate(g) if keep[gate]] for g in self.reads]
         mids = [[i for i, gate in enumerate(g) if keep[gate]] for g in self.mids]

@@ -113,13 +113,19 @@ def cost_weights(helper, weighting: str) -> torch.Tensor:
         return torch.ones(size)
     if weighting != "flops":
         raise ValueError(f"unknown gate weighting {weighting!r}; choose flops or uniform")
-    keep = torch.ones(size, dtype=torch.bool)
+    keep = [True] * size
     full = helper.shrink(keep).cost().macs
     saved = torch.zeros(size)
-    for j in range(size):
-        keep[j] = False
-        saved[j] = full - helper.shrink(keep).cost().macs
-        keep[j] = True
+    known: dict = {}  # signature -> MACs saved (gates with one signature save alike)
+    for j, signature in enumerate(helper.signatures):
+        if signature not in known:
+            keep[j] = False
+            try:
+                known[signature] = full - helper.shrink(keep).cost().macs
+            except ValueError:  # the last gate of its layer: the keep-one rule never closes it
+                known[signature] = 0
+            keep[j] = True
+        saved[j] = known[signature]
     if saved.max() <= 0:
         raise ValueError("no gate saves any MACs: nothing to weight")
     return saved / saved.max()
