@@ -164,3 +164,58 @@ def test_a_teacher_without_bn_to_gate_is_a_clear_error():
         width_network(mnas, 32, 10)
     with pytest.raises(ValueError, match="need a teacher of the resnetw: or densenet: family"):
         gates_for(object.__new__(type("Other", (), {"encode": lambda self: "x"})))
+
+
+GATE_SEARCH = {
+    "data": {"path": "{data}", "train_images": 128, "val_images": 64},
+    "teacher": {"spec": "builtin:resnet20_cifar10"},
+    "proxy": {"loss": "ce", "epochs": 1, "batch_size": 64, "threads": 1, "warmup_epochs": 0},
+    "reward": {"preset": "soft", "cost": "macs", "target": 4e7},
+    "search": {"method": "gates", "batch_size": 1, "max_candidates": 5},
+    "gates": {"target_mmacs": 1.0, "max_steps": 2, "steps_per_generation": 1, "batch_size": 16},
+}
+
+
+def _gate_config(data_dir, **gates):
+    from pipeline.config import load_config
+
+    overrides = {section: dict(values) for section, values in GATE_SEARCH.items()}
+    overrides["data"]["path"] = str(data_dir / "cifar10_small.npz")
+    overrides["gates"].update(gates)
+    return load_config(None, overrides)
+
+
+def test_a_gate_search_that_cannot_reach_its_target_says_where_it_stopped(data_dir, tmp_path):
+    """A real search (shipped ResNet-20 teacher, two gate steps, each snapshot proxy-trained and
+    stored): the budget ends it short of an unreachable target, with a clear line."""
+    from pipeline.search import Search, build_setup
+    from pipeline.store import ResultsStore
+
+    if not (data_dir / "cifar10_small.npz").is_file():
+        pytest.skip("cifar10_small.npz not found; set PEARL_DATA")
+    config = _gate_config(data_dir)
+    lines: list[str] = []
+    setup = build_setup(config, log=lines.append)
+    try:
+        with Search(config, tmp_path, setup, resume=False, log=lines.append, show_progress=False) as search:
+            search.run()
+    finally:
+        setup.close()
+    assert "gates: stopped at 40.55 MMACs (step 2), target 1.00 MMACs" in lines
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        rows = store.candidates()
+        state = store.last_generation()[1]
+    assert len(rows) == 2 and all(row.arch.startswith("resnetw:in32_cls10|") for row in rows)
+    assert all(row.status != "failed" and row.accuracy is not None for row in rows)
+    assert state["steps"] == 2 and state["gates"]["g"].shape == (400,)
+    assert [p["step"] for p in state["trajectory"]] == [0, 1, 2]
+
+
+def test_a_target_above_the_teachers_cost_is_a_clear_error(data_dir, tmp_path):
+    from pipeline.config import ConfigError
+    from pipeline.gates.method import GateSearch, GateSearchError
+
+    with pytest.raises(GateSearchError, match="between 0 and the teacher's 40.55 MMACs"):
+        GateSearch(_gate_config(data_dir, target_mmacs=50.0), None)
+    with pytest.raises(ConfigError, match="needs gates.target_mmacs"):
+        _gate_config(data_dir, target_mmacs=0.0)
