@@ -4,6 +4,8 @@ images, and a real gate search that stops short of its target and says so."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -209,6 +211,10 @@ def test_a_gate_search_that_cannot_reach_its_target_says_where_it_stopped(data_d
     assert all(row.status != "failed" and row.accuracy is not None for row in rows)
     assert state["steps"] == 2 and state["gates"]["g"].shape == (400,)
     assert [p["step"] for p in state["trajectory"]] == [0, 1, 2]
+    report = json.loads((tmp_path / "gates" / "gates.json").read_text())
+    assert report["outcome"].startswith("stopped at 40.55 MMACs")
+    assert len(report["layers"]) == 3 + 9 and report["student"]["arch"] == rows[-1].arch
+    assert all((tmp_path / "gates" / name).stat().st_size > 10_000 for name in ("trajectory.png", "kept.png"))
 
 
 def test_a_target_above_the_teachers_cost_is_a_clear_error(data_dir, tmp_path):

@@ -113,6 +113,9 @@ class GateSearch:
         else:
             self.outcome = f"stopped at {point.macs / 1e6:.2f} MMACs (step {point.step}), {target}"
         search.log(f"gates: {self.outcome}")
+        from pipeline.gates.report import write_gate_report
+
+        write_gate_report(search.run_dir / "gates", self.engine, self.target_macs, self.outcome)
 
     def _advance(self) -> bool:
         """Run gate steps until the next snapshot; True once the target is reached."""

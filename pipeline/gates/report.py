@@ -1,0 +1,66 @@
+"""What a gate search leaves beside its store (``search/gates/``): ``gates.json`` (the MACs
+trajectory, the kept channels per layer, the teacher and the student), ``trajectory.png`` (MACs
+and open gates against step) and ``kept.png`` (kept channels of each gated layer against the
+teacher's: the paper's Fig. 5, one column per layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.files import atomic_write_json
+from pipeline.report_plots import _pyplot, _save
+
+
+def write_gate_report(folder: Path, engine, target_macs: int, outcome: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = engine.helper.layout.groups
+    kept = engine.kept_per_group()
+    student = engine.shrunk()
+    summary = {
+        "outcome": outcome,
+        "target_macs": target_macs,
+        "teacher": {"arch": engine.network.encode(), "macs": engine.network.cost().macs},
+        "student": {"arch": student.encode(), "macs": student.cost().macs},
+        "trajectory": [point.__dict__ for point in engine.trajectory],
+        "layers": [
+            {"name": g.name, "gates": g.stop - g.start, "kept": k}
+            for g, k in zip(groups, kept, strict=True)
+        ],
+    }
+    atomic_write_json(folder / "gates.json", summary)
+    return [
+        _trajectory(folder / "trajectory.png", engine.trajectory, target_macs),
+        _kept(folder / "kept.png", summary["layers"]),
+    ]
+
+
+def _trajectory(path: Path, trajectory, target_macs: int) -> Path:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    steps = [p.step for p in trajectory]
+    axis.plot(steps, [p.macs / 1e6 for p in trajectory], "o-", label="network left (MMACs)")
+    axis.axhline(target_macs / 1e6, color="tab:red", linestyle="--", label="target")
+    axis.set_xlabel("gate step")
+    axis.set_ylabel("MMACs of the network left")
+    right = axis.twinx()
+    right.plot(steps, [p.open_gates for p in trajectory], "s:", color="tab:gray")
+    right.set_ylabel("open gates (grey)")
+    axis.legend(loc="best")
+    axis.set_title("Gate search: cost of the network the open gates leave")
+    return _save(figure, path)
+
+
+def _kept(path: Path, layers: list[dict]) -> Path:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.18 * len(layers)), 4.0))
+    positions = range(len(layers))
+    axis.bar(positions, [layer["gates"] for layer in layers], color="lightgray", label="teacher")
+    fractions = [layer["kept"] / max(1, layer["gates"]) for layer in layers]
+    colours = plt.get_cmap("viridis")(fractions)
+    axis.bar(positions, [layer["kept"] for layer in layers], color=colours, label="kept")
+    axis.set_xticks(list(positions))
+    axis.set_xticklabels([layer["name"] for layer in layers], rotation=90, fontsize=7)
+    axis.set_ylabel("channels (gates) of the layer")
+    axis.legend(loc="upper left")
+    axis.set_title("Kept channels per gated layer (colour: fraction kept)")
+    return _save(figure, path)
