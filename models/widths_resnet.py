@@ -73,9 +73,7 @@ class ResNetW:
     # -- the string ---------------------------------------------------------------------------
 
     def encode(self) -> str:
-        stages = (
-            f"w{s.width}p{s.front}_{'.'.join(str(w) for w in s.inner)}" for s in self.stages
-        )
+        stages = (f"w{s.width}p{s.front}_{'.'.join(str(w) for w in s.inner)}" for s in self.stages)
         return "|".join([f"{PREFIX}:in{self.input_size}_cls{self.num_classes}", *stages])
 
     @classmethod

@@ -186,9 +186,7 @@ class SearchSection:
     method: str = "akd"  # SEARCH_METHODS: akd (a controller proposes) | gates (Gu & Tresp)
 
     def __post_init__(self) -> None:
-        _require(
-            self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS.names}"
-        )
+        _require(self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS.names}")
         _require(self.batch_size >= 1, "search.batch_size", "must be >= 1")
         _require(self.max_candidates >= 0, "search.max_candidates", "must be >= 0")
         _require(self.max_hours >= 0, "search.max_hours", "must be >= 0")

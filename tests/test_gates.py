@@ -74,7 +74,9 @@ def test_resnet_lanes_tie_the_stream_across_stages():
     channels = [5] * 3 + [13] * 3 + [29] * 3
     assert all(out[:, c].abs().max() == 0 for out, c in zip(outputs, channels, strict=True))
     assert all(out.abs().max() > 0 for out in outputs)
-    shrunk = helper.shrink(~torch.nn.functional.one_hot(torch.tensor(stage1[5]), layout.size).bool())
+    shrunk = helper.shrink(
+        ~torch.nn.functional.one_hot(torch.tensor(stage1[5]), layout.size).bool()
+    )
     assert [s.width for s in shrunk.stages] == [15, 31, 63]
 
 
@@ -131,7 +133,7 @@ def test_the_extracted_network_computes_what_the_gated_one_does(family, cifar_sm
     model.load_state_dict(weights)
     gated = GatedNetwork(model, helper.layout).eval()
     keep = _closed_at_random(helper.layout, 0.6, seed=3)
-    gates = (torch.rand(helper.layout.size, generator=torch.Generator().manual_seed(4)) * 2 - 0.5)
+    gates = torch.rand(helper.layout.size, generator=torch.Generator().manual_seed(4)) * 2 - 0.5
     gates = gates * keep
     with torch.no_grad():
         gated.gates.copy_(gates)
@@ -199,7 +201,9 @@ def test_a_gate_search_that_cannot_reach_its_target_says_where_it_stopped(data_d
     lines: list[str] = []
     setup = build_setup(config, log=lines.append)
     try:
-        with Search(config, tmp_path, setup, resume=False, log=lines.append, show_progress=False) as search:
+        with Search(
+            config, tmp_path, setup, resume=False, log=lines.append, show_progress=False
+        ) as search:
             search.run()
     finally:
         setup.close()
@@ -214,7 +218,10 @@ def test_a_gate_search_that_cannot_reach_its_target_says_where_it_stopped(data_d
     report = json.loads((tmp_path / "gates" / "gates.json").read_text())
     assert report["outcome"].startswith("stopped at 40.55 MMACs")
     assert len(report["layers"]) == 3 + 9 and report["student"]["arch"] == rows[-1].arch
-    assert all((tmp_path / "gates" / name).stat().st_size > 10_000 for name in ("trajectory.png", "kept.png"))
+    assert all(
+        (tmp_path / "gates" / name).stat().st_size > 10_000
+        for name in ("trajectory.png", "kept.png")
+    )
 
 
 def test_a_target_above_the_teachers_cost_is_a_clear_error(data_dir, tmp_path):

@@ -58,10 +58,15 @@ def test_strings_round_trip_and_cost_matches_the_built_module(text):
 
 
 def test_full_networks_match_the_papers_sizes_and_the_resnet_checkpoint():
-    assert ResNetW.full(20).encode() == "resnetw:in32_cls10|w16p0_16.16.16|w32p8_32.32.32|w64p16_64.64.64"
+    assert (
+        ResNetW.full(20).encode()
+        == "resnetw:in32_cls10|w16p0_16.16.16|w32p8_32.32.32|w64p16_64.64.64"
+    )
     big = DenseNetW.full(100, 12).cost()  # the paper: 0.8M parameters, 296M FLOPs
     assert 0.75e6 < big.params < 0.8e6 and 280e6 < big.macs < 300e6
-    assert build_model("densenet16_6", num_classes=10, input_size=32).network == DenseNetW.full(16, 6)
+    assert build_model("densenet16_6", num_classes=10, input_size=32).network == DenseNetW.full(
+        16, 6
+    )
     # a resnet20 checkpoint loads into the resnetw module and computes the same logits
     teacher, _ = load_checkpoint(resolve_checkpoint_path("builtin:resnet20_cifar10"))
     model = ResNetW.full(20).build().eval()

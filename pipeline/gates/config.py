@@ -27,9 +27,7 @@ class GatesConfig:
         from pipeline.config import _require
 
         _require(self.loss in GATE_LOSSES, "gates.loss", f"must be one of {GATE_LOSSES}")
-        _require(
-            self.weighting in GATE_WEIGHTINGS, "gates.weighting", f"one of {GATE_WEIGHTINGS}"
-        )
+        _require(self.weighting in GATE_WEIGHTINGS, "gates.weighting", f"one of {GATE_WEIGHTINGS}")
         _require(self.target_mmacs >= 0, "gates.target_mmacs", "must be >= 0")
         for key in ("temperature", "eta", "lambda2", "weight_lr"):
             _require(getattr(self, key) > 0, f"gates.{key}", "must be > 0")

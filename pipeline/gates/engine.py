@@ -52,7 +52,8 @@ class GateEngine:
         try:
             model.load_state_dict(weights)
         except RuntimeError as error:
-            raise ValueError(f"the teacher's weights do not fit {network.encode()[:60]}: {error}")
+            message = f"the teacher's weights do not fit {network.encode()[:60]}: {error}"
+            raise ValueError(message) from None
         self.gated = GatedNetwork(model, self.helper.layout).to(self.device)
         alpha = cost_weights(self.helper, settings.weighting).to(self.device)
         self.alpha = alpha
@@ -144,9 +145,7 @@ class GateEngine:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         gates = state["gates"]
-        self.state = ProximalState(
-            *(gates[key].to(self.device) for key in ("g", "v", "closed"))
-        )
+        self.state = ProximalState(*(gates[key].to(self.device) for key in ("g", "v", "closed")))
         self.gated.model.load_state_dict(state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])

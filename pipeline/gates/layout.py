@@ -173,7 +173,9 @@ class DenseNetGates:
             )
             mids: list[int] = []
             if part.kind == "d":
-                mids = list(self.layout.add(f"part{index + 1}.bottleneck", part.bottleneck, True, index))
+                mids = list(
+                    self.layout.add(f"part{index + 1}.bottleneck", part.bottleneck, True, index)
+                )
                 self.layout.points[f"{prefix}.bn2"] = torch.tensor(mids)
             self.mids.append(mids)
         # per part: the (producer part index, or -1 for the stem; channel) of each channel of
