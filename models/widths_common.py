@@ -25,6 +25,15 @@ def fail(text: str, position: int, token: str, message: str) -> None:
     raise WidthStringError(f"{text[:48]!r}...: token {position} {token!r}: {message}")
 
 
+def construct(text: str, tokens: list[str], make):
+    """``make()``, a validation error of the whole network pinned to the string's last token."""
+    try:
+        return make()
+    except ValueError as error:
+        fail(text, len(tokens), tokens[-1], str(error))
+    raise AssertionError  # unreachable: fail raises
+
+
 def split_tokens(text: str, prefix: str) -> list[str]:
     if not text.startswith(f"{prefix}:"):
         raise WidthStringError(f"{text[:40]!r} does not start with {prefix + ':'!r}")

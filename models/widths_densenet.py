@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from models.widths_common import (
+    construct,
     decode_set,
     encode_set,
     fail,
@@ -118,11 +119,7 @@ class DenseNetW:
             part = _parse_part(text, position, token, width)
             width = width + part.out if part.kind == "d" else part.out or width
             parts.append(part)
-        try:
-            return cls(size, classes, stem, tuple(parts))
-        except ValueError as error:
-            fail(text, len(tokens), tokens[-1], str(error))
-        raise AssertionError  # unreachable: fail raises
+        return construct(text, tokens, lambda: cls(size, classes, stem, tuple(parts)))
 
     def key(self) -> str:
         return key_of(self.encode())

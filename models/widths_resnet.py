@@ -20,7 +20,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from models.widths_common import fail, key_of, parse_header, positive_int, split_tokens
+from models.widths_common import (
+    construct,
+    fail,
+    key_of,
+    parse_header,
+    positive_int,
+    split_tokens,
+)
 
 PREFIX = "resnetw"
 _STAGE = re.compile(r"w(\w+?)p(\w+?)_(.+)")
@@ -95,11 +102,7 @@ class ResNetW:
             stages.append(ResNetStage(width, int(match.group(2)), inner))
         if not stages:
             fail(text, 1, tokens[0], "no stages follow the header")
-        try:
-            return cls(size, classes, tuple(stages))
-        except ValueError as error:
-            fail(text, len(tokens), tokens[-1], str(error))
-        raise AssertionError  # unreachable: fail raises
+        return construct(text, tokens, lambda: cls(size, classes, tuple(stages)))
 
     def key(self) -> str:
         return key_of(self.encode())
