@@ -434,6 +434,7 @@ BUDGET_KEYS = ("max_candidates", "max_hours", "report_targets")
 # so a run can be resumed with a bigger budget, on a GPU or on a cluster (None: whole section).
 UNHASHED: dict[str, tuple[str, ...] | None] = {
     "search": (*BUDGET_KEYS, "executor"),
+    "gates": ("max_steps",),
     "compute": None,
     "ray": None,
 }

@@ -222,6 +222,23 @@ def test_a_gate_search_that_cannot_reach_its_target_says_where_it_stopped(data_d
         (tmp_path / "gates" / name).stat().st_size > 10_000
         for name in ("trajectory.png", "kept.png")
     )
+    # --resume with a bigger step budget continues the same optimisation (gates, weights, steps)
+    from pipeline.config import load_config
+
+    config = load_config(tmp_path / "config.toml", {"gates": {"max_steps": "3"}})
+    setup = build_setup(config, log=lines.append)
+    try:
+        with Search(
+            config, tmp_path, setup, resume=True, log=lines.append, show_progress=False
+        ) as s:
+            assert s.method.engine.steps == 2
+            torch.testing.assert_close(s.method.engine.state.g, state["gates"]["g"])
+            s.run()
+    finally:
+        setup.close()
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        assert len(store.candidates()) == 3
+        assert [p["step"] for p in store.last_generation()[1]["trajectory"]] == [0, 1, 2, 3]
 
 
 def test_a_target_above_the_teachers_cost_is_a_clear_error(data_dir, tmp_path):
