@@ -222,6 +222,10 @@ def test_a_gate_search_that_cannot_reach_its_target_says_where_it_stopped(data_d
         (tmp_path / "gates" / name).stat().st_size > 10_000
         for name in ("trajectory.png", "kept.png")
     )
+    from pipeline.gates.report import report_lines
+
+    section = "\n".join(report_lines(tmp_path / "gates", tmp_path))
+    assert "Outcome: stopped at 40.55 MMACs" in section and "(gates/kept.png)" in section
     # --resume with a bigger step budget continues the same optimisation (gates, weights, steps)
     from pipeline.config import load_config
 

@@ -115,7 +115,7 @@ class GateSearch:
         search.log(f"gates: {self.outcome}")
         from pipeline.gates.report import write_gate_report
 
-        write_gate_report(search.run_dir / "gates", self.engine, self.target_macs, self.outcome)
+        write_gate_report(search.layout.gates, self.engine, self.target_macs, self.outcome)
 
     def _advance(self) -> bool:
         """Run gate steps until the next snapshot; True once the target is reached."""

@@ -34,6 +34,30 @@ def write_gate_report(folder: Path, engine, target_macs: int, outcome: str) -> l
     ]
 
 
+def report_lines(folder: Path, report_dir: Path) -> list[str]:
+    """The gate search's part of ``report.md`` (nothing when `folder` holds no gate search)."""
+    import json
+    import os
+
+    path = folder / "gates.json"
+    if not path.is_file():
+        return []
+    summary = json.loads(path.read_text())
+    where = Path(os.path.relpath(folder, report_dir))
+    teacher, student = summary["teacher"], summary["student"]
+    return [
+        "### Gate search (Gu & Tresp)",
+        "",
+        f"Outcome: {summary['outcome']}. Teacher `{teacher['arch']}` ({teacher['macs'] / 1e6:.2f} MMACs); "
+        f"student left by the open gates `{student['arch']}` ({student['macs'] / 1e6:.2f} MMACs).",
+        "",
+        f"![gate trajectory]({where / 'trajectory.png'})",
+        "",
+        f"![kept channels per layer]({where / 'kept.png'})",
+        "",
+    ]
+
+
 def _trajectory(path: Path, trajectory, target_macs: int) -> Path:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.5))
