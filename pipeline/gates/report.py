@@ -48,7 +48,8 @@ def report_lines(folder: Path, report_dir: Path) -> list[str]:
     return [
         "### Gate search (Gu & Tresp)",
         "",
-        f"Outcome: {summary['outcome']}. Teacher `{teacher['arch']}` ({teacher['macs'] / 1e6:.2f} MMACs); "
+        f"Outcome: {summary['outcome']}. Teacher `{teacher['arch']}` "
+        f"({teacher['macs'] / 1e6:.2f} MMACs); "
         f"student left by the open gates `{student['arch']}` ({student['macs'] / 1e6:.2f} MMACs).",
         "",
         f"![gate trajectory]({where / 'trajectory.png'})",
