@@ -158,6 +158,8 @@ def test_a_layer_nobody_reads_is_removed_whole():
         keep[g.start + 4 : g.start + 6] = False
     small = helper.shrink(keep)
     assert small.encode() == "densenet:in32_cls10|c4|d0-3x4o2|f0-5"
+    # Fig. 5's matrix: the classifier reads all of the stem, none of part 1, all of part 2
+    assert helper.connections(keep)[2] == [1.0, 0.0, 1.0, None]
 
 
 def test_a_teacher_without_bn_to_gate_is_a_clear_error():

@@ -217,6 +217,24 @@ class DenseNetGates:
         stem = [c for c in range(self.network.stem) if (-1, c) in used]
         return reads, mids, outs, live, stem, sources
 
+    def connections(self, keep) -> list[list[float | None]]:
+        """The paper's Fig. 5: ``[consumer part][producer]`` (producer 0 the stem, i + 1 part
+        i), the fraction of the producer's channels the consumer still reads; None where it
+        never read any."""
+        keep = _flags(keep)
+        parts = self.network.parts
+        matrix: list[list[float | None]] = [[None] * (len(parts) + 1) for _ in parts]
+        for index, part in enumerate(parts):
+            counts: dict[int, list[int]] = {}
+            for position, gate in enumerate(self.reads[index]):
+                producer = self.sources[index][part.inputs[position]][0]
+                total_kept = counts.setdefault(producer, [0, 0])
+                total_kept[0] += 1
+                total_kept[1] += keep[gate]
+            for producer, (total, kept) in counts.items():
+                matrix[index][producer + 1] = kept / total
+        return matrix
+
     def _sources(self, index: int, width: int) -> list[tuple[int, int]]:
         parts, start = self.network.parts, index
         while start > 0 and parts[start - 1].kind == "d":

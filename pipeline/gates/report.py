@@ -28,10 +28,35 @@ def write_gate_report(folder: Path, engine, target_macs: int, outcome: str) -> l
         ],
     }
     atomic_write_json(folder / "gates.json", summary)
-    return [
+    written = [
         _trajectory(folder / "trajectory.png", engine.trajectory, target_macs),
         _kept(folder / "kept.png", summary["layers"]),
     ]
+    if hasattr(engine.helper, "connections"):  # DenseNet: which connections are left
+        written.append(_connections(folder / "connections.png", engine.helper, engine.keep()))
+    return written
+
+
+def _connections(path: Path, helper, keep) -> Path:
+    import numpy as np
+
+    plt = _pyplot()
+    matrix = np.array(  # the last part (the classifier) produces nothing: no row for it
+        [[np.nan if v is None else v for v in row[:-1]] for row in helper.connections(keep)]
+    )
+    names = ["stem"] + [f"{p.kind}{i + 1}" for i, p in enumerate(helper.network.parts)]
+    size = max(5.0, 0.25 * len(names))
+    figure, axis = plt.subplots(figsize=(size, size * 0.85))
+    image = axis.imshow(matrix.T, cmap="viridis", vmin=0, vmax=1, origin="lower")
+    axis.set_xticks(range(len(names) - 1))
+    axis.set_xticklabels(names[1:], rotation=90, fontsize=7)
+    axis.set_yticks(range(len(names) - 1))
+    axis.set_yticklabels(names[:-1], fontsize=7)
+    axis.set_xlabel("reading part (d: dense layer, t: transition, f: classifier)")
+    axis.set_ylabel("producing part")
+    figure.colorbar(image, ax=axis, label="fraction of the connection's channels kept")
+    axis.set_title("Connections left (blank: not in the teacher)", fontsize=10)
+    return _save(figure, path)
 
 
 def report_lines(folder: Path, report_dir: Path) -> list[str]:
@@ -56,6 +81,11 @@ def report_lines(folder: Path, report_dir: Path) -> list[str]:
         "",
         f"![kept channels per layer]({where / 'kept.png'})",
         "",
+        *(
+            [f"![connections left]({where / 'connections.png'})", ""]
+            if (folder / "connections.png").is_file()
+            else []
+        ),
     ]
 
 
