@@ -55,6 +55,18 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("mnas", "", "models.arch:Arch", "MnasNet-style blocks (AKD's space), `models.arch`"),
+    Family(
+        "resnetw",
+        "resnetw",
+        "models.widths_resnet:ResNetW",
+        "CIFAR ResNets with per-layer widths (Gu & Tresp students), `models.widths_resnet`",
+    ),
+    Family(
+        "densenet",
+        "densenet",
+        "models.widths_densenet:DenseNetW",
+        "DenseNet-BC with per-layer kept channels (Gu & Tresp), `models.widths_densenet`",
+    ),
 )
 
 

@@ -35,6 +35,7 @@ from torch import nn
 from models.baselines import resolve_arch
 from models.files import atomic_write
 from models.teachers import CIFAR_RESNET_DEPTHS, Ensemble, cifar_resnet
+from models.widths_densenet import named_densenet
 
 CHECKPOINT_FORMAT = "pearl-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -55,14 +56,22 @@ class TeacherError(ValueError):
 
 def build_model(name: str, *, num_classes: int, input_size: int, dropout: float = 0.2) -> nn.Module:
     """A freshly initialised network: a CIFAR ResNet (``resnet20`` .. ``resnet110``), a baseline
-    name (``mobilenet_v2_0.5``, ...) or an arch string."""
+    name (``mobilenet_v2_0.5``, ...), a DenseNet-BC (``densenet100_12``, `named_densenet`) or
+    an arch string of any family."""
     if name in CIFAR_RESNETS:
         return cifar_resnet(name, num_classes)
+    try:
+        densenet = named_densenet(name, input_size, num_classes)
+    except ValueError as error:
+        raise TeacherError(str(error)) from None
+    if densenet is not None:
+        return densenet.build(dropout)
     try:
         arch = resolve_arch(name, input_size, num_classes)
     except ValueError as error:
         raise TeacherError(
-            f"{error}; CIFAR ResNets ({', '.join(CIFAR_RESNETS)}) are also accepted"
+            f"{error}; CIFAR ResNets ({', '.join(CIFAR_RESNETS)}) and DenseNet-BCs "
+            "(densenet<L>_<k>, e.g. densenet100_12) are also accepted"
         ) from None
     return arch.build(dropout)
 

@@ -239,7 +239,8 @@ def teacher_group() -> None:
     "--model",
     "model",
     required=True,
-    help="resnet20/32/44/56/110 (CIFAR ResNets), a baseline name or an arch string",
+    help="resnet20/32/44/56/110 (CIFAR ResNets), densenet<L>_<k> (DenseNet-BC, e.g. "
+    "densenet40_12), a baseline name or an arch string",
 )
 @_output_option(
     "checkpoint to write (the run's state lives in OUTPUT.run/); with --seeds, a folder for "

@@ -45,7 +45,8 @@ from models.cache_dir import (
     TEACHER_LOGITS_DIR,
 )
 from models.files import atomic_write
-from pipeline.registry import CONTROLLERS, LOSSES
+from pipeline.gates.config import GatesConfig
+from pipeline.registry import CONTROLLERS, LOSSES, SEARCH_METHODS
 from pipeline.reward import COST_NAMES, PRESETS
 
 CONFIG_FILE_NAME = "config.toml"
@@ -183,8 +184,10 @@ class SearchSection:
     # latency targets (in reward.cost units) for the best-arch report; empty: [reward.target]
     report_targets: tuple[float, ...] = ()
     executor: str = "inprocess"  # inprocess | ray (where candidates train; see [ray])
+    method: str = "akd"  # SEARCH_METHODS: akd (a controller proposes) | gates (Gu & Tresp)
 
     def __post_init__(self) -> None:
+        _require(self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS.names}")
         _require(self.batch_size >= 1, "search.batch_size", "must be >= 1")
         _require(self.max_candidates >= 0, "search.max_candidates", "must be >= 0")
         _require(self.max_hours >= 0, "search.max_hours", "must be >= 0")
@@ -265,6 +268,7 @@ SECTIONS: dict[str, type] = {
     "latency": LatencyConfig,
     "compute": ComputeConfig,
     "ray": RayConfig,
+    "gates": GatesConfig,
 }
 
 
@@ -280,6 +284,7 @@ class SearchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
 
     def __post_init__(self) -> None:
         """Each section checked itself when it was made; here the rules across sections."""
@@ -288,6 +293,8 @@ class SearchConfig:
                 f"proxy.loss = {self.proxy.loss!r} needs a teacher: set teacher.spec to a "
                 "checkpoint (or use proxy.loss = 'ce')"
             )
+        if self.search.method == "gates" and not self.gates.target_mmacs:
+            raise ConfigError("search.method = 'gates' needs gates.target_mmacs (> 0)")
         if self.reward.cost == "latency_ms" and not self.latency.backends:
             raise ConfigError(
                 "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
@@ -431,6 +438,7 @@ BUDGET_KEYS = ("max_candidates", "max_hours", "report_targets")
 # so a run can be resumed with a bigger budget, on a GPU or on a cluster (None: whole section).
 UNHASHED: dict[str, tuple[str, ...] | None] = {
     "search": (*BUDGET_KEYS, "executor"),
+    "gates": ("max_steps",),
     "compute": None,
     "ray": None,
 }
@@ -449,6 +457,9 @@ def config_hash(config: Any) -> str:
         for section, values in config.to_dict().items()
     }
     data = {section: values for section, values in data.items() if values}
+    if data.get("search", {}).get("method") == "akd":  # AKD runs from before methods existed
+        del data["search"]["method"]
+        data.pop("gates", None)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -100,5 +100,10 @@ SEARCH_METHODS: Registry[Entry] = Registry(
             "pipeline.methods:ControllerSearch",
             "a controller proposes archs of the space; KD proxy training scores them (AKD)",
         ),
+        Entry(
+            "gates",
+            "pipeline.gates.method:GateSearch",
+            "gates on the teacher's channels close under a cost-weighted L1 term (Gu & Tresp)",
+        ),
     ],
 )

@@ -53,7 +53,6 @@ from pipeline.stop import write_in_progress
 from pipeline.store import Candidate, ResultsStore
 
 __all__ = ["Search", "SearchError", "build_setup"]
-METHOD = "akd"  # the method every search runs until the config names one (SEARCH_METHODS)
 
 
 class Search:
@@ -92,7 +91,7 @@ class Search:
             raise
         try:
             self._check_folder(resume)  # saves the config (before the store names its hash)
-            self.method = SEARCH_METHODS[METHOD].load()(config, setup.space)
+            self.method = SEARCH_METHODS[config.search.method].load()(config, setup.space)
             last = self.store.last_generation()
         except BaseException:
             self.close()
