@@ -7,6 +7,7 @@ import datetime
 import os
 import re
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,3 +52,12 @@ def write_section(
 def median_and_range(values: Sequence[float], decimals: int) -> tuple[float, str]:
     """The median of ``values`` and their range written ``min-max`` with ``decimals`` decimals."""
     return statistics.median(values), f"{min(values):.{decimals}f}-{max(values):.{decimals}f}"
+
+
+def publish(title: str, table_markdown: str, notes: str, *, write: bool) -> None:
+    """Print a benchmark's table and notes; with `write`, also into its BENCHMARKS.md section,
+    stamped with the command line that ran this script."""
+    print(table_markdown + "\n\n" + notes)
+    if write:
+        command = " ".join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+        write_section(title, command, table_markdown, notes=notes)

@@ -4,6 +4,7 @@ A layer file depends on the layer key and the converter versions, never on the p
 for several devices (and rebuilds after an interruption) convert each layer once::
 
     CACHE/layers-v<LAYER_FILES_VERSION>-<tools hash>/<converter>/<input size>/<key hash>.tflite
+    ... and beside each, <key hash>.tflite.json: its size and sha256
 
 Two ways to make the files (``converter``):
 
@@ -12,8 +13,9 @@ Two ways to make the files (``converter``):
 * ``litert``: litert-torch itself, in chunks (`layer_models.convert_chunk`: one conversion of
   many independent branches, then split per layer), optionally in several processes at once.
 
-Each file appears atomically (`models.files.atomic_write`), so an interrupted build keeps
-every finished file; a file that is not a TFLite flatbuffer when it is looked up (damaged on
+Each file appears atomically (`models.files.atomic_write`), then its record (size, sha256), so an
+interrupted build keeps every finished file; a file without a record (the build stopped between
+the two) is made again, and one whose size or content does not match its record (damaged on
 disk) is moved aside with a warning and made again.
 """
 
@@ -27,12 +29,12 @@ from pathlib import Path
 
 from latency_tables.keys import LayerKey
 from models.damage import set_aside
-from models.files import atomic_write
+from models.files import atomic_write, atomic_write_json, read_json
 
-LAYER_FILES_VERSION = 1
+LAYER_FILES_VERSION = 3  # 2: each file has its record (size, sha256); 3: the direct writer
+# drops or sums global pools of 1x1 maps
 DEFAULT_CHUNK = 16
 CONVERTERS = ("direct", "litert")
-TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4-8 of every .tflite
 
 
 def layer_root(cache_dir: str | os.PathLike) -> Path:
@@ -48,19 +50,39 @@ def layer_path(root: Path, key: LayerKey, converter: str = "direct") -> Path:
     return root / converter / str(key.input_size) / f"{digest}.tflite"
 
 
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _store(path: Path, data: bytes) -> None:
+    """Write a layer file, then its record (size and sha256), both atomically."""
+    atomic_write(path, data)
+    record = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_json(_record_path(path), record)
+
+
 def _intact(path: Path) -> bool:
-    """Is the cached layer file there and a TFLite flatbuffer (its file identifier and a size
-    that holds at least a header)?  A damaged one is moved aside with a warning."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(8)
-    except FileNotFoundError:
+    """Is the cached layer file there, with its record, and do its size and sha256 match the
+    record?  A file without a record is unfinished (made again); a damaged one is moved aside
+    with a warning."""
+    record_path = _record_path(path)
+    if not path.is_file() or not record_path.is_file():
         return False
-    if len(header) == 8 and header[4:8] == TFLITE_IDENTIFIER:
-        return True
-    set_aside(
-        path, "cached layer file", f"not a TFLite file: header {header!r}", then="writing it again"
-    )
+    try:
+        record = read_json(record_path)
+        size, sha256 = int(record["bytes"]), str(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        problem = f"unreadable record {record_path.name}: {type(error).__name__}: {error}"
+    else:
+        data = path.read_bytes()
+        if len(data) != size:
+            problem = f"{len(data)} bytes, its record says {size}"
+        elif hashlib.sha256(data).hexdigest() != sha256:
+            problem = "its content does not match the sha256 in its record"
+        else:
+            return True
+    set_aside(path, "cached layer file", problem, then="writing it again")
+    record_path.unlink(missing_ok=True)
     return False
 
 
@@ -71,7 +93,7 @@ def _convert_and_store(root: str, keys: Sequence[LayerKey]) -> int:
 
     torch.set_num_threads(1)
     for key, data in zip(keys, convert_chunk(keys), strict=True):
-        atomic_write(layer_path(Path(root), key, "litert"), data)
+        _store(layer_path(Path(root), key, "litert"), data)
     return len(keys)
 
 
@@ -92,7 +114,7 @@ def ensure_layer_files(
     if converter not in CONVERTERS:
         raise ValueError(f"converter must be one of {CONVERTERS}, got {converter!r}")
     root = layer_root(cache_dir)
-    paths = {}
+    paths, missing = {}, []
     present = 0
     for key in keys:
         direct = converter == "direct" and supports(key)
@@ -100,11 +122,12 @@ def ensure_layer_files(
         if _intact(paths[key]):
             present += 1
         elif direct:
-            atomic_write(paths[key], write_layer(key))
+            _store(paths[key], write_layer(key))
             on_done and on_done(1)
+        else:
+            missing.append(key)
     if present:
         on_done and on_done(present)
-    missing = [key for key in keys if not paths[key].is_file()]
     chunks = [missing[i : i + chunk_size] for i in range(0, len(missing), chunk_size)]
     if not chunks:
         return paths

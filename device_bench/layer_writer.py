@@ -12,7 +12,9 @@ so this module writes the same graph from the `LayerKey` in milliseconds:
   ``LOGISTIC`` -> ``MUL``;
 * pooling shortcut: ``PAD`` 1 -> 3x3 ``AVERAGE_POOL_2D`` ``VALID`` (zero padding counted)
   [-> 1x1 ``CONV_2D``], sharing the body's ``PAD`` when both pad the input by 1; ``ADD``;
-* head: 1x1 ``CONV_2D`` + act -> ``MEAN`` -> ``FULLY_CONNECTED`` (zero bias dropped).
+* head: 1x1 ``CONV_2D`` + act -> ``MEAN`` -> ``FULLY_CONNECTED`` (zero bias dropped);
+* on a 1x1 map (a 32 px input in a stride-32 space) litert-torch drops the squeeze-excite
+  ``MEAN`` and writes the head's as ``SUM``; so does the writer.
 
 Weights are seeded random numbers (latency does not depend on their values).  Hard-swish
 networks are not covered (litert-torch decomposes hard-swish/hard-sigmoid differently); the
@@ -128,11 +130,16 @@ class _Graph:
         return out, out_shape
 
     def mean(self, x, shape, keep_dims: bool):
-        n, _, _, c = shape
+        """Global average pool; on a 1x1 map litert-torch drops it (keep_dims) or writes a
+        ``SUM`` (the head's pool to [n, c])."""
+        n, h, w, c = shape
+        if (h, w) == (1, 1) and keep_dims:
+            return x, shape
         out_shape = [n, 1, 1, c] if keep_dims else [n, c]
         out = self.tensor(out_shape)
         axes = self.tensor([2], INT32, self.np.array([1, 2], "int32"))
-        self.op("MEAN", [x, axes], [out], "ReducerOptions", keepDims=keep_dims)
+        op = "SUM" if (h, w) == (1, 1) else "MEAN"
+        self.op(op, [x, axes], [out], "ReducerOptions", keepDims=keep_dims)
         return out, out_shape
 
     def squeeze_excite(self, x, shape, squeeze: int, act: str):

@@ -173,24 +173,28 @@ def arch_keys(arch: Arch) -> list[LayerKey]:
 
 def arch_key_tuples(arch: Arch) -> list[tuple]:
     """`arch_keys` as plain tuples (`LayerKey.as_tuple` order), without building `LayerKey`
-    objects: the predictor's hot path (a few microseconds instead of tens)."""
+    objects (what the predictor looks up)."""
     layers = expand_layers(arch)
-    stem = arch.stem
-    keys = [
-        ("stem", "stem", stem.kernel, 1, 0, "noskip", 3, stem.out_channels, stem.stride,
-         arch.input_size, stem.act, 0)
-    ]  # fmt: skip
-    for s in layers:
-        keys.append(
-            ("layer", s.op, s.kernel, s.expand, round(s.se_ratio * 100), s.skip, s.in_channels,
-             s.out_channels, s.stride, s.input_size, s.act, 0)
-        )  # fmt: skip
-    last = layers[-1]
-    keys.append(
-        ("head", "head", 1, 1, 0, "noskip", last.out_channels, arch.head.channels, 1,
-         last.output_size, arch.head.act, arch.num_classes)
-    )  # fmt: skip
+    keys = [stem_key_tuple(arch), *(layer_key_tuple(s) for s in layers)]
+    keys.append(head_key_tuple(arch, layers[-1].out_channels, layers[-1].output_size))
     return keys
+
+
+def stem_key_tuple(arch: Arch) -> tuple:
+    stem = arch.stem
+    return ("stem", "stem", stem.kernel, 1, 0, "noskip", 3, stem.out_channels, stem.stride,
+            arch.input_size, stem.act, 0)  # fmt: skip
+
+
+def layer_key_tuple(s: LayerSpec) -> tuple:
+    return ("layer", s.op, s.kernel, s.expand, round(s.se_ratio * 100), s.skip, s.in_channels,
+            s.out_channels, s.stride, s.input_size, s.act, 0)  # fmt: skip
+
+
+def head_key_tuple(arch: Arch, channels: int, size: int) -> tuple:
+    """The head's key entered with `channels` at resolution `size` (the last layer's output)."""
+    return ("head", "head", 1, 1, 0, "noskip", channels, arch.head.channels, 1, size,
+            arch.head.act, arch.num_classes)  # fmt: skip
 
 
 def space_keys(space: SearchSpace) -> list[LayerKey]:

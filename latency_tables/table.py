@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latency_tables.block_sums import BlockSums
 from latency_tables.identity import DEFAULT_PRECISION, differences
 from latency_tables.keys import KEY_FIELDS, LayerKey, arch_key_tuples
 from models.arch import Arch
@@ -181,6 +182,7 @@ class LatencyTable:
             raise TableError(f"unknown statistic {self._stat!r}: expected min_ms or median_ms")
         # the hot path looks up plain tuples (see `arch_key_tuples`)
         self._values = {key.as_tuple(): getattr(e, self._stat) for key, e in self.entries.items()}
+        self._block_sums = BlockSums(self._values)  # the per-arch fast path
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -245,6 +247,9 @@ class LatencyTable:
         self, arch: Arch, measure_missing: Callable[[LayerKey], Entry] | None = None
     ) -> float:
         """Plain sum of the entries of `arch`'s stem, layers and head (no correction)."""
+        total = self._block_sums.sum_ms(arch)
+        if total is not None:
+            return total
         values = self._values
         total = 0.0
         for key in arch_key_tuples(arch):
@@ -268,6 +273,7 @@ class LatencyTable:
     def add(self, key: LayerKey, entry: Entry) -> None:
         self.entries[key] = entry
         self._values[key.as_tuple()] = getattr(entry, self._stat)
+        self._block_sums.clear()
 
     def with_correction(self, correction: Correction) -> LatencyTable:
         header = dict(self.header, correction=correction.to_dict())

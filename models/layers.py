@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.arch import Arch
+from models.arch import Arch, BlockSpec
 
 
 def conv_output_size(input_size: int, stride: int) -> int:
@@ -66,25 +66,34 @@ def expand_layers(arch: Arch) -> list[LayerSpec]:
     size = conv_output_size(arch.input_size, arch.stem.stride)
     layers = []
     for block in arch.blocks:
-        for index in range(block.layers):
-            stride = block.stride if index == 0 else 1
-            skip = block.skip
-            if skip == "id" and (stride != 1 or channels != block.out_channels):
-                skip = "noskip"
-            layer = LayerSpec(
-                op=block.op,
-                kernel=block.kernel,
-                stride=stride,
-                expand=block.expand,
-                se_ratio=block.se_ratio,
-                skip=skip,
-                in_channels=channels,
-                out_channels=block.out_channels,
-                input_size=size,
-                act=block.act,
-            )
-            layers.append(layer)
-            channels, size = block.out_channels, layer.output_size
+        block_layers = expand_block(block, channels, size)
+        layers.extend(block_layers)
+        channels, size = block.out_channels, block_layers[-1].output_size
+    return layers
+
+
+def expand_block(block: BlockSpec, channels: int, size: int) -> list[LayerSpec]:
+    """The layers of `block` entered with `channels` at resolution `size`."""
+    layers = []
+    for index in range(block.layers):
+        stride = block.stride if index == 0 else 1
+        skip = block.skip
+        if skip == "id" and (stride != 1 or channels != block.out_channels):
+            skip = "noskip"
+        layer = LayerSpec(
+            op=block.op,
+            kernel=block.kernel,
+            stride=stride,
+            expand=block.expand,
+            se_ratio=block.se_ratio,
+            skip=skip,
+            in_channels=channels,
+            out_channels=block.out_channels,
+            input_size=size,
+            act=block.act,
+        )
+        layers.append(layer)
+        channels, size = block.out_channels, layer.output_size
     return layers
 
 

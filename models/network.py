@@ -92,8 +92,20 @@ FAMILIES: tuple[Family, ...] = (
         "addon",
         "addon",
         "models.addon_net:AddonNet",
-        "a CIFAR ResNet backbone with searched add-on layers after each stage (KDAS), "
+        "a CIFAR ResNet or WRN backbone with searched add-on layers after each stage (KDAS), "
         "`models.addon_net`",
+    ),
+    Family(
+        "resnetw",
+        "resnetw",
+        "models.widths_resnet:ResNetW",
+        "CIFAR ResNets with per-layer widths (Gu & Tresp students), `models.widths_resnet`",
+    ),
+    Family(
+        "densenet",
+        "densenet",
+        "models.widths_densenet:DenseNetW",
+        "DenseNet-BC with per-layer kept channels (Gu & Tresp), `models.widths_densenet`",
     ),
 )
 

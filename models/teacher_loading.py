@@ -23,6 +23,7 @@ other statistics wraps it so that it accepts inputs normalised those other ways.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +33,9 @@ import torch
 from torch import nn
 
 from models.baselines import resolve_arch
-from models.files import atomic_path
+from models.files import atomic_write
 from models.teachers import CIFAR_RESNET_DEPTHS, Ensemble, cifar_resnet
+from models.widths_densenet import named_densenet
 
 CHECKPOINT_FORMAT = "pearl-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -54,14 +56,22 @@ class TeacherError(ValueError):
 
 def build_model(name: str, *, num_classes: int, input_size: int, dropout: float = 0.2) -> nn.Module:
     """A freshly initialised network: a CIFAR ResNet (``resnet20`` .. ``resnet110``), a baseline
-    name (``mobilenet_v2_0.5``, ...) or an arch string."""
+    name (``mobilenet_v2_0.5``, ...), a DenseNet-BC (``densenet100_12``, `named_densenet`) or
+    an arch string of any family."""
     if name in CIFAR_RESNETS:
         return cifar_resnet(name, num_classes)
+    try:
+        densenet = named_densenet(name, input_size, num_classes)
+    except ValueError as error:
+        raise TeacherError(str(error)) from None
+    if densenet is not None:
+        return densenet.build(dropout)
     try:
         arch = resolve_arch(name, input_size, num_classes)
     except ValueError as error:
         raise TeacherError(
-            f"{error}; CIFAR ResNets ({', '.join(CIFAR_RESNETS)}) are also accepted"
+            f"{error}; CIFAR ResNets ({', '.join(CIFAR_RESNETS)}) and DenseNet-BCs "
+            "(densenet<L>_<k>, e.g. densenet100_12) are also accepted"
         ) from None
     return arch.build(dropout)
 
@@ -72,10 +82,12 @@ def build_model(name: str, *, num_classes: int, input_size: int, dropout: float 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save` to a temporary sibling, then rename over `path`: readers (and a resume
-    after a kill) never see a half-written file."""
-    with atomic_path(path) as temporary:
-        torch.save(obj, temporary)
-    return Path(path)
+    after a kill) never see a half-written file.  Serialised in memory first, so a full disk is
+    an `OSError` ENOSPC naming `path` (torch's own file writer reports a cryptic
+    ``RuntimeError``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, buffer.getvalue())
 
 
 def save_checkpoint(

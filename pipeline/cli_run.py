@@ -75,7 +75,7 @@ def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
     from pipeline.lock import LockHeldError, folder_lock
     from pipeline.run import RunError, discard_unstarted_run, prepare_run_dir
     from pipeline.search import SearchError
-    from pipeline.stop import StopRequested, stop_on_signals
+    from pipeline.stop import StopRequested, disk_full_message, stop_on_signals
     from pipeline.store import StoreError, store_error_message
     from pipeline.training import TrainingError
 
@@ -91,8 +91,13 @@ def _run_stages(run_all, config, run_dir, resume: bool, log, progress) -> dict:
     except StopRequested as stop:
         log(f"{stop}; finished stages are kept: continue with `pearl run --resume {run_dir}`")
         raise click.exceptions.Exit(stop.exit_status) from None
-    except sqlite3.Error as error:  # the search's store broke
+    except (OSError, sqlite3.Error) as error:  # a full disk, or the search's store broke
         store = RunLayout(run_dir).search.store
+        full = disk_full_message(error, store, f"`pearl run --resume {run_dir}`")
+        if full is not None:
+            raise click.ClickException(full) from None
+        if isinstance(error, OSError):
+            raise
         raise click.ClickException(store_error_message(store, error)) from None
     except (RunError, SearchError, DataError, TeacherError, TrainingError, StoreError) as error:
         if discard_unstarted_run(run_dir):

@@ -147,7 +147,7 @@ def _run(config, run_dir: Path, *, mode: str, progress: bool) -> dict:
     from pipeline.layout import SearchLayout
     from pipeline.lock import LockHeldError, folder_lock
     from pipeline.search import SearchError
-    from pipeline.stop import StopRequested, stop_on_signals
+    from pipeline.stop import StopRequested, disk_full_message, stop_on_signals
     from pipeline.store import StoreError, store_error_message
 
     def log(message: str) -> None:
@@ -165,8 +165,13 @@ def _run(config, run_dir: Path, *, mode: str, progress: bool) -> dict:
         raise click.exceptions.Exit(stop.exit_status) from None
     except (DataError, TeacherError, SearchError, LockHeldError, StoreError) as error:
         raise click.ClickException(str(error)) from None
-    except sqlite3.Error as error:  # the store broke while the search ran
+    except (OSError, sqlite3.Error) as error:  # a full disk, or the store broke meanwhile
         store = SearchLayout(run_dir).store
+        full = disk_full_message(error, store, f"`pearl search --resume {run_dir}`")
+        if full is not None:
+            raise click.ClickException(full) from None
+        if isinstance(error, OSError):
+            raise
         raise click.ClickException(store_error_message(store, error)) from None
 
 

@@ -136,6 +136,7 @@ def build_command(
     from device_bench.table_build import BuildOptions, build_table
     from models.space import get_space
     from pipeline.lock import LockHeldError, output_lock
+    from pipeline.stop import disk_full_message
 
     for spec in specs:
         _check_spec(spec)
@@ -158,6 +159,11 @@ def build_command(
             raise click.ClickException(f"{spec}: {err}") from None
         except LockHeldError as err:
             raise click.ClickException(str(err)) from None
+        except OSError as err:
+            full = disk_full_message(err, path, "the same command (finished layers are kept)")
+            if full is None:
+                raise
+            raise click.ClickException(full) from None
         c = table.correction
         click.echo(
             f"{path}\t{spec}\t{len(table.entries)} entries\tscale {c.scale:.4f}\t"

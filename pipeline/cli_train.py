@@ -155,12 +155,18 @@ def _clear_errors(function):
         from pipeline.data import DataError
         from pipeline.device import DeviceError
         from pipeline.lock import LockHeldError
+        from pipeline.stop import disk_full_message
         from pipeline.training import TrainingError
 
         try:
             return function(*args, **kwargs)
         except (DataError, TeacherError, TrainingError, DeviceError, LockHeldError) as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:
+            full = disk_full_message(error, Path(), "the same command and --resume")
+            if full is None:
+                raise
+            raise click.ClickException(full) from None
 
     return wrapper
 
@@ -233,7 +239,8 @@ def teacher_group() -> None:
     "--model",
     "model",
     required=True,
-    help="resnet20/32/44/56/110 (CIFAR ResNets), a baseline name or an arch string",
+    help="resnet20/32/44/56/110 (CIFAR ResNets), densenet<L>_<k> (DenseNet-BC, e.g. "
+    "densenet40_12), a baseline name or an arch string",
 )
 @_output_option(
     "checkpoint to write (the run's state lives in OUTPUT.run/); with --seeds, a folder for "

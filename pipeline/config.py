@@ -48,6 +48,7 @@ from models.cache_dir import (
 from models.files import atomic_write
 from pipeline.config_errors import ConfigError
 from pipeline.config_errors import require as _require
+from pipeline.gates.config import GatesConfig
 from pipeline.kdas_config import KdasConfig
 from pipeline.registry import CONTROLLERS, LOSSES, SEARCH_METHODS
 from pipeline.reward import COST_NAMES, PRESETS
@@ -183,7 +184,7 @@ class SearchSection:
     # latency targets (in reward.cost units) for the best-arch report; empty: [reward.target]
     report_targets: tuple[float, ...] = ()
     executor: str = "inprocess"  # inprocess | ray (where candidates train; see [ray])
-    method: str = "akd"  # akd | kdas (SEARCH_METHODS: what proposes and scores candidates)
+    method: str = "akd"  # SEARCH_METHODS: akd (a controller proposes) | kdas | gates (Gu & Tresp)
 
     def __post_init__(self) -> None:
         _require(self.method in SEARCH_METHODS, "search.method", f"one of {SEARCH_METHODS.names}")
@@ -207,6 +208,8 @@ class LatencyConfig:
     measurement_cache: str = ""  # SQLite file; "": device_bench's default; "none": no cache
     threads: int = 1  # inference threads on host backends
     overlap: bool = True  # export candidates in a background process while training
+    direct_files: bool = True  # write .tflite latency files directly (no converter), guarded
+    direct_check_every: int = 20  # ...and convert every Nth arch (and every winner) to compare
     remeasure_top: int = 3  # re-measure this many front-runners when a better backend returns
 
     def __post_init__(self) -> None:
@@ -214,6 +217,7 @@ class LatencyConfig:
         for spec in self.backends:
             _backend_spec(spec, "latency.backends")
         _require(self.remeasure_top >= 0, "latency.remeasure_top", "must be >= 0")
+        _require(self.direct_check_every >= 1, "latency.direct_check_every", "must be >= 1")
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -265,6 +269,7 @@ SECTIONS: dict[str, type] = {
     "compute": ComputeConfig,
     "ray": RayConfig,
     "kdas": KdasConfig,
+    "gates": GatesConfig,
 }
 
 
@@ -281,6 +286,7 @@ class SearchConfig:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     kdas: KdasConfig = field(default_factory=KdasConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
 
     def __post_init__(self) -> None:
         """Each section checked itself when it was made; here the rules across sections."""
@@ -289,6 +295,8 @@ class SearchConfig:
                 f"proxy.loss = {self.proxy.loss!r} needs a teacher: set teacher.spec to a "
                 "checkpoint (or use proxy.loss = 'ce')"
             )
+        if self.search.method == "gates" and not self.gates.target_mmacs:
+            raise ConfigError("search.method = 'gates' needs gates.target_mmacs (> 0)")
         if self.reward.cost == "latency_ms" and not self.latency.backends:
             raise ConfigError(
                 "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
@@ -439,24 +447,16 @@ BUDGET_KEYS = ("max_candidates", "max_hours", "report_targets")
 # so a run can be resumed with a bigger budget, on a GPU or on a cluster (None: whole section).
 UNHASHED: dict[str, tuple[str, ...] | None] = {
     "search": (*BUDGET_KEYS, "executor"),
+    "gates": ("max_steps",),
     "compute": None,
     "ray": None,
 }
 
 
-# Keys added after runs existed: hashed only when not at their default, so older runs keep their
-# hash (None: the whole section).
-HASHED_WHEN_SET: dict[str, tuple[str, ...] | None] = {"search": ("method",), "kdas": None}
-
-
-def _at_added_default(section: str, key: str, value: Any) -> bool:
-    if section not in HASHED_WHEN_SET:
-        return False
-    keys = HASHED_WHEN_SET[section]
-    if keys is not None and key not in keys:
-        return False
-    default = {f.name: f for f in dataclasses.fields(SECTIONS[section])}[key]
-    return _plain(default.default) == value
+# Sections only one search method reads: hashed only in that method's runs, so a run's hash does
+# not change when another method gains settings (AKD runs from before methods existed keep
+# theirs: an "akd" method is left out too).
+METHOD_SECTIONS: dict[str, str] = {"kdas": "kdas", "gates": "gates"}
 
 
 def may_change_on_resume(section: str, key: str) -> bool:
@@ -466,16 +466,18 @@ def may_change_on_resume(section: str, key: str) -> bool:
 
 def config_hash(config: Any) -> str:
     """First 16 hex digits of the sha256 of the config's canonical JSON, leaving out what
-    `UNHASHED` names and keys of `HASHED_WHEN_SET` at their defaults (configs from before those
-    keys existed keep their hash)."""
+    `UNHASHED` names and the sections of other methods (`METHOD_SECTIONS`), so configs from
+    before those keys existed keep their hash."""
     data = {
-        section: {
-            k: v
-            for k, v in values.items()
-            if not may_change_on_resume(section, k) and not _at_added_default(section, k, v)
-        }
+        section: {k: v for k, v in values.items() if not may_change_on_resume(section, k)}
         for section, values in config.to_dict().items()
     }
+    method = data["search"].get("method")
+    for section, owner in METHOD_SECTIONS.items():
+        if owner != method:
+            data.pop(section, None)
+    if method == "akd":
+        del data["search"]["method"]
     data = {section: values for section, values in data.items() if values}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

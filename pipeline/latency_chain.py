@@ -223,7 +223,32 @@ class LatencyChain:
         path = self.exporter(arch, entry.artifact_format)
         with self._lock:  # one timing at a time: two timings would disturb each other
             result = measure_cached(backend, path, self.measurement_cache)
+        self._time_beside(entry, arch, result.measurement)
         return result.measurement, result.cached
+
+    def _time_beside(self, entry: _Entry, arch, measurement: Measurement) -> None:
+        """A direct file the guard compared with its conversion: time the converted file
+        too, right after it (`pipeline.latency_files.GuardedExporter`)."""
+        pending = getattr(self.exporter, "pending_pair", None)
+        converted = pending(arch, entry.artifact_format) if pending else None
+        if converted is None:
+            return
+        from device_bench.cache import measure_cached
+
+        with self._lock:
+            other = measure_cached(entry.backend, converted, self.measurement_cache)
+        self.exporter.record_ratio(
+            arch, ranking_latency_ms(measurement), ranking_latency_ms(other.measurement)
+        )
+
+    def verify_files(self, archs) -> list[str]:
+        """Check the files the best file-timing backend used for `archs` against conversions
+        (an exporter with `verify`: direct files); the keys that must be timed again."""
+        verify = getattr(self.exporter, "verify", None)
+        rank = self.best_rank()
+        if verify is None or rank is None or self.entries[rank].artifact_format is None:
+            return []
+        return verify(archs, self.entries[rank].artifact_format)
 
     def _export_in_process(self, arch, fmt: str) -> Path:
         from models.export import latency_artifact

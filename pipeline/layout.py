@@ -73,6 +73,7 @@ class SearchLayout(_Folder):
     pareto_png = _file("pareto.png")
     best_arch_json = _file("best_arch.json")
     best_arch_txt = _file("best_arch.txt")
+    gates = _file("gates")  # a gate search's gates.json and figures (`pipeline.gates.report`)
 
 
 class RunLayout(_Folder):

@@ -13,6 +13,11 @@ holder that died, and the next process takes it over with a note saying so.  On 
 file is removed; a taker checks that the file it locked is still the one at the path (not one
 unlinked by its previous holder a moment before), so removing it is safe.
 
+A process that already holds a run folder's lock may take it again (a `Search` built inside
+`pearl search` or `pearl run`, which lock the folder first): the inner one is a no-op, and the
+lock is held until the outermost one is released.  A flock of a second file descriptor would
+refuse the process itself.
+
 On network file systems, flock works across machines where the file system supports locks
 (Linux NFS emulates flock with byte-range locks); on one that does not, two machines could both
 take it, and the host in the message tells the user which one holds it.
@@ -32,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 LOCK_FILE_NAME = "pearl.lock"
+_HELD: dict[Path, int] = {}  # lock file (resolved) -> how many times this process holds it
 
 
 class LockHeldError(RuntimeError):
@@ -67,14 +73,22 @@ class ProcessLock:
     """An exclusive lock on `path` (a context manager); `subject` says what it protects, for
     the messages (e.g. "run folder runs/a")."""
 
+    nests = False  # may this process take it again while holding it (see the docstring)?
+
     def __init__(self, path: str | Path, subject: str, *, log: Callable[[str], None] | None):
         self.path = Path(path)
         self.subject = subject
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self._fd: int | None = None
+        self._nested: Path | None = None  # set while this object is a nested hold
 
     def acquire(self) -> ProcessLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = self.path.resolve()
+        if self.nests and key in _HELD:  # held by this process already: nested
+            _HELD[key] += 1
+            self._nested = key
+            return self
         for _ in range(20):  # retried only while a previous holder is removing the file
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -88,8 +102,14 @@ class ProcessLock:
             os.close(fd)
         else:  # pragma: no cover - the file changed under us 20 times in a row
             raise LockHeldError(f"{self.path} keeps changing; is another pearl starting?")
-        self._take_over(fd)
+        try:
+            self._take_over(fd)
+        except OSError as error:  # a full disk: no room for the holder's line
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
         self._fd = fd
+        _HELD[key] = 1
         return self
 
     def _take_over(self, fd: int) -> None:
@@ -113,8 +133,13 @@ class ProcessLock:
         )
 
     def release(self) -> None:
+        if self._nested is not None:
+            _HELD[self._nested] -= 1
+            self._nested = None
+            return
         if self._fd is None:
             return
+        _HELD.pop(self.path.resolve(), None)
         self.path.unlink(missing_ok=True)  # while still holding it (see the module docstring)
         os.close(self._fd)  # drops the flock
         self._fd = None
@@ -145,7 +170,10 @@ def _is_current(fd: int, path: Path) -> bool:
 
 class FolderLock(ProcessLock):
     """The lock of a run folder (``FOLDER/pearl.lock``).  A folder this lock created is removed
-    again on release when nothing else was written into it (a failed start leaves no folder)."""
+    again on release when nothing else was written into it (a failed start leaves no folder).
+    A process that holds it may take it again (nested)."""
+
+    nests = True
 
     def __init__(self, folder: str | Path, *, log: Callable[[str], None] | None = None) -> None:
         self.folder = Path(folder)

@@ -26,8 +26,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from models.files import atomic_path
 from models.network import Network
+from models.teacher_loading import atomic_save
 from pipeline.batches import BatchLoader
 from pipeline.config import ComputeConfig, ProxyConfig
 from pipeline.data import ImageArrays
@@ -114,8 +114,7 @@ class CachedTeacher:
         return self.per_epoch[epoch][start : start + len(images)]
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as temporary:
-            torch.save({"per_epoch": self.per_epoch, "batch_size": self.batch_size}, temporary)
+        atomic_save({"per_epoch": self.per_epoch, "batch_size": self.batch_size}, path)
 
     @classmethod
     def load(cls, path: Path) -> CachedTeacher:

@@ -116,5 +116,10 @@ SEARCH_METHODS: Registry[MethodKind] = Registry(
             "training or shared weights with the configured loss (oracle KD) score them (KDAS)",
             space="pipeline.methods:addon_space",
         ),
+        MethodKind(
+            "gates",
+            "pipeline.gates.method:GateSearch",
+            "gates on the teacher's channels close under a cost-weighted L1 term (Gu & Tresp)",
+        ),
     ],
 )

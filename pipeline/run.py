@@ -29,7 +29,7 @@ from models.files import atomic_write_json, read_json
 from pipeline.config import config_hash, save_config, saved_config_hash
 from pipeline.config_paths import resolve_path
 from pipeline.layout import RunLayout, baseline_label, searched_label
-from pipeline.lock import folder_contents, folder_lock
+from pipeline.lock import folder_contents
 from pipeline.registry import LOSSES
 from pipeline.run_config import RunConfig
 
@@ -55,17 +55,16 @@ def stage_search(config: RunConfig, run_dir: Path, log: Log, progress: bool) -> 
     search_config = config.search_config()
     resume = layout.store.is_file()
     log(f"search: {'resuming' if resume else 'starting'} in {out}")
-    with folder_lock(out, log):
-        setup = build_setup(search_config, log)
-        try:
-            with Search(
-                search_config, out, setup, resume=resume, log=log, show_progress=progress
-            ) as search:
-                summary = search.run()
-        except SearchError as error:
-            raise RunError(f"search stage: {error}") from None
-        finally:
-            setup.close()
+    setup = build_setup(search_config, log)
+    try:  # the Search locks its folder (`pearl search --resume` on it meanwhile is refused)
+        with Search(
+            search_config, out, setup, resume=resume, log=log, show_progress=progress
+        ) as search:
+            summary = search.run()
+    except SearchError as error:
+        raise RunError(f"search stage: {error}") from None
+    finally:
+        setup.close()
     atomic_write_json(done, summary)
     return summary
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from models.files import atomic_write, read_json
 from pipeline.config import ConfigError, SearchConfig, load_config
+from pipeline.gates.report import report_lines
 from pipeline.layout import RunLayout, SearchLayout
 from pipeline.pareto import pareto_front
 from pipeline.report_ensemble import ensemble_section
@@ -73,11 +74,13 @@ def _search_section(
         rows = store.scored(cost_name)
         total = store.count()
     targets = report_targets(config)
+    method = config.search.method
+    proposer = f"controller `{config.controller.name}`" if method == "akd" else f"method `{method}`"
     lines += [
         "## Search",
         "",
-        f"{total} candidates proposed, {len(rows)} distinct archs scored, controller "
-        f"`{config.controller.name}`, proxy loss `{config.proxy.loss}`, reward "
+        f"{total} candidates proposed, {len(rows)} distinct archs scored, {proposer}, "
+        f"proxy loss `{config.proxy.loss}`, reward "
         f"`{config.reward.preset}` with target {', '.join(f'{t:g}' for t in targets)} "
         f"({cost_name}).",
         "",
@@ -109,6 +112,7 @@ def _search_section(
         f"![search progress]({figures.name}/search_progress.png)",
         "",
     ]
+    lines += report_lines(search.gates, figures.parent)
     if config.search.method == "kdas":
         from pipeline.report_kdas import kdas_section
 

@@ -35,15 +35,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from models.files import append_line
 from pipeline.config import SearchConfig, config_hash, save_config
 from pipeline.executor import TrainJob
 from pipeline.layout import SearchLayout
-from pipeline.lock import folder_contents
+from pipeline.lock import folder_contents, folder_lock
 from pipeline.registry import SEARCH_METHODS
 from pipeline.repair import open_store
 from pipeline.search_progress import NoProgress, SearchProgress
@@ -57,7 +58,8 @@ __all__ = ["Search", "SearchError", "build_setup"]
 class Search:
     """One run folder: its store, its method and set-up.  `run()` goes to the budget, then
     `finish()` settles the winners and writes the result files; `close()` (or ``with``) closes
-    the store."""
+    the store.  The folder is locked (`pipeline.lock`) from construction to `close()`: a second
+    process gets a `LockHeldError`."""
 
     def __init__(
         self,
@@ -76,20 +78,23 @@ class Search:
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self.show_progress = show_progress
         self.hash = config_hash(config)
-        if not resume:
-            _refuse_foreign_folder(self.layout)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:  # an unusable store is rebuilt from what survives, with a message
-            self.store = open_store(self.layout, self.log)
-        else:
-            self.store = ResultsStore(self.layout.store)
+        self._lock = folder_lock(self.run_dir, self.log).acquire()  # nested under a command's
         try:
-            self._check_folder(resume)
-            save_config(config, self.run_dir)
+            if not resume:
+                _refuse_foreign_folder(self.layout)
+            if resume:  # an unusable store is rebuilt from what survives, with a message
+                self.store = open_store(self.layout, self.log)
+            else:
+                self.store = ResultsStore(self.layout.store)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            self._check_folder(resume)  # saves the config (before the store names its hash)
             self.method = SEARCH_METHODS[config.search.method].load()(config, setup.space)
             last = self.store.last_generation()
         except BaseException:
-            self.store.close()
+            self.close()
             raise
         self.generation, self.elapsed_before = 0, 0.0
         if last is not None:
@@ -101,8 +106,11 @@ class Search:
         self._progress: SearchProgress | NoProgress = NoProgress()
 
     def close(self) -> None:
-        """Close the store (its write-ahead log goes back into results.sqlite)."""
-        self.store.close()
+        """Close the store (its WAL goes back into results.sqlite); release the folder."""
+        try:
+            self.store.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Search:
         return self
@@ -112,6 +120,8 @@ class Search:
 
     def _check_folder(self, resume: bool) -> None:
         stored_hash = self.store.get_meta("config_hash")
+        if resume and stored_hash is None and not self.store.count():
+            resume = False  # killed before its first write: this resume starts it
         if resume:
             if stored_hash is None:
                 raise SearchError(f"{self.run_dir} holds no search to resume")
@@ -120,12 +130,14 @@ class Search:
                     f"{self.layout.config} (hash {self.hash}) is not the config this run "
                     f"started with (hash {stored_hash}); restore it or start a new run"
                 )
+            save_config(self.config, self.run_dir)
             return
         if stored_hash is not None or self.store.count():
             raise SearchError(
                 f"{self.run_dir} already holds a search; resume it with "
                 f"`pearl search --resume {self.run_dir}` or choose another --out folder"
             )
+        save_config(self.config, self.run_dir)  # first: a kill now leaves a resumable folder
         self.store.set_meta("config_hash", self.hash)
         self.store.set_meta("created_at", str(time.time()))
 
@@ -236,6 +248,7 @@ class Search:
         """Re-measure the winners and the Pareto front on the best backend that is up (a
         table or a fallback may have scored them while the phone was away) until the choice
         is stable."""
+        from models.network import decode_network
         from pipeline.search_report import contenders
 
         chain = self.setup.chain
@@ -243,8 +256,10 @@ class Search:
             return
         chain.refresh()
         for _ in range(rounds):
-            rows = self.store.scored(self.config.reward.cost)
-            if not self.remeasure(contenders(rows, self.config)):
+            rows = contenders(self.store.scored(self.config.reward.cost), self.config)
+            # direct latency files of the contenders are compared with conversions first
+            redo = set(chain.verify_files([decode_network(r.arch) for r in rows]))
+            if not self.remeasure(rows, again=redo):
                 break
 
     # -- pieces ----------------------------------------------------------------------------
@@ -390,8 +405,7 @@ class Search:
 
     def _append_event(self, line: dict[str, Any]) -> None:
         line = {**line, "pid": os.getpid(), "time": time.time()}
-        with self.layout.events.open("a") as handle:
-            handle.write(json.dumps(line) + "\n")
+        append_line(self.layout.events, json.dumps(line))
 
     def _remeasure_if_backend_returned(self) -> None:
         chain = self.setup.chain
@@ -404,14 +418,17 @@ class Search:
         rows = sorted(self.store.scored(), key=lambda r: (-(r.reward or 0.0), r.id))
         return rows[:k]
 
-    def remeasure(self, rows: Sequence[Candidate]) -> int:
-        """Re-time rows scored by a worse backend than the best one up now; every row of the
-        same arch gets the new latency and reward.  Returns how many archs were re-measured."""
+    def remeasure(self, rows: Sequence[Candidate], again: Collection[str] = ()) -> int:
+        """Re-time rows scored by a worse backend than the best one up now, and rows whose
+        arch key is in `again`; every row of the same arch gets the new latency and reward.
+        Returns how many archs were re-measured."""
         from models.network import decode_network
 
         chain, done = self.setup.chain, 0
         for row in rows:
-            if chain is None or not chain.needs_remeasure(row.latency_rank):
+            if chain is None:
+                continue
+            if not (chain.needs_remeasure(row.latency_rank) or row.key in again):
                 continue
             record = chain.measure(decode_network(row.arch))
             self.log(

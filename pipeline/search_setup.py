@@ -122,12 +122,27 @@ def build_executor(config: SearchConfig, task: ProxyTask, log: Callable[[str], N
 
 
 def _latency_chain(config: SearchConfig, setup: SearchSetup, log: Callable[[str], None]):
+    from functools import partial
+
+    from models.export import latency_artifact
     from pipeline.latency_chain import LatencyChain, WorkerExporter
 
-    exporter = None
+    converter = None  # None: convert in this process (LatencyChain's default)
     if config.latency.overlap:
-        exporter = WorkerExporter(config.latency.export_cache_dir, num_threads=1)
-        setup.closers.append(exporter.close)
+        converter = WorkerExporter(config.latency.export_cache_dir, num_threads=1)
+        setup.closers.append(converter.close)
+    exporter = converter
+    if config.latency.direct_files:
+        from pipeline.latency_files import GuardedExporter
+
+        guard = GuardedExporter(
+            config.latency.export_cache_dir,
+            converter or partial(latency_artifact, cache_dir=config.latency.export_cache_dir),
+            check_every=config.latency.direct_check_every,
+            log=log,
+        )
+        setup.closers.append(lambda: log(guard.summary()))
+        exporter = guard
     chain = LatencyChain(
         config.latency.backends,
         export_cache_dir=config.latency.export_cache_dir,

@@ -6,6 +6,8 @@ evaluations.jsonl, a controller update): then the write finishes first and the s
 it ends.  The command then says how to continue (``--resume``), and its ``finally`` blocks close
 worker processes and release the folder lock on the way out.
 
+A full disk stops a command too: `disk_full_message` is what the commands say then.
+
 `StopRequested` is a `BaseException` (as `KeyboardInterrupt` is), so ``except Exception`` in
 the code it passes through does not swallow it.
 """
@@ -16,6 +18,9 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from models.files import disk_full
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -66,3 +71,22 @@ def write_in_progress() -> Iterator[None]:
         if not _writes_in_progress and _pending is not None:
             signum, _pending = _pending, None
             raise StopRequested(signum)
+
+
+def disk_full_message(error: BaseException, store: Path, resume: str) -> str | None:
+    """What to tell the user when `error` came from a full disk (else None): which file could
+    not be written (`store` for SQLite's error, which names none), that what was written
+    before is intact (every write is atomic or an append of whole lines; an SQLite transaction
+    rolls back), and how to go on (`resume`: how to continue, e.g. the command in backquotes)."""
+    if not disk_full(error):
+        return None
+    if isinstance(error, OSError):
+        where = error.filename or "a file"
+        reason = error.strerror or "no space left on device"
+    else:
+        where, reason = store, str(error)
+    return (
+        f"the disk is full: writing {where} failed ({reason}). Everything written before is "
+        f"intact (nothing was half-written). Free space on that disk, then continue with "
+        f"{resume}"
+    )

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from models.damage import sqlite_problem, zip_problem
+from models.files import disk_full
 
 STORE_FILE_NAME = "results.sqlite"
 FINAL_STATUSES = ("ok", "terminated", "failed")
@@ -186,6 +187,8 @@ class ResultsStore:
                         db.execute(statement)
         except sqlite3.DatabaseError as error:
             self._db.close()
+            if disk_full(error):  # not damage: the caller says to free space
+                raise
             raise StoreError(store_error_message(self.path, error)) from error
 
     def close(self) -> None:

@@ -125,13 +125,22 @@ def test_layer_files_are_checked_and_written_again(tmp_path):
     from latency_tables.keys import arch_keys
     from models.arch import Arch
 
-    keys = list(arch_keys(Arch.decode(TINY_ARCH)))[:2]
+    keys = list(arch_keys(Arch.decode(TINY_ARCH)))[:3]
     paths = ensure_layer_files(keys, tmp_path)
-    good = paths[keys[0]].read_bytes()
-    paths[keys[0]].write_bytes(good[:3])  # truncated
-    with pytest.warns(DamagedFileWarning, match="cached layer file .*not a TFLite file"):
+    good = [paths[key].read_bytes() for key in keys]
+    paths[keys[0]].write_bytes(good[0][:3])  # truncated
+    damage(paths[keys[1]], len(good[1]) // 2, 16)  # same size, header intact, content not
+    Path(f"{paths[keys[2]]}.json").unlink()  # a build stopped between the file and its record
+    with pytest.warns(DamagedFileWarning) as warned:
         again = ensure_layer_files(keys, tmp_path)
-    assert again[keys[0]].read_bytes() == good and len(damaged_copies(paths[keys[0]])) == 1
+    messages = sorted(str(w.message) for w in warned)
+    assert len(messages) == 2  # the unfinished one is made again without a warning
+    assert f"cached layer file {paths[keys[0]]} is damaged (3 bytes, its record says" in "".join(
+        messages
+    )
+    assert any(f"{paths[keys[1]]} is damaged (its content does not match" in m for m in messages)
+    assert [again[key].read_bytes() for key in keys] == good
+    assert [len(damaged_copies(paths[key])) for key in keys] == [1, 1, 0]
 
 
 def test_damaged_teacher_logits_are_set_aside_and_computed_again(tmp_path, cifar_small):

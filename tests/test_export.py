@@ -254,6 +254,40 @@ def test_consumer_runs_every_file_from_metadata_alone(tiny_bundle, cifar_small):
     assert np.mean(predict(out, images, "tflite-int8").argmax(1) == reference.argmax(1)) >= 0.8
 
 
+@pytest.mark.parametrize(
+    ("fmt", "field", "value"),
+    [
+        ("tflite", "input.mean", None),
+        ("tflite", "files.tflite.sha256", None),
+        ("tflite", "files.tflite.input", None),
+        ("tflite", "input.height", "thirty-two"),
+        ("onnx", "files.onnx.input.name", None),
+        ("tflite", "files", None),
+    ],
+)
+def test_consumer_names_the_file_and_field_of_malformed_metadata(
+    tiny_bundle, cifar_small, tmp_path, fmt, field, value
+):
+    import shutil
+
+    _, _, out, meta = tiny_bundle
+    bundle = tmp_path / "bundle"
+    shutil.copytree(out, bundle)
+    document = json.loads(json.dumps(meta))
+    *parents, last = field.split(".")
+    holder = document
+    for part in parents:
+        holder = holder[part]
+    if value is None:
+        del holder[last]  # a hand-edited or cut-down metadata.json
+    else:
+        holder[last] = value
+    (bundle / METADATA).write_text(json.dumps(document))
+    with pytest.raises(ExportError) as caught:
+        predict(bundle, cifar_small[1].images[:2], fmt)
+    assert str(bundle / METADATA) in str(caught.value) and f"field '{field}" in str(caught.value)
+
+
 def test_int8_with_int8_io_runs_from_metadata(tiny_bundle, cifar_small, tmp_path):
     arch, model, _, _ = tiny_bundle
     train, test = cifar_small

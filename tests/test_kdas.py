@@ -54,10 +54,12 @@ def test_the_kdas_quickstart_config_loads_as_a_run_config():
     )
 
 
-def test_new_keys_at_their_defaults_leave_older_runs_hashes_alone():
-    # the hash main computed for this config before search.method and [kdas] existed
-    assert config_hash(load_config(None, CE)) == "3079825c4251e6e1"
-    assert config_hash(kdas_config()) != config_hash(load_config(None, CE))
+def test_a_method_section_is_hashed_only_in_that_methods_runs():
+    akd = config_hash(load_config(None, CE))
+    # an AKD run's hash ignores [kdas] (and the method name "akd", as before methods existed)
+    assert config_hash(load_config(None, {**CE, "kdas": {"layers_per_stage": 3}})) == akd
+    assert config_hash(load_config(None, {**CE, "search": {"method": "akd"}})) == akd
+    assert config_hash(kdas_config()) != akd
     assert config_hash(kdas_config(layers_per_stage=3)) != config_hash(kdas_config())
 
 
@@ -89,7 +91,7 @@ def test_shared_weights_train_in_this_process_only():
 
 
 def test_unknown_method_names_the_known_ones():
-    with pytest.raises(ConfigError, match=r"search.method: one of \('akd', 'kdas'\)"):
+    with pytest.raises(ConfigError, match=r"search.method: one of \('akd', 'kdas', 'gates'\)"):
         load_config(None, {**CE, "search": {"method": "darts"}})
 
 

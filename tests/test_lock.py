@@ -164,3 +164,33 @@ def _text(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
+
+
+def test_a_search_built_in_python_locks_its_folder_and_nests_under_a_command(
+    tmp_path, data_dir, cifar_small
+):
+    from search_helpers import make_tiny_teacher, write_config
+
+    from pipeline.config import load_config
+    from pipeline.search import Search, build_setup
+
+    teacher = make_tiny_teacher(tmp_path, cifar_small)
+    config = load_config(write_config(tmp_path / "cfg", data_dir, teacher, budget=2))
+    run_dir = tmp_path / "run"
+    setup = build_setup(config, log=lambda message: None)
+    try:
+        with Search(config, run_dir, setup, resume=False, show_progress=False):
+            refused = subprocess.run(
+                [sys.executable, "-c", _HOLD.format(function="folder_lock"), str(run_dir)],
+                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            assert refused.returncode == 1 and f"in use by pid {os.getpid()}" in refused.stderr
+        assert not (run_dir / LOCK_FILE_NAME).exists()  # released by close()
+        with folder_lock(run_dir):  # what `pearl search` does: the Search's lock nests inside
+            with Search(config, run_dir, setup, resume=True, show_progress=False):
+                pass
+            assert (run_dir / LOCK_FILE_NAME).is_file()  # still held by the outer lock
+        assert not (run_dir / LOCK_FILE_NAME).exists()
+    finally:
+        setup.close()

@@ -5,42 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
 
 import numpy as np
 import pytest
 
+from device_bench.direct_files import graph_differences
 from latency_tables.keys import arch_keys, space_keys
 from models.space import get_space
 
 pytestmark = pytest.mark.slow
-
-
-def _graph(model_bytes: bytes) -> Counter:
-    """Multiset of (op, input shapes, output shapes, options) of a one-subgraph model."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
-    graph = model.subgraphs[0]
-    ops = []
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        options = op.builtinOptions
-        fields = ()
-        if options is not None:
-            skip = ("quantizedBiasType", "quantSpec")
-            fields = tuple(sorted((k, str(v)) for k, v in vars(options).items() if k not in skip))
-        ops.append(
-            (
-                names[max(code.builtinCode, code.deprecatedBuiltinCode)],
-                tuple(tuple(graph.tensors[t].shape) if t >= 0 else None for t in op.inputs),
-                tuple(tuple(graph.tensors[t].shape) for t in op.outputs),
-                fields,
-            )
-        )
-    return Counter(ops)
 
 
 def _variety(space):
@@ -79,7 +52,7 @@ def test_litert_chunks_split_exactly_and_direct_writer_matches_them():
             reference = reference.transpose(0, 2, 3, 1)
         np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-4, err_msg=key.encode())
         # and the direct writer lays out the same graph, op for op
-        assert _graph(write_layer(key)) == _graph(data), key.encode()
+        assert graph_differences(write_layer(key), data) == [], key.encode()
 
 
 def _tiny_space():
@@ -169,7 +142,7 @@ def test_build_resumes_after_interruption_and_validate_cli_reports(tmp_path):
 
     for arch in sample_archs(space, 2, 5):
         real = network_files([arch], cache, lambda n: None)[arch.encode()].read_bytes()
-        assert _graph(write_network(arch)) == _graph(real), arch.encode()
+        assert graph_differences(write_network(arch), real) == [], arch.encode()
 
     # validate through the CLI on the calibration archs (already converted: no new conversion)
     result = CliRunner().invoke(

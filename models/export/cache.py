@@ -70,6 +70,13 @@ def _bundle_problem(metadata: Path, path: Path, fmt: str) -> str | None:
     return None
 
 
+def latency_calibration(arch: Network, images: int) -> np.ndarray:
+    """The seeded N(0, 1) NHWC images that calibrate latency-only int8 files (the ranges change
+    scales, not ops or types, so not latency)."""
+    size = arch.input_size
+    return np.random.default_rng(0).standard_normal((images, size, size, 3), np.float32)
+
+
 def latency_artifact(
     arch: Network,
     fmt: str,
@@ -92,9 +99,7 @@ def latency_artifact(
         fp32 = latency_artifact(arch, "tflite", cache_dir, num_threads=num_threads).read_bytes()
     calibration = None
     if fmt == "tflite-int8":
-        rng = np.random.default_rng(0)
-        size = arch.input_size
-        calibration = rng.standard_normal((LATENCY_CALIBRATION_IMAGES, size, size, 3), np.float32)
+        calibration = latency_calibration(arch, LATENCY_CALIBRATION_IMAGES)
     with torch.random.fork_rng():
         torch.manual_seed(0)  # same arch, same file
         model = arch.build()
