@@ -30,6 +30,7 @@ from models.teacher_loading import TeacherError, read_checkpoint
 
 ENSEMBLE_FORMAT = "pearl-ensemble"
 ENSEMBLE_VERSION = 1
+SPEC_FILE = "ensemble.json"  # the name `pearl teacher train --seeds` gives it in its folder
 ENSEMBLE_SUFFIX = ".json"
 _AGREED = ("num_classes", "class_names", "input_size", "mean", "std")
 _NORMALISATION_TOLERANCE = 1e-4
@@ -136,15 +137,23 @@ def _relative(member: Path, folder: Path) -> str:
     return str(member.relative_to(folder)) if member.is_relative_to(folder) else str(member)
 
 
+def _make_it(path: Path) -> str:
+    """How to write the missing ensemble file `path`: the command that makes it."""
+    folder = path.parent if path.name == SPEC_FILE else "DIR"
+    return (
+        f"train the members and write it with `pearl teacher train --model MODEL --seeds 0,1,2 "
+        f"--data DATA --epochs E -o {folder}` (writes {folder}/{SPEC_FILE}; the KDAS "
+        "quickstart's exact command is at the top of configs/kdas_quickstart.toml), or give "
+        "the member checkpoints comma-separated instead"
+    )
+
+
 def read_ensemble(path: str | os.PathLike) -> EnsembleFile:
     """The checked contents of an ensemble spec file: every member exists and agrees with what
     the file records (`agreement_problem`)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise TeacherError(
-            f"{path}: no such ensemble spec file; write one with `pearl teacher train --seeds "
-            "0,1,2 -o DIR` (DIR/ensemble.json) or list checkpoints comma-separated"
-        )
+        raise TeacherError(f"{path}: no such ensemble spec file; {_make_it(path)}")
     try:
         document = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

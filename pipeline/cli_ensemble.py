@@ -31,10 +31,9 @@ def ray_config(address: str, gpus_per_member: float, opts):
 def train_ensemble(model: str, folder: Path, data_path: Path, seeds_text: str, ray, opts) -> None:
     """The body of ``pearl teacher train --seeds``; `ray`: None (in-process) or the
     `RayConfig` of the Ray executor (`ray_config`)."""
-    from models.ensembles import write_ensemble
+    from models.ensembles import SPEC_FILE, write_ensemble
     from pipeline.config import ComputeConfig
     from pipeline.ensemble_training import (
-        SPEC_FILE,
         check_resumable,
         member_checkpoint,
         member_jobs,

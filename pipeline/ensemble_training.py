@@ -27,7 +27,6 @@ from models.files import atomic_path
 from pipeline.final_jobs import FinalTrainData, FinalTrainJob, collect
 from pipeline.train_settings import TrainingError, TrainSettings
 
-SPEC_FILE = "ensemble.json"
 Log = Callable[[str], None]
 
 

@@ -4,6 +4,7 @@ and the errors for members that do not fit together.  Real trainings of a tiny n
 slice of cifar10_small."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -141,8 +142,12 @@ def test_replaced_missing_or_foreign_members_are_errors(tmp_path):
     (tmp_path / "other.json").write_text('{"members": ["m0.pt"]}')
     with pytest.raises(TeacherError, match="not a Pearl ensemble spec"):
         load_teacher(str(tmp_path / "other.json"), num_classes=10, input_size=32)
-    with pytest.raises(TeacherError, match="no such ensemble spec file.*--seeds"):
+    with pytest.raises(TeacherError, match="no such ensemble spec file.*--seeds.* -o DIR`"):
         load_teacher(str(tmp_path / "none.json"), num_classes=10, input_size=32)
+    missing = tmp_path / "r20x3" / "ensemble.json"  # the command names the folder to write
+    folder = re.escape(str(missing.parent))
+    with pytest.raises(TeacherError, match=f"--model MODEL --seeds .* -o {folder}`"):
+        load_teacher(str(missing), num_classes=10, input_size=32)
     # comma-separated members must agree on class names too
     reversed_names = _checkpoint(tmp_path / "r.pt", names=tuple(reversed(CIFAR10_CLASSES)))
     with pytest.raises(TeacherError, match="r.pt has class names"):

@@ -41,11 +41,17 @@ def test_kdas_config_builds_the_add_on_space_and_the_memory_budget():
 def test_the_kdas_quickstart_config_loads_as_a_run_config():
     from pathlib import Path
 
-    from pipeline.run_config import RUN_SECTIONS, RunConfig
+    from pipeline.run_config import RUN_SECTIONS, RunConfig, run_config_with_absolute_paths
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "kdas_quickstart.toml"
+    repo = Path(__file__).resolve().parents[1]
+    path = repo / "configs" / "kdas_quickstart.toml"
     config = load_config(path, None, RunConfig, RUN_SECTIONS)
     assert config.search.method == "kdas" and config.controller.name == "reinforce"
+    # oracle KD from the ensemble that the command at the top of the file writes to runs/
+    assert config.proxy.loss == "od" and list(config.train.losses) == ["od"]
+    teacher = run_config_with_absolute_paths(config, path.parent).teacher.spec
+    assert Path(teacher) == repo / "runs" / "kdas_teachers" / "ensemble.json"
+    assert "-o runs/kdas_teachers" in path.read_text()
     assert config.max_params() == int(1.5 * RESNET20_PARAMS)
     assert config.train.temperature == config.proxy.temperature == 3.0  # KDAS: T = 3
     assert config.train.alpha == config.proxy.alpha == 1.0  # lambda = 0
