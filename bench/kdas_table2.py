@@ -127,6 +127,13 @@ def _slug(model: str) -> str:
     return model if model.replace("_", "").replace(".", "").isalnum() else "searched"
 
 
+def _cell(model: str) -> str:
+    """The network's table cell: an arch string's pipes escaped (a bare one splits the row),
+    a long one cut (the notes give it whole)."""
+    shown = model if len(model) < 40 else f"{model[:37]}..."
+    return "`" + shown.replace("|", "\\|") + "`"
+
+
 def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -210,7 +217,7 @@ def main(argv=None) -> None:
         table.append(
             (
                 label,
-                f"`{model}`" if len(model) < 40 else f"`{model[:37]}...`",
+                _cell(model),
                 loss.upper(),
                 f"{mean_top1:.2f} ± {binomial_se_pp(mean_top1 / 100, len(test)):.2f}{spread}",
                 f"{runs[0]['params'] / 1e6:.3f}M",
@@ -240,7 +247,9 @@ def main(argv=None) -> None:
         f"{tuple(round(v, 2) for v in load_after)}: the machine was shared, timings are "
         f"loaded-machine timings. Wall time {time.time() - started:.0f} s.",
     ]
-    if not args.searched:
+    if args.searched:
+        notes.append(f"KDAS-searched network (from `--searched {args.searched}`): `{rows[-1][1]}`.")
+    else:
         notes.append(
             "The KDAS-searched row is left out: no `--searched ARCH_OR_RUN_DIR` was given "
             "(a `pearl run` folder of a KDAS search, e.g. configs/kdas_quickstart.toml)."
