@@ -179,6 +179,8 @@ def test_a_search_with_a_damaged_measurement_cache_scores_every_candidate(
         "reward.target": "5.0",
         "latency.measurement_cache": str(cache),
         "latency.export_cache_dir": str(tmp_path / "artifacts"),
+        # converted files only: the direct-file guard would add its side-by-side timings
+        "latency.direct_files": "false",
     }
     sets = [f"--set={key}={value}" for key, value in settings.items()]
     run_dir = tmp_path / "run"
