@@ -3,6 +3,8 @@ hand-computed numbers, a real fit timed on host:tflite, and the clear errors."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -86,3 +88,49 @@ def test_latency_gates_need_a_backend_that_can_time_them(data_dir):
         GateSearch(load_config(None, table_only), None)
     with pytest.raises(ConfigError, match="not both"):
         load_config(None, {**base, "gates": {"target_mmacs": 20.0, "target_ms": 0.5}})
+
+
+def test_a_latency_target_search_stops_on_the_predicted_ms(data_dir, tmp_path):
+    """A real search with `gates.target_ms` and latency weights, resumed from a stored fit (the
+    file a search writes after timing; 1 ms teacher, 0.01 ms per channel): its one snapshot is
+    proxy-trained and timed on host:tflite like any candidate, and the outcome is in ms."""
+    from models.files import atomic_write_json
+    from pipeline.config import load_config
+    from pipeline.gates.method import GateSearchError
+    from pipeline.search import Search, build_setup
+    from pipeline.store import ResultsStore
+
+    if not (data_dir / "cifar10_small.npz").is_file():
+        pytest.skip("cifar10_small.npz not found; set PEARL_DATA")
+    fit = {"teacher_ms": 1.0, "slopes_ms_per_channel": [0.01] * 12, "samples": []}
+
+    def run(target_ms: float, lines: list[str], folder) -> None:
+        overrides = {
+            "data": {"path": str(data_dir / "cifar10_small.npz"), "train_images": 64},
+            "teacher": {"spec": "builtin:resnet20_cifar10"},
+            "proxy": {"loss": "ce", "epochs": 1, "batch_size": 64, "warmup_epochs": 0},
+            "reward": {"preset": "soft", "cost": "latency_ms", "target": 0.5},
+            "latency": {"backends": ["host:tflite"], "export_cache_dir": str(tmp_path / "x")},
+            "search": {"method": "gates", "batch_size": 1, "max_candidates": 3},
+            "gates": {"target_ms": target_ms, "weighting": "latency", "max_steps": 1},
+        }
+        config = load_config(None, overrides)
+        setup = build_setup(config, log=lines.append)
+        try:
+            with Search(config, folder, setup, resume=False, log=lines.append) as search:
+                atomic_write_json(search.layout.gates / "latency_fit.json", fit)
+                search.run()
+        finally:
+            setup.close()
+
+    with pytest.raises(GateSearchError, match="below the teacher's measured 1.000 ms"):
+        run(1.5, [], tmp_path / "above")
+    lines: list[str] = []
+    run(0.5, lines, tmp_path / "run")
+    assert "gates: stopped at 1.000 ms predicted (40.55 MMACs) (step 1), target 0.500 ms" in lines
+    with ResultsStore(tmp_path / "run" / "results.sqlite") as store:
+        (row,) = store.candidates()
+    assert row.latency_ms > 0 and row.latency_spec == "host:tflite"
+    report = json.loads((tmp_path / "run" / "gates" / "gates.json").read_text())
+    assert report["target_ms"] == 0.5
+    assert [p["predicted_ms"] for p in report["trajectory"]] == [1.0, 1.0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -111,8 +112,29 @@ def measure_fit(
             ms = measure_ms(helper.shrink(keep))
             samples.append((index, int((~keep).sum()), ms))
             log(f"gates latency: {group.name} -{int((~keep).sum())} channels: {ms:.3f} ms")
-    group_of_gate = [0] * layout.size
-    for index, group in enumerate(layout.groups):
-        group_of_gate[group.start : group.stop] = [index] * (group.stop - group.start)
     slopes = fit_slopes(teacher_ms, samples, len(layout.groups))
-    return LatencyFit(teacher_ms, slopes, tuple(samples), tuple(group_of_gate))
+    return LatencyFit(teacher_ms, slopes, tuple(samples), _group_of_gate(layout))
+
+
+def _group_of_gate(layout) -> tuple[int, ...]:
+    return tuple(i for i, group in enumerate(layout.groups) for _ in range(group.start, group.stop))
+
+
+def stored_fit(
+    path: Path, helper, measure_ms: Callable[[object], float], log=lambda line: None
+) -> LatencyFit:
+    """The fit saved at `path` (a resumed search keeps its weights), else `measure_fit`'s,
+    saved there."""
+    from models.files import atomic_write_json, read_json
+
+    saved = read_json(path)
+    if not saved:
+        fit = measure_fit(helper, measure_ms, log=log)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, fit.to_json())
+        return fit
+    slopes = tuple(saved["slopes_ms_per_channel"])
+    if len(slopes) != len(helper.layout.groups):
+        raise ValueError(f"{path} is the latency fit of another teacher: delete it to re-time")
+    samples = tuple(tuple(sample) for sample in saved["samples"])
+    return LatencyFit(saved["teacher_ms"], slopes, samples, _group_of_gate(helper.layout))

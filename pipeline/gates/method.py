@@ -105,30 +105,21 @@ class GateSearch:
     def _use_latency(self, search: Search) -> None:
         """Fit the latency model (`pipeline.gates.latency`) on the search's latency chain, or
         read the one this search folder already has (a resumed search keeps its weights)."""
-        from models.files import atomic_write_json, read_json
-        from pipeline.gates.latency import LatencyFit, measure_fit
+        from pipeline.gates.latency import stored_fit
         from pipeline.latency_chain import LatencyUnavailableError
 
+        chain = search.setup.chain
         path = search.layout.gates / "latency_fit.json"
-        saved = read_json(path)
-        helper = self.engine.helper
-        if saved:
-            groups = [g.name for g in helper.layout.groups]
-            of_gate = [i for i, g in enumerate(helper.layout.groups) for _ in range(g.start, g.stop)]
-            samples = tuple(tuple(s) for s in saved["samples"])
-            slopes = tuple(saved["slopes_ms_per_channel"])
-            if len(slopes) != len(groups):
-                raise GateSearchError(f"{path} does not fit this teacher: delete it to re-time")
-            fit = LatencyFit(saved["teacher_ms"], slopes, samples, tuple(of_gate))
-        else:
-            chain = search.setup.chain
+        if not path.is_file():
             search.log("gates: timing the teacher and each gate group thinned (latency fit)")
-            try:
-                fit = measure_fit(helper, lambda net: chain.measure(net).latency_ms, log=search.log)
-            except LatencyUnavailableError as error:
-                raise GateSearchError(f"gates need latency, but {error}") from None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path, fit.to_json())
+        try:
+            fit = stored_fit(
+                path, self.engine.helper, lambda net: chain.measure(net).latency_ms, search.log
+            )
+        except LatencyUnavailableError as error:
+            raise GateSearchError(f"gates need latency, but {error}") from None
+        except ValueError as error:
+            raise GateSearchError(str(error)) from None
         if self.target_ms and not self.target_ms < fit.teacher_ms:
             raise GateSearchError(
                 f"gates.target_ms = {self.target_ms} must be below the teacher's measured "
