@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._report import write_section  # noqa: E402
+from bench._report import publish  # noqa: E402
 from bench.kdas_table2 import load_limited  # noqa: E402
 
 TITLE = "Gu & Tresp Table 1 pattern: gate-searched students, NP vs KD, weightings"
@@ -237,14 +236,7 @@ def main(argv=None) -> None:
         f"loaded-machine timings. Wall time {time.time() - started:.0f} s (a rerun reuses "
         "finished searches and trainings).",
     ]
-    markdown = markdown_table(header, table)
-    print(markdown)
-    print("\n".join(notes))
-    if not args.no_write:
-        command = shlex.join(
-            ["PYTHONPATH=.", "python", "bench/gates_table1.py", *(argv or sys.argv[1:])]
-        )
-        write_section(TITLE, command, markdown, notes="\n".join(notes))
+    publish(TITLE, markdown_table(header, table), "\n".join(notes), write=not args.no_write)
 
 
 if __name__ == "__main__":
