@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.widths_resnet import ResNetW
-from pipeline.gates.latency import LatencyFit, fit_slopes, measure_fit, thinned
+from pipeline.gates.latency import LatencyFit, fit_slopes, thinned
 from pipeline.gates.layout import gates_for
 
 
@@ -45,28 +45,6 @@ def test_thinning_spreads_over_the_group_and_keeps_one():
     assert int((~thinned(layout, inner, 1.0)).sum()) == group.stop - group.start - 1  # keep-one
 
 
-def test_a_real_fit_on_host_tflite(tmp_path):
-    """ResNet-8 and its 6 thinned copies exported and timed on this machine's LiteRT: thinning
-    never predicts a negative saving, and the stem lanes (which run through every stage) cost
-    more per channel than the inner channels of the last block."""
-    from models.quiet import set_quiet
-    from pipeline.latency_chain import LatencyChain
-
-    set_quiet(True)
-    chain = LatencyChain(["host:tflite"], export_cache_dir=tmp_path, threads=1)
-    if chain.best_rank() is None:
-        pytest.skip(f"host:tflite unavailable: {chain.status()}")
-    helper = gates_for(ResNetW.full(8, 32, 10))
-    fit = measure_fit(helper, lambda network: chain.measure(network).latency_ms)
-    assert fit.teacher_ms > 0 and len(fit.samples) == len(helper.layout.groups) == 6
-    assert all(slope >= 0 for slope in fit.slopes_ms)
-    names = [g.name for g in helper.layout.groups]
-    stem, last = names.index("lanes.stage1"), len(names) - 1
-    assert fit.slopes_ms[stem] > fit.slopes_ms[last]
-    everything = torch.zeros(helper.layout.size, dtype=torch.bool)
-    assert fit.predict_ms(everything) < fit.teacher_ms
-
-
 def test_latency_gates_need_a_backend_that_can_time_them(data_dir):
     from pipeline.config import ConfigError, load_config
     from pipeline.gates.method import GateSearch, GateSearchError
@@ -90,11 +68,12 @@ def test_latency_gates_need_a_backend_that_can_time_them(data_dir):
         load_config(None, {**base, "gates": {"target_mmacs": 20.0, "target_ms": 0.5}})
 
 
-def test_a_latency_target_search_stops_on_the_predicted_ms(data_dir, tmp_path):
-    """A real search with `gates.target_ms` and latency weights, resumed from a stored fit (the
-    file a search writes after timing; 1 ms teacher, 0.01 ms per channel): its one snapshot is
-    proxy-trained and timed on host:tflite like any candidate, and the outcome is in ms."""
-    from models.files import atomic_write_json
+def test_a_latency_search_times_its_fit_and_stops_on_the_predicted_ms(data_dir, tmp_path):
+    """A real search on a ResNet-8 teacher (random weights: latency does not depend on them)
+    with latency weights and `gates.target_ms`: the teacher and its 6 thinned copies are
+    exported and timed on this machine's LiteRT, the fit is stored, the one snapshot is
+    proxy-trained and timed like any candidate, and the outcome is in predicted ms."""
+    from models.teacher_loading import save_checkpoint
     from pipeline.config import load_config
     from pipeline.gates.method import GateSearchError
     from pipeline.search import Search, build_setup
@@ -102,12 +81,18 @@ def test_a_latency_target_search_stops_on_the_predicted_ms(data_dir, tmp_path):
 
     if not (data_dir / "cifar10_small.npz").is_file():
         pytest.skip("cifar10_small.npz not found; set PEARL_DATA")
-    fit = {"teacher_ms": 1.0, "slopes_ms_per_channel": [0.01] * 12, "samples": []}
+    network = ResNetW.full(8, 32, 10)
+    teacher = tmp_path / "resnet8.pt"
+    stats = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
+    save_checkpoint(
+        teacher, network.build(), model_name=network.encode(), num_classes=10, input_size=32,
+        **stats,
+    )  # fmt: skip
 
-    def run(target_ms: float, lines: list[str], folder) -> None:
+    def run(target_ms: float, folder, lines: list[str], fit=None) -> None:
         overrides = {
             "data": {"path": str(data_dir / "cifar10_small.npz"), "train_images": 64},
-            "teacher": {"spec": "builtin:resnet20_cifar10"},
+            "teacher": {"spec": str(teacher)},
             "proxy": {"loss": "ce", "epochs": 1, "batch_size": 64, "warmup_epochs": 0},
             "reward": {"preset": "soft", "cost": "latency_ms", "target": 0.5},
             "latency": {"backends": ["host:tflite"], "export_cache_dir": str(tmp_path / "x")},
@@ -118,19 +103,28 @@ def test_a_latency_target_search_stops_on_the_predicted_ms(data_dir, tmp_path):
         setup = build_setup(config, log=lines.append)
         try:
             with Search(config, folder, setup, resume=False, log=lines.append) as search:
-                atomic_write_json(search.layout.gates / "latency_fit.json", fit)
+                if fit is not None:  # a stored fit (as a resumed search has)
+                    (search.layout.gates).mkdir(parents=True, exist_ok=True)
+                    (search.layout.gates / "latency_fit.json").write_text(fit)
                 search.run()
         finally:
             setup.close()
 
-    with pytest.raises(GateSearchError, match="below the teacher's measured 1.000 ms"):
-        run(1.5, [], tmp_path / "above")
     lines: list[str] = []
-    run(0.5, lines, tmp_path / "run")
-    assert "gates: stopped at 1.000 ms predicted (40.55 MMACs) (step 1), target 0.500 ms" in lines
+    run(0.001, tmp_path / "run", lines)
+    fit_file = tmp_path / "run" / "gates" / "latency_fit.json"
+    fit = json.loads(fit_file.read_text())
+    slopes, teacher_ms = fit["slopes_ms_per_channel"], fit["teacher_ms"]
+    assert len(fit["samples"]) == len(slopes) == 6 and all(s >= 0 for s in slopes)
+    assert slopes[0] > slopes[-1]  # stem lanes run through every stage; the last block's don't
+    mmacs = network.cost().macs / 1e6
+    stopped = f"gates: stopped at {teacher_ms:.3f} ms predicted ({mmacs:.2f} MMACs) (step 1), "
+    assert any(line.startswith(stopped) for line in lines), lines
     with ResultsStore(tmp_path / "run" / "results.sqlite") as store:
         (row,) = store.candidates()
     assert row.latency_ms > 0 and row.latency_spec == "host:tflite"
     report = json.loads((tmp_path / "run" / "gates" / "gates.json").read_text())
-    assert report["target_ms"] == 0.5
-    assert [p["predicted_ms"] for p in report["trajectory"]] == [1.0, 1.0]
+    assert report["target_ms"] == 0.001
+    assert [p["predicted_ms"] for p in report["trajectory"]] == [round(teacher_ms, 4)] * 2
+    with pytest.raises(GateSearchError, match="below the teacher's measured"):
+        run(teacher_ms + 1, tmp_path / "above", [], fit=fit_file.read_text())
