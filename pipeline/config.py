@@ -295,8 +295,17 @@ class SearchConfig:
                 f"proxy.loss = {self.proxy.loss!r} needs a teacher: set teacher.spec to a "
                 "checkpoint (or use proxy.loss = 'ce')"
             )
-        if self.search.method == "gates" and not self.gates.target_mmacs:
-            raise ConfigError("search.method = 'gates' needs gates.target_mmacs (> 0)")
+        if self.search.method == "gates" and not (self.gates.target_mmacs or self.gates.target_ms):
+            raise ConfigError(
+                "search.method = 'gates' needs gates.target_mmacs or gates.target_ms (> 0)"
+            )
+        if self.search.method == "gates" and self.gates.needs_latency:
+            if self.reward.cost != "latency_ms":
+                raise ConfigError(
+                    "gates.weighting = 'latency' and gates.target_ms time networks on the "
+                    "search's latency chain: set reward.cost = 'latency_ms' and latency.backends "
+                    "(e.g. ['host:tflite'] or an adb: phone)"
+                )
         if self.reward.cost == "latency_ms" and not self.latency.backends:
             raise ConfigError(
                 "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
@@ -478,6 +487,8 @@ def config_hash(config: Any) -> str:
             data.pop(section, None)
     if method == "akd":
         del data["search"]["method"]
+    if data.get("gates", {}).get("target_ms") == 0:  # gate runs from before latency targets
+        del data["gates"]["target_ms"]
     data = {section: values for section, values in data.items() if values}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

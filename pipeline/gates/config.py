@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GATE_LOSSES = ("kd", "np")  # KL to the teacher (the paper) | cross-entropy ("network pruning")
-GATE_WEIGHTINGS = ("flops", "uniform")  # alpha_j = F_j / max F | alpha_j = 1
+# alpha_j = F_j / max F | 1 | measured ms per channel / max (`pipeline.gates.latency`)
+GATE_WEIGHTINGS = ("flops", "uniform", "latency")
 
 
 @dataclass(frozen=True)
 class GatesConfig:
     target_mmacs: float = 0.0  # stop when the extracted network has at most this many MMACs
+    target_ms: float = 0.0  # or: when its predicted latency (`pipeline.gates.latency`) is <= this
     loss: str = "kd"
     temperature: float = 4.0  # tau of the KL term
     weighting: str = "flops"
@@ -23,12 +25,23 @@ class GatesConfig:
     steps_per_generation: int = 50  # gate steps between two snapshots handed to the search
     max_steps: int = 2000  # step budget: past it the search stops short of the target
 
+    @property
+    def needs_latency(self) -> bool:
+        """Latency weights or a latency target: the search must time networks."""
+        return self.weighting == "latency" or self.target_ms > 0
+
     def __post_init__(self) -> None:
         from pipeline.config import _require
 
         _require(self.loss in GATE_LOSSES, "gates.loss", f"must be one of {GATE_LOSSES}")
         _require(self.weighting in GATE_WEIGHTINGS, "gates.weighting", f"one of {GATE_WEIGHTINGS}")
         _require(self.target_mmacs >= 0, "gates.target_mmacs", "must be >= 0")
+        _require(self.target_ms >= 0, "gates.target_ms", "must be >= 0")
+        _require(
+            not (self.target_mmacs and self.target_ms),
+            "gates.target_ms",
+            "set either gates.target_mmacs or gates.target_ms, not both",
+        )
         for key in ("temperature", "eta", "lambda2", "weight_lr"):
             _require(getattr(self, key) > 0, f"gates.{key}", "must be > 0")
         _require(0 <= self.momentum < 1, "gates.momentum", "must be in [0, 1)")

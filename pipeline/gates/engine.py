@@ -34,6 +34,7 @@ class TrajectoryPoint:
     macs: int
     params: int
     open_gates: int
+    predicted_ms: float | None = None  # with a latency fit (`pipeline.gates.latency`)
 
 
 class GateEngine:
@@ -55,9 +56,11 @@ class GateEngine:
             message = f"the teacher's weights do not fit {network.encode()[:60]}: {error}"
             raise ValueError(message) from None
         self.gated = GatedNetwork(model, self.helper.layout).to(self.device)
-        alpha = cost_weights(self.helper, settings.weighting).to(self.device)
-        self.alpha = alpha
-        self.threshold = settings.eta * settings.lambda2 * alpha
+        self.latency = None  # a LatencyFit, once `use_latency` gives one
+        if settings.weighting != "latency":  # latency weights come with `use_latency`
+            self.set_weights(cost_weights(self.helper, settings.weighting))
+        else:
+            self.set_weights(torch.ones(self.helper.layout.size))
         self.state = ProximalState.start(self.helper.layout.size, self.device)
         self.optimizer = torch.optim.SGD(
             model.parameters(),
@@ -68,6 +71,20 @@ class GateEngine:
         self.steps = 0
         self.trajectory: list[TrajectoryPoint] = []
         self.record()
+
+    def set_weights(self, alpha: torch.Tensor) -> None:
+        """alpha_j of eq. 3 (one per gate): the soft threshold is ``eta lambda2 alpha_j``."""
+        self.alpha = alpha.to(self.device)
+        self.threshold = self.settings.eta * self.settings.lambda2 * self.alpha
+
+    def use_latency(self, fit) -> None:
+        """Predict each snapshot's latency with `fit`; with ``weighting = "latency"`` also take
+        its alpha.  Call before the first step."""
+        self.latency = fit
+        if self.settings.weighting == "latency":
+            self.set_weights(fit.alpha())
+        if self.trajectory and self.trajectory[-1].predicted_ms is None:
+            self.trajectory[-1] = self._point()
 
     # -- optimisation -------------------------------------------------------------------------
 
@@ -97,6 +114,18 @@ class GateEngine:
         self.steps += 1
         return float(loss.detach())
 
+    def advance(self, loader, teacher: nn.Module, end_step: int, reached) -> None:
+        """Step on `loader`'s batches (a `pipeline.batches.BatchLoader`, epochs numbered by
+        step) with the `teacher`'s logits until step `end_step` or until ``reached()``."""
+        loader.set_epoch(self.steps // max(1, len(loader)))
+        while self.steps < end_step and not reached():
+            for images, labels in loader:
+                with torch.no_grad():
+                    teacher_logits = teacher(images)
+                self.step(images, labels, teacher_logits)
+                if self.steps >= end_step or reached():
+                    break
+
     # -- what is left -------------------------------------------------------------------------
 
     def keep(self) -> torch.Tensor:
@@ -107,10 +136,14 @@ class GateEngine:
         return self.helper.shrink(self.keep())
 
     def record(self) -> TrajectoryPoint:
+        self.trajectory.append(self._point())
+        return self.trajectory[-1]
+
+    def _point(self) -> TrajectoryPoint:
         cost = self.shrunk().cost()
-        point = TrajectoryPoint(self.steps, cost.macs, cost.params, int(self.keep().sum()))
-        self.trajectory.append(point)
-        return point
+        keep = self.keep()
+        predicted = None if self.latency is None else round(self.latency.predict_ms(keep), 4)
+        return TrajectoryPoint(self.steps, cost.macs, cost.params, int(keep.sum()), predicted)
 
     def extract(self) -> tuple[Any, nn.Module]:
         """``(network, module)``: the shrunk network with the gated network's weights."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from pipeline.gates.engine import GateEngine
 
 if TYPE_CHECKING:
@@ -69,7 +67,16 @@ class GateSearch:
         network = width_network(payload["model"], payload["input_size"], payload["num_classes"])
         teacher_macs = network.cost().macs
         self.target_macs = int(settings.target_mmacs * 1e6)
-        if not 0 < self.target_macs < teacher_macs:
+        self.target_ms = settings.target_ms
+        if settings.needs_latency and not any(
+            spec.lower().startswith(("host:", "adb:")) for spec in config.latency.backends
+        ):
+            raise GateSearchError(
+                "gates.weighting = 'latency' / gates.target_ms time the teacher and thinned "
+                "copies of it on this machine or a phone, but latency.backends = "
+                f"{list(config.latency.backends)} has neither: add 'host:tflite' or 'adb:SERIAL'"
+            )
+        if self.target_macs and not self.target_macs < teacher_macs:
             raise GateSearchError(
                 f"gates.target_mmacs = {settings.target_mmacs} must lie between 0 and the "
                 f"teacher's {teacher_macs / 1e6:.2f} MMACs ({network.encode()[:40]}...)"
@@ -95,7 +102,37 @@ class GateSearch:
     def restore(self, state: dict[str, Any]) -> None:
         self.engine.load_state_dict(state)
 
+    def _use_latency(self, search: Search) -> None:
+        """Fit the latency model (`pipeline.gates.latency`) on the search's latency chain, or
+        read the one this search folder already has (a resumed search keeps its weights)."""
+        from pipeline.gates.latency import stored_fit
+        from pipeline.latency_chain import LatencyUnavailableError
+
+        chain = search.setup.chain
+        path = search.layout.gates / "latency_fit.json"
+        if not path.is_file():
+            search.log("gates: timing the teacher and each gate group thinned (latency fit)")
+        try:
+            fit = stored_fit(
+                path, self.engine.helper, lambda net: chain.measure(net).latency_ms, search.log
+            )
+        except LatencyUnavailableError as error:
+            raise GateSearchError(f"gates need latency, but {error}") from None
+        except ValueError as error:
+            raise GateSearchError(str(error)) from None
+        if self.target_ms and not self.target_ms < fit.teacher_ms:
+            raise GateSearchError(
+                f"gates.target_ms = {self.target_ms} must be below the teacher's measured "
+                f"{fit.teacher_ms:.3f} ms"
+            )
+        try:
+            self.engine.use_latency(fit)
+        except ValueError as error:
+            raise GateSearchError(str(error)) from None
+
     def run(self, search: Search) -> None:
+        if self.settings.needs_latency:
+            self._use_latency(search)
         while search.next_batch_size():
             reached = self._advance()
             network = self.engine.shrunk()
@@ -107,30 +144,34 @@ class GateSearch:
             if reached or self.engine.steps >= self.settings.max_steps:
                 break
         point = self.engine.trajectory[-1]
-        target = f"target {self.target_macs / 1e6:.2f} MMACs"
-        if point.macs <= self.target_macs:
-            self.outcome = f"reached {point.macs / 1e6:.2f} MMACs at step {point.step}, {target}"
+        if self.target_macs:
+            target = f"target {self.target_macs / 1e6:.2f} MMACs"
+            where = f"{point.macs / 1e6:.2f} MMACs"
         else:
-            self.outcome = f"stopped at {point.macs / 1e6:.2f} MMACs (step {point.step}), {target}"
+            target = f"target {self.target_ms:.3f} ms"
+            where = f"{point.predicted_ms:.3f} ms predicted ({point.macs / 1e6:.2f} MMACs)"
+        if self._reached(point):
+            self.outcome = f"reached {where} at step {point.step}, {target}"
+        else:
+            self.outcome = f"stopped at {where} (step {point.step}), {target}"
         search.log(f"gates: {self.outcome}")
         from pipeline.gates.report import write_gate_report
 
-        write_gate_report(search.layout.gates, self.engine, self.target_macs, self.outcome)
+        write_gate_report(
+            search.layout.gates, self.engine, self.target_macs, self.outcome, self.target_ms
+        )
 
     def _advance(self) -> bool:
         """Run gate steps until the next snapshot; True once the target is reached."""
         end = min(self.engine.steps + self.settings.steps_per_generation, self.settings.max_steps)
-        self.loader.set_epoch(self.engine.steps // max(1, len(self.loader)))
-        while self.engine.steps < end:
-            for images, labels in self.loader:
-                with torch.no_grad():
-                    teacher_logits = self.teacher(images)
-                self.engine.step(images, labels, teacher_logits)
-                if self.engine.steps >= end or self._cost() <= self.target_macs:
-                    break
-            if self._cost() <= self.target_macs:
-                break
-        return self.engine.record().macs <= self.target_macs
+        self.engine.advance(self.loader, self.teacher, end, self._reached)
+        return self._reached(self.engine.record())
 
-    def _cost(self) -> int:
-        return self.engine.shrunk().cost().macs
+    def _reached(self, point=None) -> bool:
+        """Is the network left (now, or at trajectory `point`) at or under the target?"""
+        if self.target_macs:
+            macs = point.macs if point else self.engine.shrunk().cost().macs
+            return macs <= self.target_macs
+        keep = self.engine.keep()
+        ms = point.predicted_ms if point else self.engine.latency.predict_ms(keep)
+        return ms <= self.target_ms

@@ -11,7 +11,9 @@ from models.files import atomic_write_json
 from pipeline.report_plots import _pyplot, _save
 
 
-def write_gate_report(folder: Path, engine, target_macs: int, outcome: str) -> list[Path]:
+def write_gate_report(
+    folder: Path, engine, target_macs: int, outcome: str, target_ms: float = 0.0
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     groups = engine.helper.layout.groups
     kept = engine.kept_per_group()
@@ -19,6 +21,7 @@ def write_gate_report(folder: Path, engine, target_macs: int, outcome: str) -> l
     summary = {
         "outcome": outcome,
         "target_macs": target_macs,
+        "target_ms": target_ms,
         "teacher": {"arch": engine.network.encode(), "macs": engine.network.cost().macs},
         "student": {"arch": student.encode(), "macs": student.cost().macs},
         "trajectory": [point.__dict__ for point in engine.trajectory],
@@ -29,7 +32,7 @@ def write_gate_report(folder: Path, engine, target_macs: int, outcome: str) -> l
     }
     atomic_write_json(folder / "gates.json", summary)
     written = [
-        _trajectory(folder / "trajectory.png", engine.trajectory, target_macs),
+        _trajectory(folder / "trajectory.png", engine.trajectory, target_macs, target_ms),
         _kept(folder / "kept.png", summary["layers"]),
     ]
     if hasattr(engine.helper, "connections"):  # DenseNet: which connections are left
@@ -89,14 +92,19 @@ def report_lines(folder: Path, report_dir: Path) -> list[str]:
     ]
 
 
-def _trajectory(path: Path, trajectory, target_macs: int) -> Path:
+def _trajectory(path: Path, trajectory, target_macs: int, target_ms: float = 0.0) -> Path:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.5))
     steps = [p.step for p in trajectory]
-    axis.plot(steps, [p.macs / 1e6 for p in trajectory], "o-", label="network left (MMACs)")
-    axis.axhline(target_macs / 1e6, color="tab:red", linestyle="--", label="target")
+    if target_ms:  # a latency target: the predicted latency of the network left
+        axis.plot(steps, [p.predicted_ms for p in trajectory], "o-", label="predicted ms")
+        axis.axhline(target_ms, color="tab:red", linestyle="--", label="target")
+        axis.set_ylabel("predicted latency of the network left (ms)")
+    else:
+        axis.plot(steps, [p.macs / 1e6 for p in trajectory], "o-", label="network left (MMACs)")
+        axis.axhline(target_macs / 1e6, color="tab:red", linestyle="--", label="target")
+        axis.set_ylabel("MMACs of the network left")
     axis.set_xlabel("gate step")
-    axis.set_ylabel("MMACs of the network left")
     right = axis.twinx()
     right.plot(steps, [p.open_gates for p in trajectory], "s:", color="tab:gray")
     right.set_ylabel("open gates (grey)")
