@@ -37,6 +37,7 @@ import torch
 
 from models.export.common import ExportError, ParityError
 from models.export.job import ExportRequest, LoadData
+from models.files import disk_full
 from models.network import Network
 
 _ERRORS = {"ExportError": ExportError, "ParityError": ParityError}
@@ -182,7 +183,8 @@ class ExportWorker:
                 error_type, message, trace, field = payload
                 if error_type in _ERRORS:
                     raise _ERRORS[error_type](message, field=field)
-                raise ExportError(f"export worker failed ({error_type}: {message})\n{trace}")
+                trace = f"\n{trace}" if trace else ""
+                raise ExportError(f"export worker failed ({error_type}: {message}){trace}")
             else:  # "ready" or "result"
                 return payload[0] if payload else None
 
@@ -287,7 +289,9 @@ def _serve(conn, num_threads: int, warm_up: bool = True) -> None:
                 result = handlers[name](conn, *args, **kwargs)
             except Exception as error:  # sent back to the caller, which re-raises it
                 _send_warnings(conn, caught)
-                trace, field = traceback.format_exc(), getattr(error, "field", None)
+                # a full disk is the user's to fix, not a bug: its message says all (no trace)
+                trace = "" if disk_full(error) else traceback.format_exc()
+                field = getattr(error, "field", None)
                 conn.send(("error", type(error).__name__, str(error), trace, field))
                 continue
         _send_warnings(conn, caught)
