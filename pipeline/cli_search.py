@@ -16,18 +16,10 @@ from pathlib import Path
 import click
 
 from pipeline.cli_common import check_device, default_run_dir, device_option, run_folder_options
-from pipeline.config import (
-    CONFIG_FILE_NAME,
-    SECTIONS,
-    ConfigError,
-    load_config,
-    load_sections,
-    may_change_on_resume,
-    merge,
-    parse_overrides,
-    read_toml,
-)
+from pipeline.config import CONFIG_FILE_NAME, SECTIONS, ConfigError, load_config, load_sections
+from pipeline.config_hash import may_change_on_resume
 from pipeline.config_paths import with_absolute_paths
+from pipeline.config_toml import merge, parse_overrides, read_toml
 from pipeline.registry import CONTROLLERS, LOSSES
 from pipeline.run_config import RUN_SECTIONS
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.damage import SQLITE_SIDECARS, move_aside, sqlite_problem
-from pipeline.config import saved_config_hash
+from pipeline.config_hash import saved_config_hash
 from pipeline.layout import SearchLayout
 from pipeline.store import (
     GENERATION_COLUMNS,

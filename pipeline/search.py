@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from models.files import append_line
-from pipeline.config import SearchConfig, config_hash, save_config
+from pipeline.config import SearchConfig
+from pipeline.config_hash import config_hash, save_config
 from pipeline.executor import TrainJob
 from pipeline.layout import SearchLayout
 from pipeline.lock import folder_contents, folder_lock

@@ -15,7 +15,8 @@ from search_helpers import make_tiny_teacher
 from models.addon_space import AddonSpace
 from models.network import decode_network
 from pipeline.cli import cli
-from pipeline.config import ConfigError, config_hash, load_config
+from pipeline.config import ConfigError, load_config
+from pipeline.config_hash import config_hash
 from pipeline.reward import RewardSpec
 from pipeline.store import ResultsStore
 from pipeline.winners import pick_winners
