@@ -4,8 +4,8 @@
 memory = parameter bytes + the peak of the activation bytes that are alive at the same time,
 float32 (4 bytes a value), batch 1, in MB of 10^6 bytes.  The activations come from the
 network's own module (``Network.build()``), traced with ``torch.fx`` and run once on a zero
-image on PyTorch's ``meta`` device (shapes only, no arithmetic) to get every tensor's shape, so every family (MnasNet, add-on, width-searched ResNets and
-DenseNets) is estimated the same way, from what it really computes.
+image on PyTorch's ``meta`` device (shapes only, no arithmetic), so every family (MnasNet,
+add-on, width-searched ResNets and DenseNets) is estimated the same way, from what it computes.
 
 The peak follows how a mobile runtime plans its tensor arena: ops run in graph order; a tensor
 is alive from the op that writes it to the last op that reads it (the network's output to the

@@ -51,7 +51,7 @@ from pipeline.config_errors import require as _require
 from pipeline.gates.config import GatesConfig
 from pipeline.kdas_config import KdasConfig
 from pipeline.registry import CONTROLLERS, LOSSES, SEARCH_METHODS
-from pipeline.reward import COST_NAMES, PRESETS
+from pipeline.reward import COST_NAMES, MEMORY_SOURCES, PRESETS
 
 CONFIG_FILE_NAME = "config.toml"
 
@@ -153,12 +153,35 @@ class ProxyConfig:
 class RewardConfig:
     preset: str = "soft"  # soft (-0.07, -0.07) or hard (0, -1), MnasNet
     target: float = 1.0  # in the unit of `cost`
-    cost: str = "latency_ms"  # latency_ms | macs | params
+    cost: str = "latency_ms"  # latency_ms | macs | params | memory_mb
+    memory_source: str = "estimate"  # memory_mb from: estimate (models.memory) | measured (phone)
+    max_memory_mb: float = 0.0  # winners need memory_mb <= this (0: no budget; README)
 
     def __post_init__(self) -> None:
         _require(self.preset in PRESETS, "reward.preset", f"must be one of {sorted(PRESETS)}")
         _require(self.cost in COST_NAMES, "reward.cost", f"must be one of {COST_NAMES}")
         _require(self.target > 0, "reward.target", "must be > 0")
+        _require(self.memory_source in MEMORY_SOURCES, "reward.memory_source", str(MEMORY_SOURCES))
+        _require(self.max_memory_mb >= 0, "reward.max_memory_mb", "must be >= 0 (0: no budget)")
+
+    @property
+    def needs_memory(self) -> bool:
+        """Does every candidate need a ``memory_mb`` (the cost or a budget)?"""
+        return self.cost == "memory_mb" or self.max_memory_mb > 0
+
+    def measured_memory_error(self, backends: tuple[str, ...]) -> str | None:
+        """Why measured memory cannot come from these latency backends (None: it can)."""
+        if not (self.needs_memory and self.memory_source == "measured"):
+            return None
+        silent = [b for b in backends if not _backend_spec(b, "latency.backends").is_phone]
+        if backends and not silent:
+            return None
+        return (
+            "reward.memory_source = 'measured' takes memory_mb from phones (benchmark_model's "
+            f"memory footprint), but latency.backends {list(backends)} has "
+            f"{', '.join(silent) or 'none'}, which report none: list only adb: phones, or set "
+            "reward.memory_source = 'estimate' (no device)"
+        )
 
     def spec(self):
         from pipeline.reward import RewardSpec
@@ -311,6 +334,9 @@ class SearchConfig:
                 "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
                 "use reward.cost = 'macs' or 'params'"
             )
+        problem = self.reward.measured_memory_error(self.latency.backends)
+        if problem:
+            raise ConfigError(problem)
         self.max_params()  # a KDAS memory budget below the backbone is an error here
         if self.search.method == "kdas" and self.kdas.evaluation == "shared":
             _require(
@@ -321,7 +347,8 @@ class SearchConfig:
             )
 
     def max_params(self) -> int | None:
-        """The winner rule's parameter budget (`pipeline.winners`): KDAS's M, else None."""
+        """KDAS's parameter budget M (a parameter count), else None (all the winner rule's
+        memory budgets: `pipeline.winners.memory_budgets`)."""
         return self.kdas.max_params(self.space) if self.search.method == "kdas" else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -468,6 +495,15 @@ UNHASHED: dict[str, tuple[str, ...] | None] = {
 METHOD_SECTIONS: dict[str, str] = {"kdas": "kdas", "gates": "gates"}
 
 
+# Keys added after runs were stored, with their defaults: left out of the hash while at the
+# default, so those runs keep their hash.
+ADDED_KEYS: dict[tuple[str, str], Any] = {
+    ("gates", "target_ms"): 0,  # gate runs from before latency targets
+    ("reward", "memory_source"): "estimate",  # runs from before memory costs
+    ("reward", "max_memory_mb"): 0,
+}
+
+
 def may_change_on_resume(section: str, key: str) -> bool:
     keys = UNHASHED.get(section, ())
     return keys is None or key in keys
@@ -487,8 +523,9 @@ def config_hash(config: Any) -> str:
             data.pop(section, None)
     if method == "akd":
         del data["search"]["method"]
-    if data.get("gates", {}).get("target_ms") == 0:  # gate runs from before latency targets
-        del data["gates"]["target_ms"]
+    for (section, key), default in ADDED_KEYS.items():
+        if data.get(section, {}).get(key, default) == default:
+            data.get(section, {}).pop(key, None)
     data = {section: values for section, values in data.items() if values}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
