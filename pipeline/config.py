@@ -495,15 +495,6 @@ UNHASHED: dict[str, tuple[str, ...] | None] = {
 METHOD_SECTIONS: dict[str, str] = {"kdas": "kdas", "gates": "gates"}
 
 
-# Keys added after runs were stored, with their defaults: left out of the hash while at the
-# default, so those runs keep their hash.
-ADDED_KEYS: dict[tuple[str, str], Any] = {
-    ("gates", "target_ms"): 0,  # gate runs from before latency targets
-    ("reward", "memory_source"): "estimate",  # runs from before memory costs
-    ("reward", "max_memory_mb"): 0,
-}
-
-
 def may_change_on_resume(section: str, key: str) -> bool:
     keys = UNHASHED.get(section, ())
     return keys is None or key in keys
@@ -523,9 +514,11 @@ def config_hash(config: Any) -> str:
             data.pop(section, None)
     if method == "akd":
         del data["search"]["method"]
-    for (section, key), default in ADDED_KEYS.items():
-        if data.get(section, {}).get(key, default) == default:
-            data.get(section, {}).pop(key, None)
+    if data.get("gates", {}).get("target_ms") == 0:  # gate runs from before latency targets
+        del data["gates"]["target_ms"]
+    for key, default in (("memory_source", "estimate"), ("max_memory_mb", 0)):
+        if data["reward"].get(key) == default:  # runs from before memory costs
+            del data["reward"][key]
     data = {section: values for section, values in data.items() if values}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -61,8 +61,17 @@ class MemoryBudget:
         return value is not None and value <= self.limit
 
     def describe(self) -> str:
-        limit = f"{self.limit:,}" if self.column == "params" else f"{self.limit:g}"
-        return f"{self.column} <= {limit} ({self.setting})"
+        return f"{limits_text({self.entry_key: self.limit})} ({self.setting})"
+
+
+def limits_text(entry: dict[str, Any]) -> str:
+    """``params <= 540,000 and memory_mb <= 4.5``: the budgets a winner entry holds."""
+    parts = [
+        f"{key[4:]} <= {entry[key]:,}" if key == "max_params" else f"{key[4:]} <= {entry[key]:g}"
+        for key in ("max_params", "max_memory_mb")
+        if key in entry
+    ]
+    return " and ".join(parts)
 
 
 def memory_budgets(config: Any) -> list[MemoryBudget]:
