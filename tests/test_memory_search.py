@@ -3,6 +3,7 @@ from before the memory columns, and a real tiny search with ``reward.cost = "mem
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -158,3 +159,65 @@ def test_a_search_with_memory_as_the_cost_stores_and_ranks_by_it(tmp_path, data_
     pareto = (tmp_path / "run" / "pareto.csv").read_text()
     assert pareto.splitlines()[0].count("memory_mb") == 1
     assert {rows[i].key for i in front} == {line.split(",")[0] for line in pareto.splitlines()[1:]}
+
+
+def test_measured_memory_comes_from_the_phone_with_the_timing(tmp_path, device, monkeypatch):
+    """The loopback phone (tests/loopback_adbd: the real ADB protocol, a benchmark_model that
+    runs the pushed file in LiteRT and prints the tool's memory footprint lines), through the
+    search's latency chain.  (A whole measured search on it passes too, in ~50 s: too slow to
+    keep here.)"""
+    from loopback_adbd import fake_aarch64_binary
+    from search_helpers import tiny_space
+
+    from android_runner.runner import RunOptions
+    from device_bench.phone import AdbBackend, PhoneSettings
+    from pipeline.candidate_memory import measured_memory
+    from pipeline.latency_chain import LatencyChain, LatencyUnavailableError
+
+    binary = tmp_path / "android_aarch64_benchmark_model"
+    fake_aarch64_binary(binary)
+    monkeypatch.setenv("PEARL_BENCHMARK_MODEL", str(binary))
+    quick = PhoneSettings(
+        RunOptions(warmup_runs=2, warmup_min_secs=0, num_runs=20, min_secs=0.05, max_secs=2),
+        min_invocations=1,
+        max_invocations=1,
+    )
+    phone = AdbBackend(device.spec, quick)
+    chain = LatencyChain([device.spec], backends=[phone], export_cache_dir=tmp_path / "exports")
+    space = tiny_space()
+    arch = space.arch_from([0] * len(space.decisions()))
+    record = chain.measure(arch)
+    assert record.spec == device.spec and record.memory_mb is not None and record.memory_mb > 1
+    reward = load_config(
+        None,
+        {
+            **CE,
+            "reward": {"cost": "memory_mb", "memory_source": "measured"},
+            "latency": {"backends": [device.spec]},
+        },
+    ).reward
+    assert measured_memory(reward, record, arch.key()) == {
+        "memory_mb": record.memory_mb,
+        "memory_source": "measured",
+    }
+    assert measured_memory(load_config(None, CE).reward, record, arch.key()) == {}  # not used
+    silent = dataclasses.replace(record, memory_mb=None)  # a tool that printed no memory line
+    with pytest.raises(LatencyUnavailableError, match="reported no memory footprint"):
+        measured_memory(reward, silent, arch.key())
+
+
+def test_the_run_report_says_where_memory_comes_from_and_each_winners():
+    from pipeline.run_report import memory_lines
+
+    assert memory_lines(load_config(None, CE), [{"key": "k", "arch": "a"}]) == []  # not used
+    config = load_config(None, {**CE, "reward": {"max_memory_mb": "2"}})
+    winners = [
+        {"key": "k1", "arch": "a", "memory_mb": 1.234, "within_memory": True},
+        {"key": "k2", "arch": "b", "memory_mb": 3.5, "within_memory": False},
+        {"target": 1.0, "arch": None},
+    ]
+    (line, blank) = memory_lines(config, winners)
+    assert line == (
+        "Memory (MB, `models.memory` estimate, budget 2 MB); winners: `k1` 1.23 MB, "
+        "`k2` 3.50 MB (OVER the budget: none fits)."
+    )
