@@ -332,7 +332,7 @@ class SearchConfig:
         if self.reward.cost == "latency_ms" and not self.latency.backends:
             raise ConfigError(
                 "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
-                "use reward.cost = 'macs' or 'params'"
+                "use reward.cost = 'macs', 'params' or 'memory_mb'"
             )
         problem = self.reward.measured_memory_error(self.latency.backends)
         if problem:

@@ -11,7 +11,7 @@ within a target, the entry holds the candidate with the best reward at that targ
 
 Memory budgets (`MemoryBudget`) come first: only candidates within every budget compete, for
 accuracy within the target as above.  There are two, set in the config and found by
-`pipeline.config.SearchConfig.memory_budgets`: KDAS's parameter memory (eq. 7: |m| <= M, a
+`memory_budgets`: KDAS's parameter memory (eq. 7: |m| <= M, a
 parameter count ``max_params`` from ``kdas.memory_factor`` / ``kdas.memory_mb``) and
 ``reward.max_memory_mb`` (the candidates' ``memory_mb``, any method).  A budget is a hard filter
 here, not a factor of the reward.  When no candidate fits, the rule picks among all candidates
