@@ -11,8 +11,9 @@ The peak follows how a mobile runtime plans its tensor arena: ops run in graph o
 is alive from the op that writes it to the last op that reads it (the network's output to the
 end); batch norm, activations, dropout and reshapes write into their input's buffer when they
 are its only reader (a converter folds batch norm into the convolution and fuses the
-activation).  It is a lower bound of a real arena (no fragmentation, no runtime or scratch
-buffers) and does not count the interpreter itself: phones' measured footprints are larger.
+activation).  It models the arena without fragmentation, scratch buffers or the interpreter
+itself: measured footprints are larger (BENCHMARKS.md, "Memory estimate vs LiteRT": LiteRT
+holds ~0.7-0.8x these activation bytes but ~2x the weights, the file's and XNNPACK's copy).
 `peak_activation_bytes` is the pure arithmetic; `estimate_memory` does the tracing.
 """
 
