@@ -74,7 +74,10 @@ def main() -> None:
         times["eager"].append(eager())
         times["compiled"].append(compiled())
     load_after = os.getloadavg()
-    rows = ["| step | median ms | min-max ms | eager / this (ratio of medians) |", "|---|---:|---|---:|"]
+    rows = [
+        "| step | median ms | min-max ms | eager / this (ratio of medians) |",
+        "|---|---:|---|---:|",
+    ]
     eager_median = statistics.median(times["eager"])
     for name, values in times.items():
         median, spread = median_and_range([v * 1e3 for v in values], 0)

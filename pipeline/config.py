@@ -46,7 +46,7 @@ from pipeline.config_toml import merge, plain, read_toml, section
 from pipeline.gates.config import GatesConfig
 from pipeline.kdas_config import KdasConfig
 from pipeline.registry import CONTROLLERS, LOSSES, SEARCH_METHODS
-from pipeline.reward import COST_NAMES, PRESETS
+from pipeline.reward import COST_NAMES, MEMORY_SOURCES, PRESETS
 
 CONFIG_FILE_NAME = "config.toml"
 
@@ -148,12 +148,35 @@ class ProxyConfig:
 class RewardConfig:
     preset: str = "soft"  # soft (-0.07, -0.07) or hard (0, -1), MnasNet
     target: float = 1.0  # in the unit of `cost`
-    cost: str = "latency_ms"  # latency_ms | macs | params
+    cost: str = "latency_ms"  # latency_ms | macs | params | memory_mb
+    memory_source: str = "estimate"  # memory_mb from: estimate (models.memory) | measured (phone)
+    max_memory_mb: float = 0.0  # winners need memory_mb <= this (0: no budget; README)
 
     def __post_init__(self) -> None:
         _require(self.preset in PRESETS, "reward.preset", f"must be one of {sorted(PRESETS)}")
         _require(self.cost in COST_NAMES, "reward.cost", f"must be one of {COST_NAMES}")
         _require(self.target > 0, "reward.target", "must be > 0")
+        _require(self.memory_source in MEMORY_SOURCES, "reward.memory_source", str(MEMORY_SOURCES))
+        _require(self.max_memory_mb >= 0, "reward.max_memory_mb", "must be >= 0 (0: no budget)")
+
+    @property
+    def needs_memory(self) -> bool:
+        """Does every candidate need a ``memory_mb`` (the cost or a budget)?"""
+        return self.cost == "memory_mb" or self.max_memory_mb > 0
+
+    def measured_memory_error(self, backends: tuple[str, ...]) -> str | None:
+        """Why measured memory cannot come from these latency backends (None: it can)."""
+        if not (self.needs_memory and self.memory_source == "measured"):
+            return None
+        silent = [b for b in backends if not _backend_spec(b, "latency.backends").is_phone]
+        if backends and not silent:
+            return None
+        return (
+            "reward.memory_source = 'measured' takes memory_mb from phones (benchmark_model's "
+            f"memory footprint), but latency.backends {list(backends)} has "
+            f"{', '.join(silent) or 'none'}, which report none: list only adb: phones, or set "
+            "reward.memory_source = 'estimate' (no device)"
+        )
 
     def spec(self):
         from pipeline.reward import RewardSpec
@@ -304,8 +327,11 @@ class SearchConfig:
         if self.reward.cost == "latency_ms" and not self.latency.backends:
             raise ConfigError(
                 "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
-                "use reward.cost = 'macs' or 'params'"
+                "use reward.cost = 'macs', 'params' or 'memory_mb'"
             )
+        problem = self.reward.measured_memory_error(self.latency.backends)
+        if problem:
+            raise ConfigError(problem)
         self.max_params()  # a KDAS memory budget below the backbone is an error here
         if self.search.method == "kdas" and self.kdas.evaluation == "shared":
             _require(
@@ -316,7 +342,8 @@ class SearchConfig:
             )
 
     def max_params(self) -> int | None:
-        """The winner rule's parameter budget (`pipeline.winners`): KDAS's M, else None."""
+        """KDAS's parameter budget M (a parameter count), else None (all the winner rule's
+        memory budgets: `pipeline.winners.memory_budgets`)."""
         return self.kdas.max_params(self.space) if self.search.method == "kdas" else None
 
     def to_dict(self) -> dict[str, Any]:

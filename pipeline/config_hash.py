@@ -50,6 +50,9 @@ def config_hash(config: Any) -> str:
         del data["search"]["method"]
     if data.get("gates", {}).get("target_ms") == 0:  # gate runs from before latency targets
         del data["gates"]["target_ms"]
+    for key, default in (("memory_source", "estimate"), ("max_memory_mb", 0)):
+        if data["reward"].get(key) == default:  # runs from before memory costs
+            del data["reward"][key]
     data = {section: values for section, values in data.items() if values}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -43,6 +43,7 @@ class LatencyRecord:
     rank: int  # position of that backend in the chain (0 = most trusted)
     seconds: float = 0.0  # wall time spent exporting + measuring
     cached: bool = False
+    memory_mb: float | None = None  # the footprint the device reported (phones), if any
 
     def row_values(self) -> dict[str, float | int | str]:
         """The latency columns of a results-store row."""
@@ -209,6 +210,7 @@ class LatencyChain:
                 rank=entry.rank,
                 seconds=time.perf_counter() - started,
                 cached=cached,
+                memory_mb=measurement.peak_memory_mb,
             )
         raise LatencyUnavailableError(
             f"no latency backend could time {arch.key()}: " + "; ".join(failures)

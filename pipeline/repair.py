@@ -39,9 +39,11 @@ from pipeline.store import (
     Candidate,
     ResultsStore,
     StoreError,
+    candidate_columns,
     candidate_from_dict,
     candidate_from_values,
     load_controller_state,
+    select_candidates,
 )
 
 Log = Callable[[str], None]
@@ -180,7 +182,11 @@ def salvage_store(path: Path) -> Salvage:
     salvage = Salvage()
     with closing(sqlite3.connect(path, timeout=30.0)) as db:
         salvage.meta = dict(_each(db, "SELECT key, value FROM meta WHERE rowid = ?", "meta"))
-        for values in _each(db, f"{SELECT_CANDIDATES} WHERE id = ?", "candidates"):
+        try:
+            select = select_candidates(candidate_columns(db))
+        except sqlite3.DatabaseError:
+            select = SELECT_CANDIDATES
+        for values in _each(db, f"{select} WHERE id = ?", "candidates"):
             try:
                 row = candidate_from_values(values)
             except (ValueError, TypeError):
