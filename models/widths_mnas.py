@@ -38,7 +38,10 @@ _HEAD = re.compile(rf"head_c{_N}_{_ACT}")
 _LAYER = re.compile(
     rf"(conv|ds|mb)_k{_N}_s{_N}(?:_e{_N})?_q{_N}_(noskip|id|poolp|pool)_c{_N}_{_ACT}"
 )
-_LAYER_HELP = "expected <conv|ds|mb>_k<kernel>_s<stride>[_e<inner>]_q<squeeze>_<skip>_c<out>_<act>"
+_LAYER_HELP = (
+    "expected <conv|ds|mb>_k<kernel>_s<stride>[_e<inner>]_q<squeeze>_<noskip|id|pool|poolp>"
+    "_c<out>_<re|r6|hs>"
+)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The width families (`models.widths_resnet`, `models.widths_densenet`): canonical strings,
-errors that point at the token, costs that match the built modules, teacher names, and one real
+"""The width families (`models.widths_resnet`, `models.widths_densenet`, `models.widths_mnas`):
+canonical strings, errors that point at the token, costs that match the built modules, teacher names, and one real
 TFLite export of a thinned DenseNet (channel gathers, dropped connections)."""
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from models.widths_resnet import ResNetW
 
 THIN_DENSENET = "densenet:in32_cls10|c8|d0-3.6x8o4|t0-11o6|d0-5x4o2|d1.6-7x3o3|f1-7.9-10"
 THIN_RESNET = "resnetw:in32_cls10|w8p0_7.7|w13p2_15.10|w28p4_27.29"
+THIN_MNAS = (
+    "mnasw:in32_cls10|stem_k3_s1_c5_re|mb_k5_s2_e15_q4_noskip_c11_r6|mb_k5_s1_e26_q6_id_c11_r6"
+    "|ds_k3_s1_q6_poolp_c13_hs|conv_k3_s1_q8_pool_c13_re|mb_k3_s1_e52_q0_pool_c13_r6|head_c19_hs"
+)
 
 
 def counted(model: nn.Module, size: int = 32) -> tuple[int, int]:
@@ -47,6 +51,7 @@ def counted(model: nn.Module, size: int = 32) -> tuple[int, int]:
         THIN_RESNET,
         DenseNetW.full(16, 6).encode(),
         THIN_DENSENET,
+        THIN_MNAS,
     ],
 )
 def test_strings_round_trip_and_cost_matches_the_built_module(text):

@@ -324,7 +324,14 @@ def gates_for(network):
         return ResNetGates(network)
     if isinstance(network, DenseNetW):
         return DenseNetGates(network)
+    from models.widths_mnas import MnasW
+
+    if isinstance(network, MnasW):
+        from pipeline.gates.layout_mnas import MnasGates
+
+        return MnasGates(network)
     raise ValueError(
-        f"Gu & Tresp gates need a teacher of the resnetw: or densenet: family (a CIFAR ResNet "
-        f"or DenseNet-BC with BN layers to gate); got {network.encode()[:60]!r}"
+        f"Gu & Tresp gates need a teacher of the resnetw:, densenet: or mnasw: family (a CIFAR "
+        f"ResNet, DenseNet-BC or MnasNet-space network with BN layers to gate); got "
+        f"{network.encode()[:60]!r}"
     )

@@ -1,0 +1,138 @@
+"""Gu & Tresp gates on MnasNet-space teachers: the ``mnasw:`` family (an Arch at full width
+loads its weights and computes its logits; bad strings name the token; TFLite / ONNX parity and
+host timing behind a refusing latency table), the gate layout (tied streams, tied depthwise
+gates), extraction that computes what the gated network computes on real CIFAR images, and a
+real gate search from a MnasNet-space checkpoint to a MAC target."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.arch import Arch
+from models.network import decode_network
+from models.widths_mnas import MnasW
+from pipeline.batches import BatchLoader
+from pipeline.gates.layout import gates_for
+from pipeline.gates.optim import GatedNetwork
+
+# every op, SE, id / pool / poolp skips, a stride-2 layer and a hard-swish head
+TEACHER = Arch.decode(
+    "in32_cls10|stem_k3_s1_c16_re|mb3_k5_s2_se25_id_c24_n2_r6|ds_k3_s1_se25_pool_c32_n1_hs"
+    "|conv_k3_s1_se25_pool_c32_n1_re|mb4_k3_s1_se0_pool_c32_n1_r6|head_c64_hs"
+)
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def _randomised(model: nn.Module, seed: int) -> nn.Module:
+    """BN statistics and shifts away from their defaults, logits O(1)."""
+    torch.manual_seed(seed)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    with torch.no_grad():
+        model.classifier[1].weight.mul_(100.0)
+    return model.eval()
+
+
+def _images(cifar_small, count: int = 32) -> torch.Tensor:
+    _, test = cifar_small
+    return next(iter(BatchLoader(test, count, train=False, mean=MEAN, std=STD)))[0]
+
+
+def test_an_arch_at_full_width_loads_its_weights_and_computes_its_logits(cifar_small):
+    network = MnasW.from_arch(TEACHER)
+    assert network.encode() == (
+        "mnasw:in32_cls10|stem_k3_s1_c16_re|mb_k5_s2_e48_q4_noskip_c24_r6"
+        "|mb_k5_s1_e72_q6_id_c24_r6|ds_k3_s1_q6_poolp_c32_hs|conv_k3_s1_q8_pool_c32_re"
+        "|mb_k3_s1_e128_q0_pool_c32_r6|head_c64_hs"
+    )
+    assert decode_network(network.encode()) == network
+    assert network.cost() == TEACHER.cost()
+    student = _randomised(TEACHER.build(), seed=0)
+    model = network.build().eval()
+    model.load_state_dict(student.state_dict())  # the same names and shapes
+    images = _images(cifar_small)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), student(images), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mnasw:in32_cls10|stem_k3_s1_c8_re|head_c0_re", "token 3 'head_c0_re': expected stem_"),
+        ("mnasw:in32_cls10|stem_k4_s1_c8_re|ds_k3_s1_q0_id_c8_re|head_c0_re", "token 2 .*kernel"),
+        (
+            "mnasw:in32_cls10|stem_k3_s1_c8_re|mb_k3_s1_q0_id_c8_re|head_c0_re",
+            "token 3 'mb_k3_s1_q0_id_c8_re': an mb layer needs its expanded width",
+        ),
+        (
+            "mnasw:in32_cls10|stem_k3_s1_c8_re|ds_k3_s2_q0_id_c8_re|head_c0_re",
+            "token 3 .*id needs stride 1 .* write noskip",
+        ),
+        (
+            "mnasw:in32_cls10|stem_k3_s1_c8_re|ds_k3_s1_q0_pool_c9_re|head_c0_re",
+            "token 3 .*needs 8 output channels; write poolp",
+        ),
+        (
+            "mnasw:in32_cls10|stem_k3_s1_c8_re|ds_k3_s1_q0_skip_c8_re|head_c0_re",
+            r"token 3 .*expected <conv\|ds\|mb>.*<noskip\|id\|pool\|poolp>",
+        ),
+        ("mnasw:in32_cls10|stem_k3_s1_c8_re|ds_k3_s1_q0_id_c8_re|hd_c0", "token 4 .*head_c"),
+    ],
+)
+def test_bad_mnasw_strings_name_the_token(text, message):
+    with pytest.raises(ValueError, match=message):
+        decode_network(text)
+
+
+def test_streams_tie_the_residual_layers_and_the_depthwise_inputs():
+    helper = gates_for(MnasW.from_arch(TEACHER))
+    names = [g.name for g in helper.layout.groups]
+    # layer 2 (id) and layers 4-5 (pool without projection) add into their input's stream;
+    # layer 3 (poolp) starts a new one; ds and conv layers have no inner gates
+    assert names == [
+        "stem.out",
+        "layer1.inner",
+        "layer1.out",
+        "layer2.inner",
+        "layer3.out",
+        "layer5.inner",
+        "head",
+    ]
+    points = {name: index.tolist() for name, index in helper.layout.points.items()}
+    assert points["layers.0.body.0.1"] == points["layers.0.body.1.1"]  # expand = depthwise
+    assert points["layers.0.body.3.1"] == points["layers.1.body.3.1"]  # the id stream
+    assert points["layers.2.body.0.1"] == points["layers.1.body.3.1"]  # ds depthwise = input
+    stream = points["layers.2.body.2.1"]
+    assert points["layers.2.shortcut.1.1"] == stream == points["layers.3.body.0.1"]
+    assert points["layers.4.body.2.1"] == stream
+
+
+def test_the_extracted_mnasw_network_computes_what_the_gated_one_does(cifar_small):
+    network = MnasW.from_arch(TEACHER)
+    helper = gates_for(network)
+    model = _randomised(network.build(), seed=1)
+    gated = GatedNetwork(model, helper.layout).eval()
+    generator = torch.Generator().manual_seed(3)
+    keep = torch.rand(helper.layout.size, generator=generator) > 0.6
+    for group in helper.layout.groups:
+        if not keep[group.start : group.stop].any():
+            keep[group.start] = True
+    gates = (torch.rand(helper.layout.size, generator=generator) * 2 - 0.5) * keep
+    with torch.no_grad():
+        gated.gates.copy_(gates)
+    small, extracted = helper.transfer(model, gates, keep)
+    assert small.cost().macs < network.cost().macs / 3
+    assert decode_network(small.encode()) == small and extracted.network == small
+    images = _images(cifar_small, 64)
+    with torch.no_grad():
+        expected, got = gated(images), extracted.eval()(images)
+    assert expected.abs().max() > 1
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    everything_closed = torch.zeros(helper.layout.size, dtype=torch.bool)
+    for group in helper.layout.groups:
+        everything_closed[group.start] = True  # keep-one: one channel left per group
+    assert [layer.out_channels for layer in helper.shrink(everything_closed).layers] == [1] * 5
