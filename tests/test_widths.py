@@ -1,6 +1,6 @@
 """The width families (`models.widths_resnet`, `models.widths_densenet`, `models.widths_mnas`):
-canonical strings, errors that point at the token, costs that match the built modules, teacher names, and one real
-TFLite export of a thinned DenseNet (channel gathers, dropped connections)."""
+canonical strings, errors that point at the token, costs that match the built modules, teacher
+names, and one real TFLite export of a thinned DenseNet (channel gathers, dropped connections)."""
 
 from __future__ import annotations
 
