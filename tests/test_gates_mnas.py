@@ -6,6 +6,8 @@ real gate search from a MnasNet-space checkpoint to a MAC target."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -136,3 +138,43 @@ def test_the_extracted_mnasw_network_computes_what_the_gated_one_does(cifar_smal
     for group in helper.layout.groups:
         everything_closed[group.start] = True  # keep-one: one channel left per group
     assert [layer.out_channels for layer in helper.shrink(everything_closed).layers] == [1] * 5
+
+
+def test_a_thinned_mnasw_network_exports_and_is_timed_past_a_latency_table(data_dir, tmp_path):
+    """TFLite and ONNX agree with PyTorch on real CIFAR images; a latency chain whose table
+    cannot predict an ``mnasw:`` network falls through to timing it on this machine."""
+    from device_bench.measurement import MeasurementError
+    from models.export import ExportRequest, run_export
+    from pipeline.data import load_dataset
+    from pipeline.latency_chain import LatencyChain
+
+    data = data_dir / "cifar10_small.npz"
+    if not data.is_file():
+        pytest.skip(f"{data} not found; set PEARL_DATA to the folder holding cifar10_small.npz")
+    text = (
+        "mnasw:in32_cls10|stem_k3_s2_c6_re|mb_k3_s2_e13_q3_noskip_c9_r6|ds_k3_s1_q2_pool_c9_hs"
+        "|conv_k3_s1_q0_poolp_c7_re|head_c11_hs"
+    )
+    network = decode_network(text)
+    model = _randomised(network.build(), seed=2)
+    torch.save({"state_dict": model.state_dict(), "arch": text}, tmp_path / "m.pt")
+    request = ExportRequest(
+        text,
+        tmp_path / "bundle",
+        weights=tmp_path / "m.pt",
+        data_path=data,
+        formats=("tflite", "onnx"),
+        parity_images=16,
+        num_threads=1,
+    )
+    meta = run_export(request, load_data=load_dataset)
+    for fmt in ("tflite", "onnx"):
+        parity = meta["files"][fmt]["parity"]
+        assert parity["max_rel"] <= 1e-4 and parity["top1_agreement"] == 1.0, (fmt, parity)
+    table = Path(__file__).parents[1] / "latency_tables" / "host_tflite_mnas-cifar_32.csv"
+    chain = LatencyChain([f"table:{table}", "host:tflite"], export_cache_dir=tmp_path / "cache")
+    assert [entry["up"] for entry in chain.status()] == [True, True]
+    with pytest.raises(MeasurementError, match="predicts MnasNet-space networks only"):
+        chain.entries[0].backend.measure_arch(network)
+    record = chain.measure(network)
+    assert record.spec == "host:tflite" and record.source == "host" and record.latency_ms > 0
