@@ -142,10 +142,12 @@ def test_the_extracted_mnasw_network_computes_what_the_gated_one_does(cifar_smal
 
 def test_a_thinned_mnasw_network_exports_and_is_timed_past_a_latency_table(data_dir, tmp_path):
     """TFLite and ONNX agree with PyTorch on real CIFAR images; a latency chain whose table
-    cannot predict an ``mnasw:`` network falls through to timing it on this machine."""
+    cannot predict an ``mnasw:`` network falls through to timing it on this machine, which
+    also times the thinned copies a latency fit needs."""
     from device_bench.measurement import MeasurementError
     from models.export import ExportRequest, run_export
     from pipeline.data import load_dataset
+    from pipeline.gates.latency import measure_fit
     from pipeline.latency_chain import LatencyChain
 
     data = data_dir / "cifar10_small.npz"
@@ -178,3 +180,92 @@ def test_a_thinned_mnasw_network_exports_and_is_timed_past_a_latency_table(data_
         chain.entries[0].backend.measure_arch(network)
     record = chain.measure(network)
     assert record.spec == "host:tflite" and record.source == "host" and record.latency_ms > 0
+    # gates.weighting = "latency": the teacher and each gate group thinned, timed on the chain
+    helper = gates_for(network)
+    fit = measure_fit(helper, lambda net: chain.measure(net).latency_ms)
+    assert [group for group, _, _ in fit.samples] == list(range(len(helper.layout.groups)))
+    assert all(ms > 0 for _, _, ms in fit.samples) and min(fit.slopes_ms) >= 0
+
+
+def test_flops_weights_follow_the_macs_a_channel_saves():
+    from pipeline.gates.optim import cost_weights
+
+    network = MnasW.from_arch(TEACHER)
+    helper = gates_for(network)
+    alpha = cost_weights(helper, "flops")
+    groups = {g.name: g for g in helper.layout.groups}
+    # an inner channel of layer 1 (mb3, 16 -> 48 -> 24, 5x5 stride 2 at 32 px, SE 48 <-> 4):
+    # expansion 16 MACs at 32x32, depthwise 25 and projection 24 at 16x16, SE 2 x 4
+    inner = 16 * 32 * 32 + (25 + 24) * 16 * 16 + 2 * 4
+    saved = network.cost().macs - helper.shrink(_closing(helper, "layer1.inner")).cost().macs
+    assert saved == inner
+    largest = inner / float(alpha[groups["layer1.inner"].start])
+    for name, group in groups.items():
+        closed = network.cost().macs - helper.shrink(_closing(helper, name)).cost().macs
+        assert float(alpha[group.start]) == pytest.approx(closed / largest), name
+    assert alpha.max() == 1
+
+
+def _closing(helper, name: str) -> torch.Tensor:
+    """The keep vector with the first gate of group `name` closed."""
+    keep = torch.ones(helper.layout.size, dtype=torch.bool)
+    keep[next(g.start for g in helper.layout.groups if g.name == name)] = False
+    return keep
+
+
+SMALL_TEACHER = (
+    "in32_cls10|stem_k3_s2_c8_re|mb3_k3_s2_se25_id_c16_n2_r6|ds_k3_s2_se0_noskip_c24_n1_re"
+    "|head_c32_re"
+)
+
+
+def test_a_gate_search_thins_a_mnasnet_checkpoint_to_its_target(data_dir, tmp_path):
+    """A real search from a Pearl checkpoint of a 3-block MnasNet-space network (random
+    weights): latency weights fitted on host:tflite, gates closing under a large lambda2 until
+    the network left is under the MAC target; each snapshot (an ``mnasw:`` string) is decoded,
+    built, costed, proxy-trained and timed by the shared evaluation."""
+    from models.teacher_loading import save_checkpoint
+    from pipeline.config import load_config
+    from pipeline.search import Search, build_setup
+    from pipeline.store import ResultsStore
+
+    if not (data_dir / "cifar10_small.npz").is_file():
+        pytest.skip("cifar10_small.npz not found; set PEARL_DATA")
+    arch = Arch.decode(SMALL_TEACHER)
+    teacher = tmp_path / "teacher.pt"
+    torch.manual_seed(0)
+    save_checkpoint(
+        teacher, arch.build(), model_name=SMALL_TEACHER, num_classes=10, input_size=32,
+        mean=MEAN, std=STD,
+    )  # fmt: skip
+    target_mmacs = round(0.75 * arch.cost().macs / 1e6, 3)
+    overrides = {
+        "data": {"path": str(data_dir / "cifar10_small.npz"), "train_images": 64},
+        "teacher": {"spec": str(teacher)},
+        "proxy": {"loss": "ce", "epochs": 1, "batch_size": 64, "warmup_epochs": 0},
+        "reward": {"preset": "soft", "cost": "macs", "target": 3e5},
+        "search": {"method": "gates", "batch_size": 1, "max_candidates": 4},
+        "gates": {
+            "target_mmacs": target_mmacs,
+            "lambda2": 30.0,
+            "batch_size": 16,
+            "steps_per_generation": 2,
+            "max_steps": 8,
+        },
+    }
+    config = load_config(None, overrides)
+    lines: list[str] = []
+    setup = build_setup(config, log=lines.append)
+    try:
+        with Search(config, tmp_path / "run", setup, resume=False, log=lines.append) as search:
+            search.run()
+    finally:
+        setup.close()
+    assert any(line.startswith("gates: reached ") for line in lines), lines
+    with ResultsStore(tmp_path / "run" / "results.sqlite") as store:
+        rows = store.candidates()
+    assert rows and all(row.arch.startswith("mnasw:in32_cls10|") for row in rows)
+    assert all(row.status != "failed" and row.accuracy is not None for row in rows)
+    student = decode_network(rows[-1].arch)
+    assert student.cost().macs <= target_mmacs * 1e6 < arch.cost().macs
+    assert student.build()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
