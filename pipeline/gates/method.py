@@ -1,13 +1,13 @@
 """``search.method = "gates"``: Gu & Tresp's search as a `pipeline.methods.SearchMethod`.
 
 Each generation runs ``gates.steps_per_generation`` joint steps (`GateEngine`) on mini-train
-batches, then hands the network its closed gates leave (a ``resnetw:`` / ``densenet:`` string)
-to ``search.evaluate``, which stores, proxy-trains, times and rewards it like any candidate; the
-generation's saved state is the engine's (gates, momentum, weights, weight optimiser, step count
-and the cost trajectory), so ``--resume`` continues the optimisation.  The search ends at the
-first snapshot at or under ``gates.target_mmacs``, or at ``gates.max_steps`` with a "stopped at
-X, target Y" line, or when the search budget is spent.  Winners, final training (KD from the
-teacher), export, timing and the report are the shared stages.
+batches, then hands the network its closed gates leave (a ``resnetw:`` / ``densenet:`` /
+``mnasw:`` string) to ``search.evaluate``, which stores, proxy-trains, times and rewards it like
+any candidate; the generation's saved state is the engine's (gates, momentum, weights, weight
+optimiser, step count and the cost trajectory), so ``--resume`` continues the optimisation. The
+search ends at the first snapshot at or under ``gates.target_mmacs``, or at ``gates.max_steps``
+with a "stopped at X, target Y" line, or when the search budget is spent. Winners, final
+training (KD from the teacher), export, timing and the report are the shared stages.
 """
 
 from __future__ import annotations
