@@ -144,9 +144,9 @@ def test_a_thinned_mnasw_network_exports_and_is_timed_past_a_latency_table(data_
     """TFLite and ONNX agree with PyTorch on real CIFAR images; a latency chain whose table
     cannot predict an ``mnasw:`` network falls through to timing it on this machine, which
     also times the thinned copies a latency fit needs."""
+    from export_helpers import export_with_parity
+
     from device_bench.measurement import MeasurementError
-    from models.export import ExportRequest, run_export
-    from pipeline.data import load_dataset
     from pipeline.gates.latency import measure_fit
     from pipeline.latency_chain import LatencyChain
 
@@ -159,17 +159,7 @@ def test_a_thinned_mnasw_network_exports_and_is_timed_past_a_latency_table(data_
     )
     network = decode_network(text)
     model = _randomised(network.build(), seed=2)
-    torch.save({"state_dict": model.state_dict(), "arch": text}, tmp_path / "m.pt")
-    request = ExportRequest(
-        text,
-        tmp_path / "bundle",
-        weights=tmp_path / "m.pt",
-        data_path=data,
-        formats=("tflite", "onnx"),
-        parity_images=16,
-        num_threads=1,
-    )
-    meta = run_export(request, load_data=load_dataset)
+    meta = export_with_parity(text, model, tmp_path, data, ("tflite", "onnx"))
     for fmt in ("tflite", "onnx"):
         parity = meta["files"][fmt]["parity"]
         assert parity["max_rel"] <= 1e-4 and parity["top1_agreement"] == 1.0, (fmt, parity)

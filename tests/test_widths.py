@@ -114,8 +114,7 @@ def test_bad_teacher_names_are_clear_errors():
 def test_a_thinned_densenet_exports_to_tflite_with_parity(data_dir, tmp_path):
     """Channel gathers (a part reading 0-3.6 of its input) and a dropped connection convert to
     TFLite and agree with PyTorch on real CIFAR test images."""
-    from models.export import ExportRequest, run_export
-    from pipeline.data import load_dataset
+    from export_helpers import export_with_parity
 
     data = data_dir / "cifar10_small.npz"
     if not data.is_file():
@@ -124,17 +123,7 @@ def test_a_thinned_densenet_exports_to_tflite_with_parity(data_dir, tmp_path):
     model = decode_network(THIN_DENSENET).build()
     with torch.no_grad():
         model.classifier.weight.mul_(30.0)  # logits O(1): top-1 agreement means something
-    torch.save({"state_dict": model.state_dict(), "arch": THIN_DENSENET}, tmp_path / "m.pt")
-    request = ExportRequest(
-        THIN_DENSENET,
-        tmp_path / "bundle",
-        weights=tmp_path / "m.pt",
-        data_path=data,
-        formats=("tflite",),
-        parity_images=16,
-        num_threads=1,
-    )
-    meta = run_export(request, load_data=load_dataset)
+    meta = export_with_parity(THIN_DENSENET, model, tmp_path, data)
     assert json.loads(Path(tmp_path / "bundle" / "metadata.json").read_text()) == meta
     parity = meta["files"]["tflite"]["parity"]
     assert parity["max_rel"] <= 1e-4 and parity["top1_agreement"] == 1.0, parity
