@@ -79,6 +79,11 @@ class MnasLayer:
         return conv_output_size(self.input_size, self.stride)
 
     @property
+    def skip_token(self) -> str:
+        """The skip as written: ``poolp`` for a pool skip through a 1x1 conv."""
+        return "poolp" if self.project else self.skip
+
+    @property
     def joins_input(self) -> bool:
         """Is the output added channel by channel to the input (``id``, ``pool``)?"""
         return self.skip in ("id", "pool") and not self.project
@@ -104,9 +109,8 @@ class MnasLayer:
 
     def encode(self) -> str:
         inner = f"_e{self.inner}" if self.op == "mb" else ""
-        skip = "poolp" if self.project else self.skip
         return (
-            f"{self.op}_k{self.kernel}_s{self.stride}{inner}_q{self.squeeze}_{skip}"
+            f"{self.op}_k{self.kernel}_s{self.stride}{inner}_q{self.squeeze}_{self.skip_token}"
             f"_c{self.out_channels}_{self.act}"
         )
 
@@ -187,18 +191,42 @@ class MnasW:
     # -- what it costs, without building it ---------------------------------------------------
 
     def cost(self):
-        from models.costs import Cost, conv_bn_cost, layer_cost
+        from models.costs import ZERO, Cost
 
-        stem = self.stem
-        size = conv_output_size(self.input_size, stem.stride)
-        total = conv_bn_cost(3, stem.out_channels, stem.kernel, size)
-        for layer in self.layers:
-            total += layer_cost(layer)
-        last = self.layers[-1]
+        total = ZERO
+        for row in self.rows():
+            total += Cost(row["macs"], row["params"])
+        return total
+
+    def rows(self) -> list[dict]:
+        """Every part that costs something (`pearl arch describe`), in order; they add up to
+        ``cost()``."""
+        from models.costs import Cost, conv_bn_cost, layer_cost
+        from models.network import describe_row
+
+        stem, size = self.stem, self.input_size
+        out = conv_output_size(size, stem.stride)
+        cost = conv_bn_cost(3, stem.out_channels, stem.kernel, out)
+        rows = [describe_row("stem", None, "conv", stem.kernel, stem.stride, 3,
+                             stem.out_channels, size, out, cost)]  # fmt: skip
+        for index, layer in enumerate(self.layers, start=1):
+            skip = layer.skip_token
+            op = f"mb e{layer.inner}" if layer.op == "mb" else layer.op
+            rows.append(
+                describe_row(str(index), index, op, layer.kernel, layer.stride, layer.in_channels,
+                    layer.out_channels, layer.input_size, layer.output_size, layer_cost(layer),
+                    skip=skip, skip_asked=skip)
+            )  # fmt: skip
+        channels, size = self.layers[-1].out_channels, self.layers[-1].output_size
         if self.head.channels:
-            total += conv_bn_cost(last.out_channels, self.head.channels, 1, last.output_size)
+            cost = conv_bn_cost(channels, self.head.channels, 1, size)
+            rows.append(describe_row("head", None, "conv", 1, 1, channels, self.head.channels,
+                                     size, size, cost))  # fmt: skip
         weights = self.features * self.num_classes
-        return total + Cost(weights, weights + self.num_classes)
+        cost = Cost(weights, weights + self.num_classes)
+        rows.append(describe_row("fc", None, "pool+fc", None, None, self.features,
+                                 self.num_classes, size, 1, cost))  # fmt: skip
+        return rows
 
     def build(self, dropout: float = 0.2):
         """A freshly initialised module; weight names as an Arch's (`models.builder`)."""
