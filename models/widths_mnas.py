@@ -131,6 +131,7 @@ class MnasW:
         for index, layer in enumerate(self.layers):
             if (layer.in_channels, layer.input_size) != (channels, size):
                 raise ValueError(f"layer {index + 1} does not start where layer {index} ends")
+            layer.check()
             channels, size = layer.out_channels, layer.output_size
 
     @classmethod
@@ -171,12 +172,13 @@ class MnasW:
         size, classes = parse_header(text, tokens[0])
         if len(tokens) < 4:
             fail(text, len(tokens), tokens[-1], "expected stem_..., at least one layer, head_...")
-        stem = _parse_end(text, 2, tokens[1], _STEM, "stem_k<kernel>_s<stride>_c<out>_<act>")
-        stem = _spec(
-            text, 2, tokens[1], lambda: StemSpec(int(stem[2]), int(stem[0]), int(stem[1]), stem[3])
+        kernel, stride, out, act = _parse_end(
+            text, 2, tokens[1], _STEM, "stem_k<kernel>_s<stride>_c<out>_<act>"
         )
-        head = _parse_end(text, len(tokens), tokens[-1], _HEAD, "head_c<channels>_<act>")
-        head = _spec(text, len(tokens), tokens[-1], lambda: HeadSpec(int(head[0]), head[1]))
+        stem = _spec(text, 2, tokens[1], lambda: StemSpec(int(out), int(kernel), int(stride), act))
+        last = len(tokens)
+        channels, act = _parse_end(text, last, tokens[-1], _HEAD, "head_c<channels>_<act>")
+        head = _spec(text, last, tokens[-1], lambda: HeadSpec(int(channels), act))
         channels, at = stem.out_channels, conv_output_size(size, stem.stride)
         layers = []
         for position, token in enumerate(tokens[2:-1], start=3):
