@@ -167,6 +167,9 @@ def test_a_teacher_without_bn_to_gate_is_a_clear_error():
 
     with pytest.raises(GateSearchError, match="need BN layers to gate.*densenet40_12"):
         width_network("vgg11", 32, 10)
+    addon = "addon:resnet20_in32_cls10|conv3_sep5-1|none|max3_avg3-1"  # a KDAS network
+    with pytest.raises(GateSearchError, match="'addon:resnet20.*MnasNet-space network"):
+        width_network(addon, 32, 10)
     with pytest.raises(ValueError, match="need a teacher of the resnetw:, densenet: or mnasw:"):
         gates_for(object.__new__(type("Other", (), {"encode": lambda self: "x"})))
 
