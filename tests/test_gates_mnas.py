@@ -90,6 +90,17 @@ def test_bad_mnasw_strings_name_the_token(text, message):
         decode_network(text)
 
 
+def test_mnasnet_checkpoints_are_gated_at_full_width():
+    from models.baselines import baseline
+    from pipeline.gates.method import width_network
+
+    assert width_network(TEACHER.encode(), 32, 10) == MnasW.from_arch(TEACHER)
+    network = width_network("mobilenet_v2_0.5", 32, 10)  # a baseline name, as trained
+    assert network == MnasW.from_arch(baseline("mobilenet_v2_0.5", 32, 10))
+    assert network.cost() == baseline("mobilenet_v2_0.5", 32, 10).cost()
+    assert width_network(network.encode(), 32, 10) == network
+
+
 def test_streams_tie_the_residual_layers_and_the_depthwise_inputs():
     helper = gates_for(MnasW.from_arch(TEACHER))
     names = [g.name for g in helper.layout.groups]
