@@ -157,6 +157,8 @@ def test_a_thinned_mnasw_network_exports_and_is_timed_past_a_latency_table(data_
     also times the thinned copies a latency fit needs."""
     from export_helpers import export_with_parity
 
+    from device_bench.backends import backend_from_spec
+    from device_bench.host import MeasureSettings
     from device_bench.measurement import MeasurementError
     from pipeline.gates.latency import measure_fit
     from pipeline.latency_chain import LatencyChain
@@ -175,7 +177,10 @@ def test_a_thinned_mnasw_network_exports_and_is_timed_past_a_latency_table(data_
         parity = meta["files"][fmt]["parity"]
         assert parity["max_rel"] <= 1e-4 and parity["top1_agreement"] == 1.0, (fmt, parity)
     table = Path(__file__).parents[1] / "latency_tables" / "host_tflite_mnas-cifar_32.csv"
-    chain = LatencyChain([f"table:{table}", "host:tflite"], export_cache_dir=tmp_path / "cache")
+    specs = [f"table:{table}", "host:tflite"]
+    quick = MeasureSettings(min_runs=20, max_runs=200, min_seconds=0.1, max_seconds=0.5)
+    backends = [backend_from_spec(spec, quick) for spec in specs]  # a functional check: short
+    chain = LatencyChain(specs, export_cache_dir=tmp_path / "cache", backends=backends)
     assert [entry["up"] for entry in chain.status()] == [True, True]
     with pytest.raises(MeasurementError, match="predicts MnasNet-space networks only"):
         chain.entries[0].backend.measure_arch(network)
