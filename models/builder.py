@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from models.arch import Arch
-from models.layers import LayerSpec, conv_output_size, expand_layers, last_block_output
+from models.layers import LayerSpec, conv_output_size, expand_layers
 
 _ACTIVATIONS = {"re": nn.ReLU, "r6": nn.ReLU6, "hs": nn.Hardswish}
 
@@ -70,7 +70,7 @@ class Layer(nn.Module):
             if spec.op == "mb":
                 body.append(ConvBN(cin, mid, 1, act=spec.act))
             body.append(ConvBN(mid, mid, k, s, groups=mid, act=spec.act))
-        if spec.se_ratio:
+        if spec.se_channels:
             body.append(SqueezeExcite(mid, spec.se_channels, spec.act))
         if spec.op != "conv":
             body.append(ConvBN(mid, cout, 1))
@@ -91,19 +91,24 @@ class Layer(nn.Module):
         return out if self.shortcut is None else out + self.shortcut(x)
 
 
-class Student(nn.Module):
-    def __init__(self, arch: Arch, dropout: float = 0.2):
+class LayerNet(nn.Module):
+    """Stem, layers, head conv and classifier.  `layers` are `models.layers.LayerSpec`s (an
+    Arch, `Student`) or anything with their fields (``mnasw:``, `models.widths_mnas`): both
+    build the same modules under the same names."""
+
+    def __init__(self, network, stem, layers, head, dropout: float = 0.2):
         super().__init__()
-        self.arch = arch
-        stem = arch.stem
+        self.network = network
         self.stem = ConvBN(3, stem.out_channels, stem.kernel, stem.stride, act=stem.act)
-        self.layers = nn.Sequential(*[Layer(spec) for spec in expand_layers(arch)])
-        channels, _ = last_block_output(arch)
+        self.layers = nn.Sequential(*[Layer(spec) for spec in layers])
+        channels = layers[-1].out_channels
         self.head: nn.Module = nn.Identity()
-        if arch.head.channels:
-            self.head = ConvBN(channels, arch.head.channels, 1, act=arch.head.act)
-            channels = arch.head.channels
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, arch.num_classes))
+        if head.channels:
+            self.head = ConvBN(channels, head.channels, 1, act=head.act)
+            channels = head.channels
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(channels, network.num_classes)
+        )
         _init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,6 +117,12 @@ class Student(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # keepdim + flatten: a plain mean over (2, 3) puts a TRANSPOSE in the NHWC TFLite graph
         return self.classifier(self.features(x).mean((2, 3), keepdim=True).flatten(1))
+
+
+class Student(LayerNet):
+    def __init__(self, arch: Arch, dropout: float = 0.2):
+        super().__init__(arch, arch.stem, expand_layers(arch), arch.head, dropout)
+        self.arch = arch
 
 
 def build(arch: Arch, dropout: float = 0.2) -> Student:
@@ -189,4 +200,4 @@ def count_module_costs(model: Student) -> tuple[int, int]:
     return macs, params
 
 
-__all__ = ["Student", "build", "conv_output_size", "load_state_dict_by_order"]
+__all__ = ["LayerNet", "Student", "build", "conv_output_size", "load_state_dict_by_order"]

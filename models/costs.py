@@ -53,7 +53,7 @@ def layer_cost(layer: LayerSpec) -> Cost:
             + conv_bn_cost(mid, mid, k, out, groups=mid)
             + conv_bn_cost(mid, cout, 1, out)
         )
-    if layer.se_ratio:
+    if layer.se_channels:
         cost += se_cost(mid, layer.se_channels)
     if layer.projects_shortcut:
         cost += conv_bn_cost(cin, cout, 1, out)

@@ -107,6 +107,12 @@ FAMILIES: tuple[Family, ...] = (
         "models.widths_densenet:DenseNetW",
         "DenseNet-BC with per-layer kept channels (Gu & Tresp), `models.widths_densenet`",
     ),
+    Family(
+        "mnasw",
+        "mnasw",
+        "models.widths_mnas:MnasW",
+        "MnasNet-space networks with per-layer widths (Gu & Tresp), `models.widths_mnas`",
+    ),
 )
 
 

@@ -37,3 +37,22 @@ def save_tiny_checkpoint(path: Path) -> Path:
         model.classifier[-1].weight.mul_(100.0)
     torch.save({"state_dict": model.state_dict(), "arch": TINY}, path)
     return path
+
+
+def export_with_parity(text: str, model, folder: Path, data: Path, formats=("tflite",)) -> dict:
+    """Export `model` (the network of arch string `text`) with its weights to ``folder/bundle``,
+    with parity measured on 16 real images of `data`; the bundle's metadata."""
+    from models.export import ExportRequest, run_export
+    from pipeline.data import load_dataset
+
+    torch.save({"state_dict": model.state_dict(), "arch": text}, folder / "m.pt")
+    request = ExportRequest(
+        text,
+        folder / "bundle",
+        weights=folder / "m.pt",
+        data_path=data,
+        formats=tuple(formats),
+        parity_images=16,
+        num_threads=1,
+    )
+    return run_export(request, load_data=load_dataset)

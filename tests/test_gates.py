@@ -165,10 +165,12 @@ def test_a_layer_nobody_reads_is_removed_whole():
 def test_a_teacher_without_bn_to_gate_is_a_clear_error():
     from pipeline.gates.method import GateSearchError, width_network
 
-    mnas = "in32_cls10|stem_k3_s1_c16_re|mb3_k5_s2_se25_id_c24_n2_r6|head_c64_re"
     with pytest.raises(GateSearchError, match="need BN layers to gate.*densenet40_12"):
-        width_network(mnas, 32, 10)
-    with pytest.raises(ValueError, match="need a teacher of the resnetw: or densenet: family"):
+        width_network("vgg11", 32, 10)
+    addon = "addon:resnet20_in32_cls10|conv3_sep5-1|none|max3_avg3-1"  # a KDAS network
+    with pytest.raises(GateSearchError, match="'addon:resnet20.*MnasNet-space network"):
+        width_network(addon, 32, 10)
+    with pytest.raises(ValueError, match="need a teacher of the resnetw:, densenet: or mnasw:"):
         gates_for(object.__new__(type("Other", (), {"encode": lambda self: "x"})))
 
 

@@ -1,6 +1,6 @@
-"""The width families (`models.widths_resnet`, `models.widths_densenet`): canonical strings,
-errors that point at the token, costs that match the built modules, teacher names, and one real
-TFLite export of a thinned DenseNet (channel gathers, dropped connections)."""
+"""The width families (`models.widths_resnet`, `models.widths_densenet`, `models.widths_mnas`):
+canonical strings, errors that point at the token, costs that match the built modules, teacher
+names, and one real TFLite export of a thinned DenseNet (channel gathers, dropped connections)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ from models.widths_resnet import ResNetW
 
 THIN_DENSENET = "densenet:in32_cls10|c8|d0-3.6x8o4|t0-11o6|d0-5x4o2|d1.6-7x3o3|f1-7.9-10"
 THIN_RESNET = "resnetw:in32_cls10|w8p0_7.7|w13p2_15.10|w28p4_27.29"
+THIN_MNAS = (
+    "mnasw:in32_cls10|stem_k3_s1_c5_re|mb_k5_s2_e15_q4_noskip_c11_r6|mb_k5_s1_e26_q6_id_c11_r6"
+    "|ds_k3_s1_q6_poolp_c13_hs|conv_k3_s1_q8_pool_c13_re|mb_k3_s1_e52_q0_pool_c13_r6|head_c19_hs"
+)
 
 
 def counted(model: nn.Module, size: int = 32) -> tuple[int, int]:
@@ -47,6 +51,7 @@ def counted(model: nn.Module, size: int = 32) -> tuple[int, int]:
         THIN_RESNET,
         DenseNetW.full(16, 6).encode(),
         THIN_DENSENET,
+        THIN_MNAS,
     ],
 )
 def test_strings_round_trip_and_cost_matches_the_built_module(text):
@@ -109,8 +114,7 @@ def test_bad_teacher_names_are_clear_errors():
 def test_a_thinned_densenet_exports_to_tflite_with_parity(data_dir, tmp_path):
     """Channel gathers (a part reading 0-3.6 of its input) and a dropped connection convert to
     TFLite and agree with PyTorch on real CIFAR test images."""
-    from models.export import ExportRequest, run_export
-    from pipeline.data import load_dataset
+    from export_helpers import export_with_parity
 
     data = data_dir / "cifar10_small.npz"
     if not data.is_file():
@@ -119,17 +123,7 @@ def test_a_thinned_densenet_exports_to_tflite_with_parity(data_dir, tmp_path):
     model = decode_network(THIN_DENSENET).build()
     with torch.no_grad():
         model.classifier.weight.mul_(30.0)  # logits O(1): top-1 agreement means something
-    torch.save({"state_dict": model.state_dict(), "arch": THIN_DENSENET}, tmp_path / "m.pt")
-    request = ExportRequest(
-        THIN_DENSENET,
-        tmp_path / "bundle",
-        weights=tmp_path / "m.pt",
-        data_path=data,
-        formats=("tflite",),
-        parity_images=16,
-        num_threads=1,
-    )
-    meta = run_export(request, load_data=load_dataset)
+    meta = export_with_parity(THIN_DENSENET, model, tmp_path, data)
     assert json.loads(Path(tmp_path / "bundle" / "metadata.json").read_text()) == meta
     parity = meta["files"]["tflite"]["parity"]
     assert parity["max_rel"] <= 1e-4 and parity["top1_agreement"] == 1.0, parity

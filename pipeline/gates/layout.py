@@ -21,6 +21,9 @@ gate per read channel, so a connection to an earlier layer disappears when all i
 Each dense layer's bottleneck BN has a gate per channel.  A layer's output channel that no open
 gate reads anymore is removed; a layer none of whose outputs is read is removed whole.
 
+**MnasNet-space networks** (``mnasw:``): `pipeline.gates.layout_mnas` (tied residual streams,
+tied expansion / depthwise gates).
+
 **Keep-one rule.**  Groups marked ``keep_one`` (a ResNet block's inner channels, the lanes born
 at the stem, each DenseNet part's reads and bottleneck) never close their last gate (the
 optimiser keeps the largest open), so no layer is ever left with no channel.
@@ -324,7 +327,14 @@ def gates_for(network):
         return ResNetGates(network)
     if isinstance(network, DenseNetW):
         return DenseNetGates(network)
+    from models.widths_mnas import MnasW
+
+    if isinstance(network, MnasW):
+        from pipeline.gates.layout_mnas import MnasGates
+
+        return MnasGates(network)
     raise ValueError(
-        f"Gu & Tresp gates need a teacher of the resnetw: or densenet: family (a CIFAR ResNet "
-        f"or DenseNet-BC with BN layers to gate); got {network.encode()[:60]!r}"
+        f"Gu & Tresp gates need a teacher of the resnetw:, densenet: or mnasw: family (a CIFAR "
+        f"ResNet, DenseNet-BC or MnasNet-space network with BN layers to gate); got "
+        f"{network.encode()[:60]!r}"
     )

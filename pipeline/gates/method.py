@@ -1,13 +1,13 @@
 """``search.method = "gates"``: Gu & Tresp's search as a `pipeline.methods.SearchMethod`.
 
 Each generation runs ``gates.steps_per_generation`` joint steps (`GateEngine`) on mini-train
-batches, then hands the network its closed gates leave (a ``resnetw:`` / ``densenet:`` string)
-to ``search.evaluate``, which stores, proxy-trains, times and rewards it like any candidate; the
-generation's saved state is the engine's (gates, momentum, weights, weight optimiser, step count
-and the cost trajectory), so ``--resume`` continues the optimisation.  The search ends at the
-first snapshot at or under ``gates.target_mmacs``, or at ``gates.max_steps`` with a "stopped at
-X, target Y" line, or when the search budget is spent.  Winners, final training (KD from the
-teacher), export, timing and the report are the shared stages.
+batches, then hands the network its closed gates leave (a ``resnetw:`` / ``densenet:`` /
+``mnasw:`` string) to ``search.evaluate``, which stores, proxy-trains, times and rewards it like
+any candidate; the generation's saved state is the engine's (gates, momentum, weights, weight
+optimiser, step count and the cost trajectory), so ``--resume`` continues the optimisation. The
+search ends at the first snapshot at or under ``gates.target_mmacs``, or at ``gates.max_steps``
+with a "stopped at X, target Y" line, or when the search budget is spent. Winners, final
+training (KD from the teacher), export, timing and the report are the shared stages.
 """
 
 from __future__ import annotations
@@ -27,24 +27,34 @@ class GateSearchError(ValueError):
 
 def width_network(model_name: str, input_size: int, num_classes: int):
     """The width-family network a checkpoint's ``model`` names: a CIFAR ResNet (``resnet20``),
-    a DenseNet-BC name or a ``resnetw:`` / ``densenet:`` string."""
-    from models.network import decode_network
+    a DenseNet-BC name, a ``resnetw:`` / ``densenet:`` / ``mnasw:`` string, or a MnasNet-space
+    arch string or baseline name (a ``[train]``-trained student; gated as its full-width
+    ``mnasw:`` network, `models.widths_mnas`)."""
+    from models.arch import Arch
+    from models.baselines import resolve_arch
     from models.teacher_loading import CIFAR_RESNETS
-    from models.widths_densenet import named_densenet
+    from models.widths_densenet import DenseNetW, named_densenet
+    from models.widths_mnas import MnasW
     from models.widths_resnet import ResNetW
 
     if model_name in CIFAR_RESNETS:
         return ResNetW.full(int(model_name.removeprefix("resnet")), input_size, num_classes)
     network = named_densenet(model_name, input_size, num_classes)
-    if network is None and model_name.startswith(("resnetw:", "densenet:")):
-        network = decode_network(model_name)
     if network is None:
-        raise GateSearchError(
-            f"the teacher is a {model_name[:60]!r}: Gu & Tresp gates need BN layers to gate in a "
-            "CIFAR ResNet (resnet20 ...), a DenseNet-BC (densenet100_12 ...) or a resnetw: / "
-            "densenet: network; train one with `pearl teacher train --model densenet40_12`"
-        )
-    return network
+        try:
+            network = resolve_arch(model_name, input_size, num_classes)
+        except ValueError:
+            network = None
+    if isinstance(network, Arch):
+        network = MnasW.from_arch(network)
+    if isinstance(network, ResNetW | DenseNetW | MnasW):
+        return network
+    raise GateSearchError(
+        f"the teacher is a {model_name[:60]!r}: Gu & Tresp gates need BN layers to gate in a "
+        "CIFAR ResNet (resnet20 ...), a DenseNet-BC (densenet100_12 ...), a MnasNet-space "
+        "network (an arch string or baseline name, as `pearl train` writes) or a resnetw: / "
+        "densenet: / mnasw: network; train one with `pearl teacher train --model densenet40_12`"
+    )
 
 
 class GateSearch:
