@@ -53,7 +53,10 @@ def main() -> None:
     space = get_space(args.space)
     rng = random.Random(args.seed)
     archs = [space.sample(rng) for _ in range(args.n)]
-    makers = {"fast": lambda arch: direct_bytes(arch, "tflite-int8"), "calibrated": calibrated_bytes}
+    makers = {
+        "fast": lambda arch: direct_bytes(arch, "tflite-int8"),
+        "calibrated": calibrated_bytes,
+    }
     makers["fast"](space.sample(random.Random(-1)))  # imports and first-call set-up, unmeasured
     load_before = os.getloadavg()
     seconds = {name: [] for name in makers}

@@ -43,14 +43,10 @@ def direct_bytes(arch, fmt: str) -> bytes:
         raise UnsupportedLayer(
             f"the direct writer makes {', '.join(DIRECT_FORMATS)} files, not {fmt!r}"
         )
-    fp32 = write_network(arch, seed=SEED)
-    if fmt == "tflite":
-        return fp32
-    from models.export import tflite
+    from models.export.common import FORMATS
+    from models.export.tflite import for_timing
 
-    if fmt == "tflite-fp16":
-        return tflite.quantize_fp16(fp32)
-    return tflite.quantize_int8_for_timing(fp32)
+    return for_timing(write_network(arch, seed=SEED), FORMATS[fmt].precision)
 
 
 def direct_path(cache_dir: str | Path, arch, fmt: str) -> Path:

@@ -135,6 +135,19 @@ def quantize_int8_for_timing(fp32_model: bytes, io: str = "float") -> bytes:
     return _quantize_int8_with(q, fp32_model, lambda: timing_ranges(fp32_model))
 
 
+def for_timing(fp32_model: bytes, precision: str, io: str = "float") -> bytes:
+    """The latency-only file of `precision` ("fp32", "fp16", "int8") derived from an fp32
+    flatbuffer: as is, fp16 weights, or int8 without calibration (`io="int8"`: no QUANTIZE /
+    DEQUANTIZE at the boundaries, e.g. for a layer timed as a slice of an int8 network)."""
+    if precision == "fp32":
+        return fp32_model
+    if precision == "fp16":
+        return quantize_fp16(fp32_model)
+    if precision == "int8":
+        return quantize_int8_for_timing(fp32_model, io)
+    raise ExportError(f"precision must be fp32, fp16 or int8, not {precision!r}")
+
+
 def timing_ranges(fp32_model: bytes) -> dict:
     """tensor name -> ``{"min", "max"}`` (`TIMING_RANGE`, shaped as the calibrator shapes
     them) for every non-constant tensor of the model's one subgraph: the tensors the
