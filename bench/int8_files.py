@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import median_and_range, publish  # noqa: E402
+from _report import median_and_range, publish, seconds_rows  # noqa: E402
 
 from device_bench.direct_files import direct_bytes, graph_differences  # noqa: E402
 from device_bench.host import HostTFLiteBackend  # noqa: E402
@@ -88,14 +88,11 @@ def main() -> None:
             )
     load_after = os.getloadavg()
 
-    rows = ["| int8 latency file | median s per file | min-max s | n |", "|---|---:|---:|---:|"]
     names = {
         "fast": "fixed ranges, no calibration (`direct_bytes`, what the search now times)",
         "calibrated": "calibrated on 8 seeded images (`quantize_int8`, before)",
     }
-    for name, values in seconds.items():
-        median, spread = median_and_range(values, 3)
-        rows.append(f"| {names[name]} | {median:.3f} | {spread} | {len(values)} |")
+    rows = seconds_rows("int8 latency file", seconds, names)
     ratio, ratio_spread = median_and_range(ratios, 3)
     rows.append(
         f"| host:tflite min_ms, fast / calibrated file (side by side) | ratio {ratio:.3f} "
