@@ -238,6 +238,15 @@ def test_int8_table_times_quantised_layer_slices_and_serves_only_int8_searches(t
     record = chain.measure(arch)
     assert record.precision == "int8" and record.source == "table"
     assert record.latency_ms == pytest.approx(table.predict_ms(arch))
+    # a layer the table lacks is measured on demand as its int8 file, on the table's device
+    from device_bench.table_backend import TableBackend
+
+    first = arch_keys(arch)[1]
+    lacking = LatencyTable(
+        {k: e for k, e in table.entries.items() if k != first}, table.header
+    ).save(tmp_path / "lacking.csv")
+    backend = TableBackend(lacking, measure_missing="host:tflite", cache_dir=cache)
+    assert backend.predict_ms(arch) > 0 and backend.table.entries[first].passes == 3
     # a table without a recorded precision (format 1 and 2) is fp32: refused for int8
     old = LatencyTable({}, {"fingerprint": {"kind": "host"}, "space": table.space})
     with pytest.raises(TableError, match="predicts fp32 files"):
