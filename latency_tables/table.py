@@ -244,8 +244,9 @@ class LatencyTable:
         raise TableError(
             f"latency table {self.name} predicts {self.precision} files, but {precision} files "
             f"are asked for ({setting} = {precision!r}): set {setting} = {self.precision!r} to "
-            f"use this table, or build a {precision} table with `pearl tables build --device "
-            f"{self.header.get('device_spec', 'DEVICE')} --space {space.get('name', 'SPACE')} "
+            f"use this table, or build a table of {precision} files with `pearl tables build "
+            f"--device {self.header.get('device_spec', 'DEVICE')} --space "
+            f"{space.get('name', 'SPACE')} "
             f"--input {space.get('input_size', 'N')} --precision {precision} -o NEW.csv`"
         )
 
