@@ -152,17 +152,19 @@ def timing_ranges(fp32_model: bytes) -> dict:
     """tensor name -> ``{"min", "max"}`` (`TIMING_RANGE`, shaped as the calibrator shapes
     them) for every non-constant tensor of the model's one subgraph: the tensors the
     calibrator would have recorded."""
-    from ai_edge_litert.tools import flatbuffer_utils
+    from ai_edge_litert import schema_py_generated as schema
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(fp32_model))
+    model = schema.Model.GetRootAs(fp32_model, 0)  # read in place, not unpacked (~4x faster)
+    graph = model.Subgraphs(0)
     low, high = TIMING_RANGE
     ranges = {}
-    for tensor in model.subgraphs[0].tensors:
-        data = model.buffers[tensor.buffer].data
-        if data is not None and len(data):
-            continue  # a constant: weights are quantised from their values
-        ones = np.ones((1,) * len(tensor.shape), np.float32)
-        ranges[tensor.name.decode()] = {"min": low * ones, "max": high * ones}
+    for index in range(graph.TensorsLength()):
+        tensor = graph.Tensors(index)
+        buffer = model.Buffers(tensor.Buffer())
+        if buffer.DataLength() > 0 or buffer.Size() > 0:
+            continue  # a constant (inline, or stored after the flatbuffer): quantised by value
+        ones = np.ones((1,) * tensor.ShapeLength(), np.float32)
+        ranges[tensor.Name().decode()] = {"min": low * ones, "max": high * ones}
     return ranges
 
 
