@@ -232,6 +232,21 @@ def test_int8_table_times_quantised_layer_slices_and_serves_only_int8_searches(t
     report = json.loads(result.stdout)
     assert report["precision"] == "int8" and report["n"] == 2
 
+    # adapting it to a device times int8 networks and keeps the precision
+    from device_bench.layer_files import layer_root
+
+    adapted = tmp_path / "adapted.csv"
+    result = CliRunner().invoke(
+        cli,
+        ["tables", "adapt", "--from", str(out), "--device", "host:tflite", "-o", str(adapted),
+         "--n", "3", "--seed", "9", "--passes", "1", "--max-passes", "1", "--networks", "direct",
+         "--cache-dir", str(cache)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert LatencyTable.load(adapted).precision == "int8"
+    int8_networks = layer_root(cache) / "networks-direct-int8" / "16"
+    assert all((int8_networks / f"{a.key()}.tflite").is_file() for a in sample_archs(space, 3, 9))
+
     with pytest.raises(TableError, match=r"latency.precision = 'fp32'.*--precision fp32"):
         LatencyChain([f"table:{out}"], export_cache_dir=tmp_path, precision="fp32")
     chain = LatencyChain([f"table:{out}"], export_cache_dir=tmp_path, precision="int8")
