@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from pipeline.cli_common import check_device, default_run_dir, device_option, run_folder_options
-from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config, merge, parse_overrides
+from pipeline.config import CONFIG_FILE_NAME, ConfigError, load_config
+from pipeline.config_toml import merge, parse_overrides
 
 
 @click.command("run")

@@ -16,20 +16,13 @@ from pathlib import Path
 import click
 
 from pipeline.cli_common import check_device, default_run_dir, device_option, run_folder_options
-from pipeline.config import (
-    CONFIG_FILE_NAME,
-    SECTIONS,
-    ConfigError,
-    load_config,
-    load_sections,
-    may_change_on_resume,
-    merge,
-    parse_overrides,
-    read_toml,
-)
+from pipeline.config import CONFIG_FILE_NAME, SECTIONS, ConfigError, load_config, load_sections
+from pipeline.config_hash import may_change_on_resume
 from pipeline.config_paths import with_absolute_paths
+from pipeline.config_toml import merge, parse_overrides, read_toml
 from pipeline.registry import CONTROLLERS, LOSSES
 from pipeline.run_config import RUN_SECTIONS
+from pipeline.winners import limits_text
 
 
 def _search_part(config_path: Path, overrides: dict):
@@ -214,15 +207,17 @@ def _text(summary: dict) -> str:
             if entry["within_target"]
             else f"nothing within {cost} <= {entry['target']:g}; best reward"
         )
-        if "max_params" in entry:  # KDAS's memory budget
+        if "within_memory" in entry:  # memory budgets (KDAS's M, reward.max_memory_mb)
             if entry["within_memory"]:
-                where += f" and params <= {entry['max_params']:,}"
+                where += f" and {limits_text(entry)}"
             else:
-                where += f" (no arch has params <= {entry['max_params']:,}: budget left out)"
+                where += f" (no arch has {limits_text(entry)}: budget left out)"
+        memory = entry.get("memory_mb")
+        memory = "" if memory is None else f", {memory:.2f} MB memory ({entry['memory_source']})"
         lines.append(
             f"{where}: accuracy "
             f"{100 * entry['accuracy']:.2f}%{latency}, {entry['macs'] / 1e6:.1f}M MACs, "
-            f"{entry['params'] / 1e6:.2f}M params, reward {entry['reward']:.4f}"
+            f"{entry['params'] / 1e6:.2f}M params{memory}, reward {entry['reward']:.4f}"
         )
         lines.append(f"  {entry['arch']}")
     lines.append(f"Pareto front ({len(summary['pareto_front'])} archs):")

@@ -21,22 +21,17 @@ so a subclass config adds ``[train]`` / ``[export]`` without touching the parser
 config is saved in the run folder as TOML together with its hash (`config_hash`); paths in it
 are resolved by `pipeline.config_paths`.
 
-(About 500 lines, over the ~450 the project aims for: the section classes and the one parser
-that reads them belong together; splitting them would put each rule away from its check.)
+The generic TOML reading (types, unknown keys, overrides) is `pipeline.config_toml`; the hash
+and the saved file are `pipeline.config_hash`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import re
-import tomllib
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from device_bench.spec import BackendSpec
@@ -46,13 +41,13 @@ from models.cache_dir import (
     CACHE_DIR_VARIABLE,
     TEACHER_LOGITS_DIR,
 )
-from models.files import atomic_write
 from pipeline.config_errors import ConfigError
 from pipeline.config_errors import require as _require
+from pipeline.config_toml import merge, plain, read_toml, section
 from pipeline.gates.config import GatesConfig
 from pipeline.kdas_config import KdasConfig
 from pipeline.registry import CONTROLLERS, LOSSES, SEARCH_METHODS
-from pipeline.reward import COST_NAMES, PRESETS
+from pipeline.reward import COST_NAMES, MEMORY_SOURCES, PRESETS
 
 CONFIG_FILE_NAME = "config.toml"
 
@@ -154,12 +149,35 @@ class ProxyConfig:
 class RewardConfig:
     preset: str = "soft"  # soft (-0.07, -0.07) or hard (0, -1), MnasNet
     target: float = 1.0  # in the unit of `cost`
-    cost: str = "latency_ms"  # latency_ms | macs | params
+    cost: str = "latency_ms"  # latency_ms | macs | params | memory_mb
+    memory_source: str = "estimate"  # memory_mb from: estimate (models.memory) | measured (phone)
+    max_memory_mb: float = 0.0  # winners need memory_mb <= this (0: no budget; README)
 
     def __post_init__(self) -> None:
         _require(self.preset in PRESETS, "reward.preset", f"must be one of {sorted(PRESETS)}")
         _require(self.cost in COST_NAMES, "reward.cost", f"must be one of {COST_NAMES}")
         _require(self.target > 0, "reward.target", "must be > 0")
+        _require(self.memory_source in MEMORY_SOURCES, "reward.memory_source", str(MEMORY_SOURCES))
+        _require(self.max_memory_mb >= 0, "reward.max_memory_mb", "must be >= 0 (0: no budget)")
+
+    @property
+    def needs_memory(self) -> bool:
+        """Does every candidate need a ``memory_mb`` (the cost or a budget)?"""
+        return self.cost == "memory_mb" or self.max_memory_mb > 0
+
+    def measured_memory_error(self, backends: tuple[str, ...]) -> str | None:
+        """Why measured memory cannot come from these latency backends (None: it can)."""
+        if not (self.needs_memory and self.memory_source == "measured"):
+            return None
+        silent = [b for b in backends if not _backend_spec(b, "latency.backends").is_phone]
+        if backends and not silent:
+            return None
+        return (
+            "reward.memory_source = 'measured' takes memory_mb from phones (benchmark_model's "
+            f"memory footprint), but latency.backends {list(backends)} has "
+            f"{', '.join(silent) or 'none'}, which report none: list only adb: phones, or set "
+            "reward.memory_source = 'estimate' (no device)"
+        )
 
     def spec(self):
         from pipeline.reward import RewardSpec
@@ -318,8 +336,11 @@ class SearchConfig:
         if self.reward.cost == "latency_ms" and not self.latency.backends:
             raise ConfigError(
                 "reward.cost = 'latency_ms' needs latency.backends (e.g. ['host:tflite']); or "
-                "use reward.cost = 'macs' or 'params'"
+                "use reward.cost = 'macs', 'params' or 'memory_mb'"
             )
+        problem = self.reward.measured_memory_error(self.latency.backends)
+        if problem:
+            raise ConfigError(problem)
         self.max_params()  # a KDAS memory budget below the backbone is an error here
         if self.search.method == "kdas" and self.kdas.evaluation == "shared":
             _require(
@@ -330,72 +351,16 @@ class SearchConfig:
             )
 
     def max_params(self) -> int | None:
-        """The winner rule's parameter budget (`pipeline.winners`): KDAS's M, else None."""
+        """KDAS's parameter budget M (a parameter count), else None (all the winner rule's
+        memory budgets: `pipeline.winners.memory_budgets`)."""
         return self.kdas.max_params(self.space) if self.search.method == "kdas" else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
+        return {name: plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
 
 
 # --------------------------------------------------------------------------------------------
 # Parsing
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively (TOML/JSON friendly)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _coerce(key: str, annotation: Any, value: Any) -> Any:
-    """`value` converted to the field's declared type, or ConfigError naming `key`."""
-    origin = typing.get_origin(annotation)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-    elif annotation in (int, float):
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number and (annotation is float or isinstance(value, int)):
-            return annotation(value)
-        if isinstance(value, str):
-            try:
-                return annotation(value)
-            except ValueError:
-                pass
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-    elif origin is tuple:
-        (item_type, _) = typing.get_args(annotation)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list | tuple):
-            return tuple(_coerce(f"{key}[{i}]", item_type, v) for i, v in enumerate(value))
-    elif origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    kind = getattr(annotation, "__name__", str(annotation))
-    raise ConfigError(f"config key {key}: expected {kind}, got {value!r}")
-
-
-def _section(name: str, cls: type, table: Any) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"config section [{name}] must be a table, got {table!r}")
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(table) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-            f"valid keys in [{name}]: {', '.join(valid)}"
-        )
-    values = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in table.items()}
-    return cls(**values)
 
 
 def load_sections(
@@ -408,45 +373,11 @@ def load_sections(
             f"unknown config section(s) {', '.join(f'[{u}]' for u in unknown)}; "
             f"valid sections: {', '.join(f'[{s}]' for s in sections)}"
         )
-    built = {name: _section(name, cls, raw[name]) for name, cls in sections.items() if name in raw}
+    built = {name: section(name, cls, raw[name]) for name, cls in sections.items() if name in raw}
     try:
         return config_cls(**built)
     except TypeError as error:  # a section class not accepted by config_cls
         raise ConfigError(str(error)) from None
-
-
-def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``["proxy.epochs=3", "latency.backends=host:onnx"]`` -> nested mapping (values are
-    strings here; `load_sections` converts them to the declared types)."""
-    nested: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not section or not name:
-            raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. proxy.epochs=3")
-        nested.setdefault(section, {})[name] = value.strip()
-    return nested
-
-
-def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for section, values in overrides.items():
-        if isinstance(values, dict) and isinstance(merged.get(section), dict):
-            merged[section].update(values)
-        else:
-            merged[section] = dict(values) if isinstance(values, dict) else values
-    return merged
-
-
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found; pass an existing .toml file")
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
 
 
 def load_config(
@@ -458,70 +389,6 @@ def load_config(
     """Defaults <- the TOML file at `path` (if given) <- `overrides` (nested mapping)."""
     raw = read_toml(path) if path is not None else {}
     return load_sections(merge(raw, overrides or {}), config_cls, sections)
-
-
-BUDGET_KEYS = ("max_candidates", "max_hours", "report_targets")
-# What says how big, where and how fast a run is, not what its rows mean: left out of the hash,
-# so a run can be resumed with a bigger budget, on a GPU or on a cluster (None: whole section).
-UNHASHED: dict[str, tuple[str, ...] | None] = {
-    "search": (*BUDGET_KEYS, "executor"),
-    "gates": ("max_steps",),
-    "compute": None,
-    "ray": None,
-}
-
-
-# Sections only one search method reads: hashed only in that method's runs, so a run's hash does
-# not change when another method gains settings (AKD runs from before methods existed keep
-# theirs: an "akd" method is left out too).
-METHOD_SECTIONS: dict[str, str] = {"kdas": "kdas", "gates": "gates"}
-
-
-def may_change_on_resume(section: str, key: str) -> bool:
-    keys = UNHASHED.get(section, ())
-    return keys is None or key in keys
-
-
-def config_hash(config: Any) -> str:
-    """First 16 hex digits of the sha256 of the config's canonical JSON, leaving out what
-    `UNHASHED` names and the sections of other methods (`METHOD_SECTIONS`), so configs from
-    before those keys existed keep their hash."""
-    data = {
-        section: {k: v for k, v in values.items() if not may_change_on_resume(section, k)}
-        for section, values in config.to_dict().items()
-    }
-    method = data["search"].get("method")
-    for section, owner in METHOD_SECTIONS.items():
-        if owner != method:
-            data.pop(section, None)
-    if method == "akd":
-        del data["search"]["method"]
-    if data.get("gates", {}).get("target_ms") == 0:  # gate runs from before latency targets
-        del data["gates"]["target_ms"]
-    if data.get("latency", {}).get("precision") == "fp32":  # runs from before precisions
-        del data["latency"]["precision"]
-    data = {section: values for section, values in data.items() if values}
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def save_config(config: Any, run_dir: str | os.PathLike) -> str:
-    """Write ``RUN_DIR/config.toml`` atomically (with the hash as a comment); returns the hash."""
-    import tomli_w
-
-    digest = config_hash(config)
-    path = Path(run_dir) / CONFIG_FILE_NAME
-    atomic_write(
-        path, f"# resolved pearl config, hash {digest}\n" + tomli_w.dumps(config.to_dict())
-    )
-    return digest
-
-
-def saved_config_hash(path: str | os.PathLike) -> str | None:
-    """The hash `save_config` wrote in the first line of a saved config, if it is there."""
-    first = Path(path).read_text().partition("\n")[0]
-    prefix = "# resolved pearl config, hash "
-    return first[len(prefix) :].strip() if first.startswith(prefix) else None
 
 
 def _backend_spec(spec: str, key: str) -> BackendSpec:

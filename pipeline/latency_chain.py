@@ -47,6 +47,7 @@ class LatencyRecord:
     seconds: float = 0.0  # wall time spent exporting + measuring
     cached: bool = False
     precision: str = "fp32"  # of the timed file (or of the table's measurements)
+    memory_mb: float | None = None  # the footprint the device reported (phones), if any
 
     def row_values(self) -> dict[str, float | int | str]:
         """The latency columns of a results-store row (the spec of an fp16 / int8 number
@@ -229,6 +230,7 @@ class LatencyChain:
                 seconds=time.perf_counter() - started,
                 cached=cached,
                 precision=entry.precision,
+                memory_mb=measurement.peak_memory_mb,
             )
         raise LatencyUnavailableError(
             f"no latency backend could time {arch.key()}: " + "; ".join(failures)

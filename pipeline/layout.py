@@ -2,7 +2,7 @@
 
 A `pearl search` folder (`SearchLayout`)::
 
-    config.toml        the resolved config (`pipeline.config.save_config`)
+    config.toml        the resolved config (`pipeline.config_hash.save_config`)
     results.sqlite     every candidate and controller update (`pipeline.store`)
     evaluations.jsonl  every row the store writes, appended whole, and each finished
                        generation (a log; the store is the truth; `pipeline.repair` rebuilds

@@ -18,6 +18,7 @@ COST_LABELS = {
     "latency_ms": "latency (ms)",
     "macs": "MACs",
     "params": "parameters",
+    "memory_mb": "memory (MB)",
 }
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.damage import SQLITE_SIDECARS, move_aside, sqlite_problem
-from pipeline.config import saved_config_hash
+from pipeline.config_hash import saved_config_hash
 from pipeline.layout import SearchLayout
 from pipeline.store import (
     GENERATION_COLUMNS,
@@ -39,9 +39,11 @@ from pipeline.store import (
     Candidate,
     ResultsStore,
     StoreError,
+    candidate_columns,
     candidate_from_dict,
     candidate_from_values,
     load_controller_state,
+    select_candidates,
 )
 
 Log = Callable[[str], None]
@@ -180,7 +182,11 @@ def salvage_store(path: Path) -> Salvage:
     salvage = Salvage()
     with closing(sqlite3.connect(path, timeout=30.0)) as db:
         salvage.meta = dict(_each(db, "SELECT key, value FROM meta WHERE rowid = ?", "meta"))
-        for values in _each(db, f"{SELECT_CANDIDATES} WHERE id = ?", "candidates"):
+        try:
+            select = select_candidates(candidate_columns(db))
+        except sqlite3.DatabaseError:
+            select = SELECT_CANDIDATES
+        for values in _each(db, f"{select} WHERE id = ?", "candidates"):
             try:
                 row = candidate_from_values(values)
             except (ValueError, TypeError):

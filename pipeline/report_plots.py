@@ -12,7 +12,12 @@ from typing import Any
 from models.files import atomic_path
 from pipeline.pareto import draw_targets, pareto_front
 
-COST_AXIS = {"latency_ms": "latency (ms)", "macs": "MACs", "params": "parameters"}
+COST_AXIS = {
+    "latency_ms": "latency (ms)",
+    "macs": "MACs",
+    "params": "parameters",
+    "memory_mb": "memory (MB)",
+}
 MIN_GENERATIONS_FOR_TREND = 3  # below this a per-generation median line says nothing
 
 

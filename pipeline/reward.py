@@ -8,7 +8,8 @@ With the *soft* preset (alpha = beta = -0.07) a model twice as slow as another n
 more accuracy for the same reward (2 ** -0.07 = 0.9526).  The *hard* preset (alpha = 0,
 beta = -1) leaves models within the target unpenalised and divides the accuracy of slower ones
 by how far they overshoot.  AKD's main searches use a latency target; its Table 8 swaps in a
-FLOPs (MACs) target; KDAS constrains parameters, hence the three cost kinds.
+FLOPs (MACs) target; KDAS constrains parameters; ``memory_mb`` is the inference memory
+(`models.memory` estimates it, a phone measures it: ``MEMORY_SOURCES``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-CostName = Literal["latency_ms", "macs", "params"]
-COST_NAMES: tuple[str, ...] = ("latency_ms", "macs", "params")
+CostName = Literal["latency_ms", "macs", "params", "memory_mb"]
+COST_NAMES: tuple[str, ...] = ("latency_ms", "macs", "params", "memory_mb")
+MEMORY_SOURCES: tuple[str, ...] = ("estimate", "measured")  # where a row's memory_mb comes from
 
 SOFT: tuple[float, float] = (-0.07, -0.07)  # (alpha, beta), MnasNet's soft constraint
 HARD: tuple[float, float] = (0.0, -1.0)  # MnasNet's hard constraint
@@ -29,7 +31,7 @@ def reward(accuracy: float, cost: float, target: float, alpha: float, beta: floa
     """``accuracy * (cost / target) ** w`` with ``w = alpha if cost <= target else beta``.
 
     ``accuracy`` is a fraction in [0, 1]; ``cost`` and ``target`` are positive numbers in the same
-    unit (milliseconds, MACs or parameters).  Raises ValueError otherwise.
+    unit (milliseconds, MACs, parameters or MB).  Raises ValueError otherwise.
     """
     if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
         raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy}")

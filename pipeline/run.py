@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from models.files import atomic_write_json, read_json
-from pipeline.config import config_hash, save_config, saved_config_hash
+from pipeline.config_hash import config_hash, save_config, saved_config_hash
 from pipeline.config_paths import resolve_path
 from pipeline.layout import RunLayout, baseline_label, searched_label
 from pipeline.lock import folder_contents

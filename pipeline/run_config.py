@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.export.common import DEFAULT_FORMATS, FORMATS
-from pipeline.config import SECTIONS, ConfigError, SearchConfig, _backend_spec, _plain, _require
+from pipeline.config import SECTIONS, ConfigError, SearchConfig, _backend_spec, _require
 from pipeline.config_paths import resolve_path, with_absolute_paths
+from pipeline.config_toml import plain
 from pipeline.registry import LOSSES
 from pipeline.train_settings import TrainRecipe
 
@@ -80,7 +81,7 @@ class RunConfig(SearchConfig):
             raise ConfigError("train.losses has kd/od, which needs teacher.spec")
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in RUN_SECTIONS}
+        return {name: plain(dataclasses.asdict(getattr(self, name))) for name in RUN_SECTIONS}
 
     def search_config(self) -> SearchConfig:
         """The search part alone: the search stage's hash does not change with [train]/[export]."""

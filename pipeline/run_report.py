@@ -119,17 +119,21 @@ def _search_section(
         chosen = winners if winners is not None else read_json(search.best_arch_json)
         lines += kdas_section(config, rows, chosen, figures)
     front = pareto_front([(r.accuracy, float(r.cost(cost_name))) for r in rows])
+    memory = config.reward.needs_memory and cost_name != "memory_mb"  # a column of its own
     lines += [
         "Pareto front:",
         "",
         markdown_table(
-            ["proxy acc (%)", cost_name, "MACs (M)", "params (M)", "generation", "key"],
+            ["proxy acc (%)", cost_name, "MACs (M)", "params (M)"]
+            + ["memory (MB)"] * memory
+            + ["generation", "key"],
             [
                 (
                     pct(rows[i].accuracy),
                     num(float(rows[i].cost(cost_name)), ".4g"),
                     f"{rows[i].macs / 1e6:.1f}",
                     f"{rows[i].params / 1e6:.3f}",
+                    *[num(rows[i].memory_mb, ".2f")] * memory,
                     rows[i].generation,
                     f"`{rows[i].key}`",
                 )
@@ -138,6 +142,23 @@ def _search_section(
         ),
         "",
     ]
+    lines += memory_lines(config, winners or [])
+
+
+def memory_lines(config: SearchConfig, winners) -> list[str]:
+    """Where the memory numbers come from and each winner's, when the run uses memory."""
+    if not config.reward.needs_memory:
+        return []
+    source = config.reward.memory_source
+    how = "`models.memory` estimate" if source == "estimate" else "measured on the phone"
+    budget = f", budget {config.reward.max_memory_mb:g} MB" if config.reward.max_memory_mb else ""
+    chosen = [
+        f"`{w['key']}` {num(w.get('memory_mb'), '.2f')} MB"
+        + ("" if w.get("within_memory", True) else " (OVER the budget: none fits)")
+        for w in winners
+        if w.get("arch")
+    ]
+    return [f"Memory (MB, {how}{budget}); winners: {', '.join(chosen) or 'none'}.", ""]
 
 
 def _latency_where(rows) -> str:

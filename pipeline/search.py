@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from models.files import append_line
-from pipeline.config import SearchConfig, config_hash, save_config
+from pipeline.candidate_memory import estimated_memory, measured_memory
+from pipeline.config import SearchConfig
+from pipeline.config_hash import config_hash, save_config
 from pipeline.executor import TrainJob
 from pipeline.layout import SearchLayout
 from pipeline.lock import folder_contents, folder_lock
@@ -333,6 +335,7 @@ class Search:
             macs=cost.macs,
             params=cost.params,
             config_hash=self.hash,
+            **estimated_memory(self.config.reward, arch),
         )
         if isinstance(result, BaseException):
             return self.store.insert(
@@ -363,6 +366,7 @@ class Search:
 
             try:
                 record = self.setup.chain.measure(arch)
+                memory = measured_memory(self.config.reward, record, arch.key())
             except LatencyUnavailableError as error:
                 if self.setup.chain.best_rank() is None:
                     raise SearchError(
@@ -373,7 +377,7 @@ class Search:
                     row = self.store.update(row.id, status="failed", reward=0.0, error=str(error))
                     self._log_event(row, "scored")
                 return row
-            values = record.row_values()
+            values = {**record.row_values(), **memory}
         with write_in_progress():
             row = self.store.update(row.id, **values)
             row = self.store.update(row.id, status=status, reward=self._reward(row))
@@ -435,9 +439,10 @@ class Search:
                 f"re-measured {row.key} on {record.spec}: {record.latency_ms:.3f} ms "
                 f"(was {row.latency_ms:.3f} ms from {row.latency_spec})"
             )
+            memory = measured_memory(self.config.reward, record, row.key)
             for same in self.store.candidates("WHERE key = ?", (row.key,)):
                 with write_in_progress():
-                    updated = self.store.update(same.id, **record.row_values())
+                    updated = self.store.update(same.id, **record.row_values(), **memory)
                     updated = self.store.update(same.id, reward=self._reward(updated))
                     self._log_event(updated, "remeasured")
             done += 1

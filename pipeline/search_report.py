@@ -21,7 +21,7 @@ from models.files import atomic_write, atomic_write_json
 from pipeline.config import SearchConfig
 from pipeline.layout import SearchLayout
 from pipeline.pareto import pareto_front, plot_front, write_csv
-from pipeline.winners import WINNER_FIELDS, pick_winners
+from pipeline.winners import WINNER_FIELDS, memory_budgets, pick_winners
 
 CSV_FIELDS = (*WINNER_FIELDS[:-1], "reward", "status", "train_seconds", "arch")
 
@@ -32,7 +32,7 @@ def report_targets(config: SearchConfig) -> list[float]:
 
 def winners_of(rows: Sequence[Any], config: SearchConfig) -> list[dict[str, Any]]:
     """`pipeline.winners.pick_winners` with this config's targets, reward and memory budget."""
-    return pick_winners(rows, report_targets(config), config.reward.spec(), config.max_params())
+    return pick_winners(rows, report_targets(config), config.reward.spec(), memory_budgets(config))
 
 
 def _front(rows: Sequence[Any], cost_name: str) -> list[int]:

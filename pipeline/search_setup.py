@@ -28,7 +28,7 @@ class SearchSetup:
     space: Any
     reward_spec: Any
     executor: Executor
-    chain: Any  # LatencyChain or None (reward cost macs / params)
+    chain: Any  # LatencyChain or None (reward cost macs / params / estimated memory)
     teacher_note: str = ""
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -89,7 +89,8 @@ def build_setup(config: SearchConfig, log: Callable[[str], None]) -> SearchSetup
     executor = build_executor(config, task, log)
     setup = SearchSetup(config, space, config.reward.spec(), executor, None, note)
     setup.closers.append(executor.close)
-    if config.reward.cost == "latency_ms":
+    reward = config.reward
+    if reward.cost == "latency_ms" or (reward.needs_memory and reward.memory_source == "measured"):
         setup.chain = _latency_chain(config, setup, log)
     return setup
 

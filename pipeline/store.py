@@ -3,8 +3,9 @@
 Tables:
 
 * ``candidates``: one row per proposed candidate, keyed by (generation, slot): arch string, key,
-  choices, status, accuracy, latency (+ source, device, backend spec), MACs, params, reward, wall
-  times, the config hash and, for a duplicate arch, the id of the row whose result it reuses.
+  choices, status, accuracy, latency (+ source, device, backend spec), MACs, params, memory (+
+  source, when the run needs it: `pipeline.search`), reward, wall times, the config hash and,
+  for a duplicate arch, the id of the row whose result it reuses.
   A row is inserted as soon as its training ends (status ``trained``), then completed with its
   latency and reward (``ok``, ``terminated`` when early termination cut it short, or ``failed``).
 * ``generations``: one row per finished controller update, with the controller's full state
@@ -55,6 +56,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     latency_rank INTEGER,
     macs INTEGER NOT NULL,
     params INTEGER NOT NULL,
+    memory_mb REAL,
+    memory_source TEXT,
     reward REAL,
     train_seconds REAL,
     latency_seconds REAL,
@@ -98,6 +101,8 @@ class Candidate:
     latency_rank: int | None
     macs: int
     params: int
+    memory_mb: float | None
+    memory_source: str | None  # "estimate" (models.memory) or "measured" (on latency_spec)
     reward: float | None
     train_seconds: float | None
     latency_seconds: float | None
@@ -107,7 +112,8 @@ class Candidate:
     created_at: float
 
     def cost(self, name: str) -> float | None:
-        """The reward cost of this candidate: ``latency_ms``, ``macs`` or ``params``."""
+        """The reward cost of this candidate: ``latency_ms``, ``macs``, ``params`` or
+        ``memory_mb``."""
         return getattr(self, name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +122,22 @@ class Candidate:
 
 CANDIDATE_COLUMNS = [f.name for f in fields(Candidate)]
 SELECT_CANDIDATES = f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM candidates"
+# columns added after stores were written: NULL in older rows, added when such a store is opened
+ADDED_COLUMNS = {"memory_mb": "REAL", "memory_source": "TEXT"}
+
+
+def select_candidates(have: set[str]) -> str:
+    """`SELECT_CANDIDATES` for a table with the columns `have` (NULL for missing added ones)."""
+    names = [
+        c if c in have or c not in ADDED_COLUMNS else f"NULL AS {c}" for c in CANDIDATE_COLUMNS
+    ]
+    return f"SELECT {', '.join(names)} FROM candidates"
+
+
+def candidate_columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(candidates)")}
+
+
 GENERATION_COLUMNS = (
     "generation",
     "controller_state",
@@ -136,7 +158,8 @@ def candidate_from_values(values: Sequence[Any]) -> Candidate:
 def candidate_from_dict(data: dict[str, Any]) -> Candidate:
     """A `Candidate` from ``to_dict()`` output (e.g. a line of evaluations.jsonl); a
     `KeyError` / `TypeError` / `ValueError` when a field is missing or of the wrong kind."""
-    values = {name: data[name] for name in CANDIDATE_COLUMNS}
+    values = {name: data[name] for name in CANDIDATE_COLUMNS if name not in ADDED_COLUMNS}
+    values.update({name: data.get(name) for name in ADDED_COLUMNS})
     values["choices"] = tuple(int(c) for c in values["choices"])
     for name in ("id", "generation", "slot", "macs", "params"):
         values[name] = int(values[name])
@@ -185,6 +208,10 @@ class ResultsStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                have = candidate_columns(db)
+                for name, kind in ADDED_COLUMNS.items():
+                    if name not in have:  # a store from before this column
+                        db.execute(f"ALTER TABLE candidates ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as error:
             self._db.close()
             if disk_full(error):  # not damage: the caller says to free space

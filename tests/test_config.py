@@ -9,12 +9,11 @@ from pipeline.config import (
     ConfigError,
     SearchConfig,
     TeacherConfig,
-    config_hash,
     load_config,
-    parse_overrides,
-    save_config,
 )
+from pipeline.config_hash import config_hash, save_config
 from pipeline.config_paths import with_absolute_paths
+from pipeline.config_toml import parse_overrides
 from pipeline.run_config import RUN_SECTIONS, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +112,7 @@ def test_quickstart_config_is_valid():
 
 
 def test_where_a_run_trains_is_outside_the_hash_and_checked():
-    from pipeline.config import config_hash
+    from pipeline.config_hash import config_hash
 
     base = load_config(None, {"proxy": {"loss": "ce"}})
     moved = load_config(

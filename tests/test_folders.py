@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.config import load_config, save_config
+from pipeline.config import load_config
+from pipeline.config_hash import save_config
 from pipeline.config_paths import resolve_path
 from pipeline.layout import SearchLayout
 from pipeline.run import RunError, discard_unstarted_run, prepare_run_dir

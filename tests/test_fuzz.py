@@ -124,7 +124,8 @@ _SETTINGS = st.one_of(
 @FUZZ
 @given(st.lists(_SETTINGS, min_size=1, max_size=4))
 def test_set_values_parse_or_raise_config_error(settings_):
-    from pipeline.config import ConfigError, load_config, parse_overrides
+    from pipeline.config import ConfigError, load_config
+    from pipeline.config_toml import parse_overrides
 
     try:
         load_config(None, parse_overrides(settings_))

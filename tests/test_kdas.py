@@ -15,10 +15,11 @@ from search_helpers import make_tiny_teacher
 from models.addon_space import AddonSpace
 from models.network import decode_network
 from pipeline.cli import cli
-from pipeline.config import ConfigError, config_hash, load_config
+from pipeline.config import ConfigError, load_config
+from pipeline.config_hash import config_hash
 from pipeline.reward import RewardSpec
 from pipeline.store import ResultsStore
-from pipeline.winners import pick_winners
+from pipeline.winners import MemoryBudget, pick_winners
 
 RESNET20_PARAMS = 269_722  # the CIFAR ResNet-20 at 10 classes (He et al.: 0.27M)
 CE = {"proxy": {"loss": "ce"}}
@@ -112,22 +113,28 @@ class Row:
     latency_spec: str = "host:tflite"
     macs: int = 1
     generation: int = 0
+    memory_mb: float | None = None
+    memory_source: str | None = None
 
     def cost(self, name: str):
         return getattr(self, name)
 
 
+def params_budget(limit: int) -> MemoryBudget:
+    return MemoryBudget("params", limit, "kdas.memory_factor or memory_mb")
+
+
 def test_the_winner_is_the_most_accurate_within_the_memory_budget_and_the_target():
     rows = [Row("big", 0.9, 600), Row("mid", 0.8, 500), Row("fast", 0.7, 400, latency_ms=0.5)]
     hard = RewardSpec.preset("hard", 2.0)
-    (winner,) = pick_winners(rows, [2.0], hard, max_params=500)
+    (winner,) = pick_winners(rows, [2.0], hard, [params_budget(500)])
     assert winner["key"] == "mid" and winner["within_memory"] and winner["max_params"] == 500
     assert pick_winners(rows, [2.0], hard)[0]["key"] == "big"  # no budget: as before
     assert "within_memory" not in pick_winners(rows, [2.0], hard)[0]
     # memory and latency together: within both
-    assert pick_winners(rows, [0.6], hard, max_params=500)[0]["key"] == "fast"
+    assert pick_winners(rows, [0.6], hard, [params_budget(500)])[0]["key"] == "fast"
     # nothing fits the memory: the rule without the budget, flagged and explained
-    over = pick_winners(rows, [0.6], hard, max_params=100)[0]
+    over = pick_winners(rows, [0.6], hard, [params_budget(100)])[0]
     assert over["key"] == "fast" and over["within_memory"] is False and over["within_target"]
     assert "raise kdas.memory_factor" in over["note"]
 

@@ -35,6 +35,8 @@ class Row:
     macs: int = 1
     params: int = 1
     generation: int = 0
+    memory_mb: float | None = None
+    memory_source: str | None = None
 
     def cost(self, name: str):
         return getattr(self, name)
