@@ -54,6 +54,16 @@ def median_and_range(values: Sequence[float], decimals: int) -> tuple[float, str
     return statistics.median(values), f"{min(values):.{decimals}f}-{max(values):.{decimals}f}"
 
 
+def seconds_rows(header: str, seconds: dict[str, list[float]], names: dict[str, str]) -> list:
+    """Markdown rows ``| names[k] | median | min-max | n |`` for each list of `seconds`, under
+    a header whose first column is `header`."""
+    rows = [f"| {header} | median s per file | min-max s | n |", "|---|---:|---:|---:|"]
+    for name, values in seconds.items():
+        median, spread = median_and_range(values, 3)
+        rows.append(f"| {names[name]} | {median:.3f} | {spread} | {len(values)} |")
+    return rows
+
+
 def publish(title: str, table_markdown: str, notes: str, *, write: bool) -> None:
     """Print a benchmark's table and notes; with `write`, also into its BENCHMARKS.md section,
     stamped with the command line that ran this script."""

@@ -8,7 +8,7 @@ The same `--n` random archs of the space (seeded) are made both ways, one arch a
 - litert-torch: `models.export.latency_artifact` into an empty cache (build the module, convert,
   check, write the bundle), in this process after one unmeasured warm-up conversion;
 - direct: `device_bench.direct_files.write_direct` (write_network + atomic write), and the fp16
-  and int8 files derived from it (`direct_bytes`).
+  and int8 files derived from it (`direct_bytes`; int8 without calibration).
 
 Every pair is compared op by op (`graph_differences`), then both files are timed on host:tflite
 side by side (`HostTFLiteBackend`, alternating which goes first); the ratio is of min_ms
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import median_and_range, publish  # noqa: E402
+from _report import median_and_range, publish, seconds_rows  # noqa: E402
 
 from device_bench.direct_files import direct_bytes, graph_differences, write_direct  # noqa: E402
 from device_bench.host import HostTFLiteBackend  # noqa: E402
@@ -79,16 +79,13 @@ def main() -> None:
             )
     load_after = os.getloadavg()
 
-    rows = ["| file | median s per candidate | min-max s | n |", "|---|---:|---:|---:|"]
     names = {
         "litert": "fp32, litert-torch (`latency_artifact`, warm process)",
         "direct": "fp32, direct (`write_direct`)",
         "direct-fp16": "fp16, direct + ai-edge-quantizer",
-        "direct-int8": "int8, direct + calibration + ai-edge-quantizer",
+        "direct-int8": "int8, direct + ai-edge-quantizer (fixed ranges, no calibration)",
     }
-    for name, values in seconds.items():
-        median, spread = median_and_range(values, 3)
-        rows.append(f"| {names[name]} | {median:.3f} | {spread} | {len(values)} |")
+    rows = seconds_rows("file", seconds, names)
     speedup = statistics.median(seconds["litert"]) / statistics.median(seconds["direct"])
     ratio, ratio_spread = median_and_range(ratios, 3)
     within = sum(abs(r - 1) <= 0.05 for r in ratios) / len(ratios)

@@ -7,6 +7,9 @@ section with the accuracy, the speed modes, the passes run and the machine load.
 
     python bench/table_rebuild.py --out /tmp/tables/host_tflite_mnas-cifar_32.csv \\
         --space mnas-cifar --input 32 --n 40 --seed 11 --write
+
+`--precision int8` (or fp16) builds and validates the table of that precision's files (its own
+BENCHMARKS.md section).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._report import write_section  # noqa: E402
 from device_bench.table_build import BuildOptions, build_table, validate_table  # noqa: E402
+from latency_tables.identity import PRECISIONS  # noqa: E402
 from latency_tables.table import LatencyTable  # noqa: E402
 from models.space import get_space  # noqa: E402
 
@@ -39,14 +43,14 @@ def main() -> None:
         default=None,
         help="another table (e.g. the shipped one) validated on the same networks",
     )
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--write", action="store_true", help="write BENCHMARKS.md")
     args = parser.parse_args()
 
     space = get_space(args.space, args.input, args.classes)
     load_start = os.getloadavg()[0]
-    table = build_table(
-        "host:tflite", space, args.out, options=BuildOptions(networks="direct"), log=print
-    )
+    options = BuildOptions(networks="direct", precision=args.precision)
+    table = build_table("host:tflite", space, args.out, options=options, log=print)
     state = args.out.parent / f"{args.out.name}.validation-{args.seed}.state.json"
     report = validate_table(
         table, "host:tflite", args.n, args.seed, state_path=state, networks="direct",
@@ -85,24 +89,50 @@ def main() -> None:
     print(table_md)
     for warning in report["warnings"]:
         print("warning:", warning)
+    loaded = any("loaded" in warning for warning in report["warnings"])
+    one_mode = built["slow_ms"] is None and checked["slow_ms"] is None
     notes = (
-        f"host:tflite, 1 thread, XNNPACK, {args.space} at {args.input} px, on this project's "
-        f"2-core AMD EPYC VM shared with other jobs (1-min load {load_start:.2f} when the "
-        f"report was started; the medians above are over the measurement batches). "
-        "Targets (issue 16): >= 95% within +-10% and >= 80% within +-5%, quiet or with one "
-        "other single-threaded job; this run was far more loaded than that, so it does not "
-        "show whether the targets are met: they need a quiet machine. The machine ran in one "
-        "speed mode throughout (no slow batches), so the two-mode case of the issue is not "
-        "exercised here. The shipped table (older protocol, built days earlier on a VM of the "
-        "same type) scored on the same measurements shows how far a table drifts from a "
-        "machine's current state. Networks are the direct writer's graphs (op for op the "
-        "litert exports). Validation warnings: " + ("; ".join(report["warnings"]) or "none") + "."
+        f"host:tflite, 1 thread, XNNPACK, {args.space} at {args.input} px, {args.precision} "
+        f"files, on this project's 2-core AMD EPYC VM shared with other jobs (1-min load "
+        f"{load_start:.2f} when the report was started; the medians above are over the "
+        "measurement batches). Targets (issue 16): >= 95% within +-10% and >= 80% within +-5%, "
+        "quiet or with one other single-threaded job"
+        + (
+            "; this run was more loaded than that, so it does not show whether the targets "
+            "are met: they need a quiet machine. "
+            if loaded
+            else ". "
+        )
+        + (
+            "The machine ran in one speed mode throughout (no slow batches), so the two-mode "
+            "case of the issue is not exercised here. "
+            if one_mode
+            else ""
+        )
+        + (
+            "The compared table scored on the same measurements shows how far a table drifts "
+            "from a machine's current state. "
+            if args.compare
+            else ""
+        )
+        + "Networks are the direct writer's graphs (op for op the litert exports"
+        + (
+            "; int8 ones quantised with fixed ranges, op for op the calibrated files"
+            if args.precision == "int8"
+            else ""
+        )
+        + "). Validation warnings: "
+        + ("; ".join(report["warnings"]) or "none")
+        + "."
     )
     print(notes)
     if args.write:
         command = "python bench/table_rebuild.py " + " ".join(sys.argv[1:])
+        what = f"{args.space} {args.input} px" + (
+            "" if args.precision == "fp32" else f", {args.precision}"
+        )
         write_section(
-            f"Latency table rebuild with the reference protocol ({args.space} {args.input} px)",
+            f"Latency table rebuild with the reference protocol ({what})",
             command,
             table_md,
             notes=notes,

@@ -3,10 +3,11 @@ converter, and the op-by-op comparison that keeps them honest.
 
 A litert-torch conversion of a candidate costs ~7 s of CPU (tracing, decompositions, lowering);
 the direct writer lays out the same graph from the arch in ~50 ms.  fp16 and int8 files are
-derived from the direct fp32 flatbuffer exactly as the converter path derives them from its
-fp32 file (`models.export.tflite.quantize_fp16` / `quantize_int8`, calibrated on the same seeded
-Gaussian images as `models.export.cache.latency_artifact`), so every TFLite format has a direct
-file.  ONNX is not covered: `torch.onnx` is already ~0.2 s per network and there is no writer.
+derived from the direct fp32 flatbuffer as the converter path derives them from its fp32 file
+(`models.export.tflite.quantize_fp16`; int8 with `quantize_int8_for_timing`: the graph the
+calibrated `quantize_int8` makes, op for op, without running a calibration interpreter, since
+the values of the ranges do not change latency), so every TFLite format has a direct file.
+ONNX is not covered: `torch.onnx` is already ~0.2 s per network and there is no writer.
 
 `graph_signature` is what "the same graph" means: the multiset of (op, input shapes and types,
 output shapes and types, options) of the one subgraph.  Weight values are not compared (the
@@ -21,7 +22,7 @@ from pathlib import Path
 from device_bench.layer_writer import UnsupportedLayer, supports, write_network
 
 DIRECT_FORMATS = ("tflite", "tflite-fp16", "tflite-int8")
-WRITER_VERSION = 2  # bump when write_network's output changes
+WRITER_VERSION = 3  # bump when write_network's output changes (3: int8 without calibration)
 SEED = 0
 
 
@@ -42,16 +43,10 @@ def direct_bytes(arch, fmt: str) -> bytes:
         raise UnsupportedLayer(
             f"the direct writer makes {', '.join(DIRECT_FORMATS)} files, not {fmt!r}"
         )
-    fp32 = write_network(arch, seed=SEED)
-    if fmt == "tflite":
-        return fp32
-    from models.export import tflite
+    from models.export.common import FORMATS
+    from models.export.tflite import for_timing
 
-    if fmt == "tflite-fp16":
-        return tflite.quantize_fp16(fp32)
-    from models.export.cache import LATENCY_CALIBRATION_IMAGES, latency_calibration
-
-    return tflite.quantize_int8(fp32, latency_calibration(arch, LATENCY_CALIBRATION_IMAGES))
+    return for_timing(write_network(arch, seed=SEED), FORMATS[fmt].precision)
 
 
 def direct_path(cache_dir: str | Path, arch, fmt: str) -> Path:

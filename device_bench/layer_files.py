@@ -13,6 +13,11 @@ Two ways to make the files (``converter``):
 * ``litert``: litert-torch itself, in chunks (`layer_models.convert_chunk`: one conversion of
   many independent branches, then split per layer), optionally in several processes at once.
 
+fp16 and int8 tables time layer files derived from these (``<converter>-<precision>/``, made
+by `models.export.tflite.for_timing`): int8 without calibration and with int8 input and output,
+so a layer file is exactly its slice of an int8 network (the network's one QUANTIZE and
+DEQUANTIZE at its ends fall into the table's fitted offset).
+
 Each file appears atomically (`models.files.atomic_write`), then its record (size, sha256), so an
 interrupted build keeps every finished file; a file without a record (the build stopped between
 the two) is made again, and one whose size or content does not match its record (damaged on
@@ -45,9 +50,12 @@ def layer_root(cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir) / f"layers-v{LAYER_FILES_VERSION}-{digest}"
 
 
-def layer_path(root: Path, key: LayerKey, converter: str = "direct") -> Path:
+def layer_path(
+    root: Path, key: LayerKey, converter: str = "direct", precision: str = "fp32"
+) -> Path:
     digest = hashlib.sha256(key.encode().encode()).hexdigest()[:16]
-    return root / converter / str(key.input_size) / f"{digest}.tflite"
+    folder = converter if precision == "fp32" else f"{converter}-{precision}"
+    return root / folder / str(key.input_size) / f"{digest}.tflite"
 
 
 def _record_path(path: Path) -> Path:
@@ -104,15 +112,33 @@ def ensure_layer_files(
     chunk_size: int = DEFAULT_CHUNK,
     jobs: int = 1,
     converter: str = "direct",
+    precision: str = "fp32",
     on_done: Callable[[int], None] | None = None,
 ) -> dict[LayerKey, Path]:
-    """Path of every key's layer file, making the missing ones.  `on_done(n)` is called as
-    files appear.  With ``converter="litert"`` (or for layers the direct writer does not
-    cover) litert-torch converts chunks of `chunk_size` layers in `jobs` processes at once."""
-    from device_bench.layer_writer import supports, write_layer
-
+    """Path of every key's layer file of `precision`, making the missing ones.  `on_done(n)`
+    is called as files appear.  With ``converter="litert"`` (or for layers the direct writer
+    does not cover) litert-torch converts chunks of `chunk_size` layers in `jobs` processes at
+    once.  fp16 / int8 files are derived from the fp32 ones (made first, not counted)."""
     if converter not in CONVERTERS:
         raise ValueError(f"converter must be one of {CONVERTERS}, got {converter!r}")
+    if precision == "fp32":
+        return _ensure_fp32(keys, cache_dir, chunk_size, jobs, converter, on_done)
+    from models.export.tflite import for_timing
+
+    fp32 = _ensure_fp32(keys, cache_dir, chunk_size, jobs, converter, None)
+    paths = {}
+    for key, source in fp32.items():
+        made_by = source.parent.parent.name  # "direct" or "litert" (a layer the writer lacks)
+        paths[key] = layer_path(layer_root(cache_dir), key, made_by, precision)
+        if not _intact(paths[key]):
+            _store(paths[key], for_timing(source.read_bytes(), precision, io="int8"))
+        on_done and on_done(1)
+    return paths
+
+
+def _ensure_fp32(keys, cache_dir, chunk_size, jobs, converter, on_done) -> dict[LayerKey, Path]:
+    from device_bench.layer_writer import supports, write_layer
+
     root = layer_root(cache_dir)
     paths, missing = {}, []
     present = 0

@@ -161,7 +161,9 @@ def adapt_table(
         "reference": reference_arch.encode(),
     }
     run = MeasureRun(Path(str(out_path) + ".state.json"), identity_id(fingerprint), what)
-    nets = network_files(archs, cache_dir, progress("converting networks", n), networks)
+    nets = network_files(
+        archs, cache_dir, progress("converting networks", n), networks, source.precision
+    )
     advance = progress(f"measuring ({passes}+ passes)", run.remaining(list(nets), passes))
     run.measure(
         spec, [(nets, NETWORK_SETTINGS)], passes, batch=NETWORK_BATCH, on_progress=advance,

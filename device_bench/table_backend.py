@@ -98,7 +98,7 @@ class TableBackend:
             self.table.check_fingerprint(fingerprint, self.measure_missing)
             self._measure_missing_checked = True
         cache = self.cache_dir or cache_root()
-        path = ensure_layer_files([key], cache)[key]
+        path = ensure_layer_files([key], cache, precision=self.table.precision)[key]
         found: list[Measurement] = []
 
         def record(_path: str, measurement: Measurement | None, error: str) -> None:

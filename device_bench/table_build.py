@@ -70,8 +70,15 @@ class BuildOptions:
     converter: str = "direct"
     networks: str = "litert"
     max_passes: int = DEFAULT_PASSES + 3  # adaptive passes for files not settled yet
+    precision: str = DEFAULT_PRECISION  # of the timed layer and network files: fp32|fp16|int8
 
 
+# how the timed files of an fp16 / int8 table are made (recorded in its header's protocol)
+PRECISION_FILES = {
+    "fp16": "fp16 weights (ai-edge-quantizer float casting) of the fp32 layer and network files",
+    "int8": "static int8 (ai-edge-quantizer static_wi8_ai8) of the fp32 files; layers with int8 "
+    "input and output and fixed activation ranges (no calibration); networks with float I/O",
+}
 REFERENCE_SEED = 4242  # the reference network: the first arch this seed samples
 # networks per batch process when only whole networks are timed (validate, adapt): small
 # enough that every pass gives several reference timings to tell speed modes apart
@@ -111,35 +118,40 @@ def network_files(
     cache_dir: str | os.PathLike,
     on_done: Callable[[int], None],
     networks: str = "litert",
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[str, Path]:
-    """arch string -> whole-network .tflite file, cached.
+    """arch string -> whole-network .tflite file of `precision`, cached.
 
     ``litert``: the real export (`models.export.latency_artifact`, converted in a warm worker,
-    ~13-120 s each here depending on load).  ``direct``: `layer_writer.write_network`, the same
-    graph op for op (checked against every real conversion in the tests), in ~0.2 s."""
+    ~13-120 s each here depending on load; int8 calibrated).  ``direct``:
+    `direct_files.direct_bytes`, the same graph op for op (checked against every real
+    conversion in the tests), in ~0.05-0.3 s."""
+    from models.export.common import FORMATS, format_at_precision
+
     if networks not in NETWORK_SOURCES:
         raise ValueError(f"networks must be one of {NETWORK_SOURCES}, got {networks!r}")
+    fmt = format_at_precision("tflite", precision)
     files: dict[str, Path] = {}
     if networks == "direct":
+        from device_bench.direct_files import direct_bytes
         from device_bench.layer_files import layer_root
-        from device_bench.layer_writer import write_network
 
-        root = layer_root(cache_dir) / "networks-direct"
+        folder = "networks-direct" + ("" if precision == DEFAULT_PRECISION else f"-{precision}")
+        root = layer_root(cache_dir) / folder
         for arch in archs:
             path = root / str(arch.input_size) / f"{arch.key()}.tflite"
             if not path.is_file():
-                atomic_write(path, write_network(arch))
+                atomic_write(path, direct_bytes(arch, fmt))
             files[arch.encode()] = path
             on_done(1)
         return files
     from models.export.cache import cached_bundle
-    from models.export.common import FORMATS
 
     missing = []
     for arch in archs:
-        bundle = cached_bundle(cache_dir, arch, "tflite")
+        bundle = cached_bundle(cache_dir, arch, fmt)
         if (bundle / "metadata.json").is_file():
-            files[arch.encode()] = bundle / FORMATS["tflite"].filename
+            files[arch.encode()] = bundle / FORMATS[fmt].filename
             on_done(1)
         else:
             missing.append(arch)
@@ -148,7 +160,7 @@ def network_files(
 
         with ExportWorker(num_threads=1) as worker:
             for arch in missing:
-                files[arch.encode()] = worker.latency_artifact(arch, "tflite", cache_dir)
+                files[arch.encode()] = worker.latency_artifact(arch, fmt, cache_dir)
                 on_done(1)
     return files
 
@@ -208,9 +220,12 @@ def build_table(
     started = time.perf_counter()
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
     backend = backend_from_spec(spec, LAYER_SETTINGS)
-    fingerprint = with_precision(backend.fingerprint(), DEFAULT_PRECISION)
+    fingerprint = with_precision(backend.fingerprint(), options.precision)
     keys = space_keys(space)
-    log(f"{space.name} at {space.input_size} px: {len(keys)} layer variants (stem, layers, head)")
+    log(
+        f"{space.name} at {space.input_size} px: {len(keys)} layer variants (stem, layers, "
+        f"head), {options.precision} files"
+    )
     advance = progress("converting layers", len(keys))
     files = ensure_layer_files(
         keys,
@@ -218,11 +233,12 @@ def build_table(
         chunk_size=options.chunk_size,
         jobs=options.jobs,
         converter=options.converter,
+        precision=options.precision,
         on_done=advance,
     )
     archs = sample_archs(space, options.calibrate, options.calibration_seed)
     advance = progress("converting calibration networks", len(archs))
-    nets = network_files(archs, cache_dir, advance, options.networks)
+    nets = network_files(archs, cache_dir, advance, options.networks, options.precision)
     what = {  # what must match to resume; more --passes extends a finished run
         "space": space_header(space),
         "calibration": [options.calibrate, options.calibration_seed, options.networks],
@@ -270,6 +286,11 @@ def build_table(
                 "reference": {"arch": reference_arch.encode(), **modes},
                 "max_passes": options.max_passes,
                 "passes_run": run.pass_count(),
+                **(
+                    {}
+                    if options.precision == DEFAULT_PRECISION
+                    else {"files": PRECISION_FILES[options.precision]}
+                ),
             },
             # file preparation of the last run + measuring over all runs (resumes included)
             "build_seconds": round(prepare_seconds + run.state.get("seconds", 0.0), 1),
@@ -335,7 +356,7 @@ def validate_table(
     run = MeasureRun(state_path, identity_id(fingerprint), what)
     if measure:
         advance = progress("converting networks", len(archs))
-        nets = network_files(archs, cache_dir, advance, networks)
+        nets = network_files(archs, cache_dir, advance, networks, table.precision)
         todo = run.remaining(list(nets), passes)
         advance = progress(f"measuring ({passes}+ passes)", todo)
         run.measure(
@@ -358,6 +379,7 @@ def validate_table(
         )
     report = accuracy_report(rows, table, spec, seed, passes, run.state["load"])
     report["networks"] = networks
+    report["precision"] = table.precision
     report["modes"] = modes
     report["passes_run"] = run.pass_count()
     report["warnings"] = run_warnings(modes, run.state["load"], table)

@@ -50,8 +50,8 @@ class MeasureRun:
                 ) from None
             if saved.get("version") != STATE_VERSION or saved.get("device") != device_id:
                 raise MeasurementError(
-                    f"{self.path} holds a run for another device or pearl version; delete it "
-                    "or choose another output file"
+                    f"{self.path} holds a run for another device, precision or pearl version; "
+                    "delete it or choose another output file"
                 )
             if saved.get("what") != what:
                 raise MeasurementError(

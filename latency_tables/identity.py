@@ -38,10 +38,13 @@ def identity_id(fingerprint: Mapping[str, Any]) -> str:
 
 def differences(table: Mapping[str, Any], device: Mapping[str, Any]) -> list[str]:
     """``"name: table X vs device Y"`` for every matched field that differs.  A field the
-    table does not record (a table written by an older pearl) is not compared."""
+    table does not record (a table written by an older pearl) is not compared; nor is the
+    precision when `device` is a backend's own fingerprint (it says nothing of the files:
+    `with_precision` adds it)."""
     mine, theirs = identity(table), identity(device)
-    for side in (mine, theirs):
-        side.setdefault("precision", DEFAULT_PRECISION)
+    mine.setdefault("precision", DEFAULT_PRECISION)
+    if "precision" not in theirs:
+        del mine["precision"]
     return [
         f"{name}: table {mine.get(name)!r} vs device {theirs.get(name)!r}"
         for name in sorted(set(mine) | set(theirs))

@@ -235,6 +235,21 @@ class LatencyTable:
             f"{space.get('input_size', 'N')} -o NEW.csv`"
         )
 
+    def check_precision(self, precision: str, setting: str = "latency.precision") -> None:
+        """Raise `TableError` when the table was measured on files of another precision than
+        the ones to predict (`setting` names where that precision was chosen)."""
+        if precision == self.precision:
+            return
+        space = self.space
+        raise TableError(
+            f"latency table {self.name} predicts {self.precision} files, but {precision} files "
+            f"are asked for ({setting} = {precision!r}): set {setting} = {self.precision!r} to "
+            f"use this table, or build a table of {precision} files with `pearl tables build "
+            f"--device {self.header.get('device_spec', 'DEVICE')} --space "
+            f"{space.get('name', 'SPACE')} "
+            f"--input {space.get('input_size', 'N')} --precision {precision} -o NEW.csv`"
+        )
+
     # -- prediction ---------------------------------------------------------------------------
 
     def entry(self, key: LayerKey) -> Entry:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from latency_tables.identity import PRECISIONS
 from models.space import SPACE_DEFAULTS
 
 CACHE_OPTION = click.option(
@@ -123,6 +124,9 @@ def _output_for(out: Path, spec: str, several: bool) -> Path:
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="parallel litert-torch conversion processes")  # fmt: skip
 @NETWORKS_OPTION
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
+              show_default=True, help="time the layers' and networks' fp32, fp16 or int8 files "
+              "(the table serves searches with the same latency.precision)")  # fmt: skip
 @CACHE_OPTION
 def build_command(
     specs, space_name, input_size, num_classes, out, cache_dir, **build_options
@@ -141,7 +145,7 @@ def build_command(
     for spec in specs:
         _check_spec(spec)
     space = get_space(space_name, input_size, num_classes)
-    # --passes, --calibrate, --calibration-seed, --converter, --jobs, --networks
+    # --passes, --calibrate, --calibration-seed, --converter, --jobs, --networks, --precision
     options = BuildOptions(**build_options)
 
     def log(message: str) -> None:
@@ -166,7 +170,8 @@ def build_command(
             raise click.ClickException(full) from None
         c = table.correction
         click.echo(
-            f"{path}\t{spec}\t{len(table.entries)} entries\tscale {c.scale:.4f}\t"
+            f"{path}\t{spec}\t{table.precision}\t{len(table.entries)} entries\t"
+            f"scale {c.scale:.4f}\t"
             f"offset {c.offset_ms:.4f} ms\tfit RMSPE {c.fit.get('fit_rmspe', math.nan):.2%}"
         )
 
@@ -214,7 +219,7 @@ def validate_command(
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(
-        f"{report['n']} networks: {report['within_5']:.1%} within +-5%, "
+        f"{report['n']} {report['precision']} networks: {report['within_5']:.1%} within +-5%, "
         f"{report['within_10']:.1%} within +-10%, RMSPE {report['rmspe']:.2%}, "
         f"mean error {report['mean_error']:+.2%}"
     )

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device_bench.spec import BackendSpec
+from latency_tables.identity import PRECISIONS
 from models.cache_dir import (
     ARTIFACTS_DIR,
     CACHE_DIR_VARIABLE,
@@ -229,11 +230,19 @@ class LatencyConfig:
     direct_files: bool = True  # write .tflite latency files directly (no converter), guarded
     direct_check_every: int = 20  # ...and convert every Nth arch (and every winner) to compare
     remeasure_top: int = 3  # re-measure this many front-runners when a better backend returns
+    precision: str = "fp32"  # of the files timed and the tables used: fp32 | fp16 | int8
 
     def __post_init__(self) -> None:
         _require(self.threads >= 1, "latency.threads", "must be >= 1")
+        _require(self.precision in PRECISIONS, "latency.precision", f"must be one of {PRECISIONS}")
         for spec in self.backends:
-            _backend_spec(spec, "latency.backends")
+            backend = _backend_spec(spec, "latency.backends")
+            _require(
+                self.precision == "fp32" or backend.artifact_format in (None, "tflite"),
+                "latency.backends",
+                f"{spec} times fp32 .onnx files only; with latency.precision = "
+                f"{self.precision!r} use .tflite backends (host:tflite, adb:SERIAL, table:FILE)",
+            )
         _require(self.remeasure_top >= 0, "latency.remeasure_top", "must be >= 0")
         _require(self.direct_check_every >= 1, "latency.direct_check_every", "must be >= 1")
 

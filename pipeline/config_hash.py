@@ -53,6 +53,8 @@ def config_hash(config: Any) -> str:
     for key, default in (("memory_source", "estimate"), ("max_memory_mb", 0)):
         if data["reward"].get(key) == default:  # runs from before memory costs
             del data["reward"][key]
+    if data.get("latency", {}).get("precision") == "fp32":  # runs from before precisions
+        del data["latency"]["precision"]
     data = {section: values for section, values in data.items() if values}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

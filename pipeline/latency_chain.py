@@ -9,10 +9,13 @@ generation) and reports which came back, so the search can re-measure front-runn
 scored by a worse backend (`needs_remeasure`) before they can win.
 
 File-based backends time an exported file: an arch's latency-only export
-(`models.export.latency_artifact`, cached by arch key) in the format the backend runs; a table
-backend (one that has ``measure_arch``) predicts from the arch itself.  A candidate's latency is
-`device_bench.ranking.ranking_latency_ms`: the fastest timed run for measured numbers (the
-statistic least moved by other load on the machine), the predicted median for tables.
+(`models.export.latency_artifact`, cached by arch key) in the format the backend runs, at the
+chain's `precision` (fp32 ``.tflite``, or its fp16 / int8 file; ``latency.precision``); a table
+backend (one that has ``measure_arch``) predicts from the arch itself, and must have been
+measured at that precision (`LatencyTable.check_precision`, checked when the chain is built).
+A candidate's latency is `device_bench.ranking.ranking_latency_ms`: the fastest timed run for
+measured numbers (the statistic least moved by other load on the machine), the predicted median
+for tables.
 Measurements go through `device_bench.cache.measure_cached`, so nothing is timed twice on the
 same device.
 """
@@ -43,15 +46,18 @@ class LatencyRecord:
     rank: int  # position of that backend in the chain (0 = most trusted)
     seconds: float = 0.0  # wall time spent exporting + measuring
     cached: bool = False
+    precision: str = "fp32"  # of the timed file (or of the table's measurements)
     memory_mb: float | None = None  # the footprint the device reported (phones), if any
 
     def row_values(self) -> dict[str, float | int | str]:
-        """The latency columns of a results-store row."""
+        """The latency columns of a results-store row (the spec of an fp16 / int8 number
+        carries its precision: ``host:tflite (int8)``)."""
+        spec = self.spec if self.precision == "fp32" else f"{self.spec} ({self.precision})"
         return {
             "latency_ms": self.latency_ms,
             "latency_source": self.source,
             "latency_device": self.device,
-            "latency_spec": self.spec,
+            "latency_spec": spec,
             "latency_rank": self.rank,
             "latency_seconds": self.seconds,
         }
@@ -67,10 +73,14 @@ def is_drop(error: BaseException) -> bool:
 
 
 class _Entry:
-    def __init__(self, spec: str, rank: int, factory: Callable[[], Any]) -> None:
+    def __init__(self, spec: str, rank: int, factory: Callable[[], Any], precision: str) -> None:
+        from models.export.common import format_at_precision
+
         self.spec = spec
         # the export format a file-based backend times (None: it predicts from the arch)
-        self.artifact_format = BackendSpec.parse(spec).artifact_format
+        fmt = BackendSpec.parse(spec).artifact_format
+        self.artifact_format = fmt and format_at_precision(fmt, precision)
+        self.precision = precision
         self.rank = rank
         self.factory = factory
         self.backend: Any = None
@@ -81,6 +91,7 @@ class _Entry:
     def ensure(self) -> bool:
         """Build (or probe) the backend; True when it is usable now."""
         from device_bench.backends import BackendNotAvailableError
+        from latency_tables.table import TableError
 
         if self.permanent:
             return False
@@ -90,11 +101,16 @@ class _Entry:
             probe = getattr(self.backend, "available", None) or getattr(self.backend, "probe", None)
             if probe is not None and probe() is False:
                 raise ConnectionError(f"{self.spec} is not reachable")
+            table = getattr(self.backend, "table", None)
+            if table is not None:
+                table.check_precision(self.precision)  # a wrong table is an error, not "down"
             self.down_reason = None
             return True
         except BackendNotAvailableError as error:
             self.permanent = True
             self.down_reason = str(error)
+        except TableError:
+            raise
         except Exception as error:  # a phone that is not attached, a table that will not load
             self.down_reason = f"{type(error).__name__}: {error}"
         return False
@@ -118,10 +134,13 @@ class LatencyChain:
         exporter: Callable[[Any, str], Path] | None = None,
         backends: Sequence[Any] | None = None,
         log: Callable[[str], None] | None = None,
+        precision: str = "fp32",
     ) -> None:
         """`exporter(arch, fmt) -> path` makes latency files (default: in-process
         `latency_artifact` into `export_cache_dir`).  `backends` (already built objects, one per
-        spec) replace building them from the specs."""
+        spec) replace building them from the specs.  `precision` (fp32, fp16, int8): of the
+        files timed; a table of another precision raises `TableError`, a backend that has no
+        file of it (host:onnx for int8) `ExportError`."""
         if not specs:
             raise ValueError("a latency chain needs at least one backend spec, e.g. host:tflite")
         self.export_cache_dir = Path(export_cache_dir).expanduser()
@@ -135,7 +154,7 @@ class LatencyChain:
                 factory = (lambda b: lambda: b)(backends[rank])
             else:
                 factory = (lambda s: lambda: _build_backend(s, threads))(spec)
-            self.entries.append(_Entry(spec, rank, factory))
+            self.entries.append(_Entry(spec, rank, factory, precision))
         for entry in self.entries:
             if not entry.ensure():
                 self.log(f"latency backend {entry.spec} unavailable: {entry.down_reason}")
@@ -210,6 +229,7 @@ class LatencyChain:
                 rank=entry.rank,
                 seconds=time.perf_counter() - started,
                 cached=cached,
+                precision=entry.precision,
                 memory_mb=measurement.peak_memory_mb,
             )
         raise LatencyUnavailableError(

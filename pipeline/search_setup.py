@@ -125,6 +125,7 @@ def build_executor(config: SearchConfig, task: ProxyTask, log: Callable[[str], N
 def _latency_chain(config: SearchConfig, setup: SearchSetup, log: Callable[[str], None]):
     from functools import partial
 
+    from latency_tables.table import TableError
     from models.export import latency_artifact
     from pipeline.latency_chain import LatencyChain, WorkerExporter
 
@@ -144,14 +145,19 @@ def _latency_chain(config: SearchConfig, setup: SearchSetup, log: Callable[[str]
         )
         setup.closers.append(lambda: log(guard.summary()))
         exporter = guard
-    chain = LatencyChain(
-        config.latency.backends,
-        export_cache_dir=config.latency.export_cache_dir,
-        measurement_cache=measurement_cache(config.latency.measurement_cache),
-        threads=config.latency.threads,
-        exporter=exporter,
-        log=log,
-    )
+    try:
+        chain = LatencyChain(
+            config.latency.backends,
+            export_cache_dir=config.latency.export_cache_dir,
+            measurement_cache=measurement_cache(config.latency.measurement_cache),
+            threads=config.latency.threads,
+            exporter=exporter,
+            log=log,
+            precision=config.latency.precision,
+        )
+    except TableError as error:  # a table of another precision than latency.precision
+        setup.close()
+        raise SearchError(str(error)) from None
     if chain.best_rank() is None:
         setup.close()
         details = "; ".join(f"{s['spec']}: {s['why']}" for s in chain.status())

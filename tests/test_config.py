@@ -173,3 +173,19 @@ def test_pearl_search_reads_only_the_search_sections_of_a_run_config(tmp_path):
     with pytest.raises(ConfigError, match="train.losses has kd/od"):  # pearl run wants a teacher
         load_config(path, None, RunConfig, RUN_SECTIONS)
     assert _search_part(path, {}).proxy.loss == "ce"  # a CE search does not
+
+
+def test_latency_precision_is_checked_and_hashed_only_when_not_fp32():
+    base = load_config(None, {"proxy": {"loss": "ce"}})
+    assert base.latency.precision == "fp32"
+    fp32 = load_config(None, {"proxy": {"loss": "ce"}, "latency": {"precision": "fp32"}})
+    assert config_hash(fp32) == config_hash(base)  # runs from before the setting keep theirs
+    int8 = load_config(None, {"proxy": {"loss": "ce"}, "latency": {"precision": "int8"}})
+    assert config_hash(int8) != config_hash(base)  # another precision, other latencies
+    with pytest.raises(ConfigError, match="latency.precision.*fp32"):
+        load_config(None, {"proxy": {"loss": "ce"}, "latency": {"precision": "int4"}})
+    with pytest.raises(ConfigError, match="host:onnx times fp32 .onnx files only"):
+        load_config(
+            None,
+            {"proxy": {"loss": "ce"}, "latency": {"precision": "int8", "backends": ["host:onnx"]}},
+        )

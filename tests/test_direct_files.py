@@ -125,3 +125,35 @@ def test_config_options_are_checked():
     assert config.latency.direct_files is False and config.latency.direct_check_every == 5
     with pytest.raises(ConfigError, match="latency.direct_check_every"):
         load_config(None, {**ce, "latency": {"direct_check_every": "0"}})
+
+
+# every op the writer emits: SE (MEAN, LOGISTIC, MUL), identity and pool skips (ADD, PAD,
+# AVERAGE_POOL_2D), a projected pool skip, depthwise and plain convs, the head's FC
+MIXED = (
+    "in32_cls10|stem_k3_s1_c8_re|mb3_k3_s2_se25_pool_c16_n1_r6|ds_k5_s1_se0_id_c16_n1_re|"
+    "conv_k3_s2_se25_pool_c24_n1_re|head_c32_re"
+)
+
+
+@pytest.mark.parametrize("text", [MIXED, ONE_BY_ONE], ids=["mixed", "1x1"])
+def test_timing_int8_file_is_the_calibrated_graph_without_calibration(text):
+    """The fast int8 latency file (fixed ranges) and the calibrated one of the same fp32 graph:
+    the same ops, tensor shapes and types, options; only the scales differ; both run."""
+    import numpy as np
+
+    from device_bench.layer_writer import write_network
+    from models.export import tflite
+    from models.export.cache import LATENCY_CALIBRATION_IMAGES, latency_calibration
+
+    arch = Arch.decode(text)
+    fp32 = write_network(arch)
+    fast = tflite.quantize_int8_for_timing(fp32)
+    calibrated = tflite.quantize_int8(fp32, latency_calibration(arch, LATENCY_CALIBRATION_IMAGES))
+    assert graph_differences(fast, calibrated) == []
+    assert direct_bytes(arch, "tflite-int8") == fast
+    ops = {op[0] for op in graph_signature(fast)}
+    assert {"QUANTIZE", "DEQUANTIZE", "CONV_2D", "FULLY_CONNECTED"} <= ops
+    assert fast != calibrated  # not calibrated: other scales
+    images = np.random.default_rng(0).standard_normal((2, 32, 32, 3), np.float32)
+    for model in (fast, calibrated):
+        assert tflite.run(model, images, num_threads=1).shape == (2, 10)

@@ -130,3 +130,38 @@ def test_front_runners_scored_while_the_phone_was_away_are_remeasured_before_the
             assert all(r.latency_rank == 0 for r in rows)  # re-measured on the phone
         for row in summary["pareto_front"]:
             assert store.evaluated(row["key"]).latency_rank == 0
+
+
+def test_int8_precision_times_the_int8_file_and_records_it(tmp_path):
+    """latency.precision = "int8": the chain asks for and times the arch's int8 file (a real
+    direct file: QUANTIZE ... DEQUANTIZE) and every record says so."""
+    from device_bench.direct_files import graph_signature, write_direct
+    from device_bench.host import HostTFLiteBackend
+    from models.export.common import ExportError
+
+    asked = []
+
+    def exporter(arch, fmt):
+        asked.append(fmt)
+        return write_direct(tmp_path / "files", arch, fmt)
+
+    chain = LatencyChain(
+        ["host:tflite"], backends=[HostTFLiteBackend(FAST)], export_cache_dir=tmp_path,
+        exporter=exporter, precision="int8",
+    )  # fmt: skip
+    arch = _archs(1)[0]
+    record = chain.measure(arch)
+    assert asked == ["tflite-int8"] and record.precision == "int8" and record.latency_ms > 0
+    assert "QUANTIZE" in {
+        op[0] for op in graph_signature(exporter(arch, "tflite-int8").read_bytes())
+    }
+    assert record.row_values()["latency_spec"] == "host:tflite (int8)"
+    fp32 = LatencyChain(
+        ["host:tflite"],
+        backends=[HostTFLiteBackend(FAST)],
+        export_cache_dir=tmp_path,
+        exporter=exporter,
+    ).measure(arch)
+    assert asked[-1] == "tflite" and fp32.row_values()["latency_spec"] == "host:tflite"
+    with pytest.raises(ExportError, match="no int8 onnx file"):
+        LatencyChain(["host:onnx"], export_cache_dir=tmp_path, precision="int8")

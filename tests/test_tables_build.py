@@ -184,3 +184,85 @@ def test_validate_cli_rejects_other_device(tmp_path):
     )
     assert result.exit_code == 1
     assert "built for another device" in result.output and "cpu" in result.output
+
+
+def test_int8_table_times_quantised_layer_slices_and_serves_only_int8_searches(tmp_path):
+    """An int8 build: every layer file is its int8 slice of an int8 network (the network is the
+    layers plus one QUANTIZE and one DEQUANTIZE), the table records its precision, validates
+    on int8 networks, and a chain at another precision refuses it saying what to do."""
+    from collections import Counter
+
+    from click.testing import CliRunner
+
+    from device_bench.direct_files import graph_signature
+    from device_bench.layer_files import ensure_layer_files
+    from device_bench.table_build import BuildOptions, build_table, network_files, sample_archs
+    from latency_tables.table import LatencyTable, TableError
+    from pipeline.cli import cli
+    from pipeline.latency_chain import LatencyChain
+
+    space = _tiny_space()
+    options = BuildOptions(
+        passes=1, max_passes=1, calibrate=2, calibration_seed=5, batch=40, networks="direct",
+        precision="int8",
+    )  # fmt: skip
+    out, cache = tmp_path / "int8.csv", tmp_path / "cache"
+    build_table("host:tflite", space, out, options=options, cache_dir=cache)
+    table = LatencyTable.load(out)
+    assert table.precision == "int8" and "int8" in table.header["protocol"]["files"]
+    assert set(table.entries) == set(space_keys(space))
+
+    arch = sample_archs(space, 1, 5)[0]  # a calibration network: its files are cached
+    network = network_files([arch], cache, lambda n: None, "direct", "int8")[arch.encode()]
+    layers = ensure_layer_files(list(set(arch_keys(arch))), cache, precision="int8")
+    summed = Counter()
+    for key in arch_keys(arch):
+        summed += graph_signature(layers[key].read_bytes())
+    extra = graph_signature(network.read_bytes()) - summed
+    assert sorted(op[0] for op in extra.elements()) == ["DEQUANTIZE", "QUANTIZE"]
+    assert not summed - graph_signature(network.read_bytes())
+
+    result = CliRunner().invoke(
+        cli,
+        ["tables", "validate", "--table", str(out), "--device", "host:tflite", "--n", "2",
+         "--seed", "5", "--passes", "1", "--max-passes", "1", "--networks", "direct", "--json",
+         "--cache-dir", str(cache)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["precision"] == "int8" and report["n"] == 2
+
+    # adapting it to a device times int8 networks and keeps the precision
+    from device_bench.layer_files import layer_root
+
+    adapted = tmp_path / "adapted.csv"
+    result = CliRunner().invoke(
+        cli,
+        ["tables", "adapt", "--from", str(out), "--device", "host:tflite", "-o", str(adapted),
+         "--n", "3", "--seed", "9", "--passes", "1", "--max-passes", "1", "--networks", "direct",
+         "--cache-dir", str(cache)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert LatencyTable.load(adapted).precision == "int8"
+    int8_networks = layer_root(cache) / "networks-direct-int8" / "16"
+    assert all((int8_networks / f"{a.key()}.tflite").is_file() for a in sample_archs(space, 3, 9))
+
+    with pytest.raises(TableError, match=r"latency.precision = 'fp32'.*--precision fp32"):
+        LatencyChain([f"table:{out}"], export_cache_dir=tmp_path, precision="fp32")
+    chain = LatencyChain([f"table:{out}"], export_cache_dir=tmp_path, precision="int8")
+    record = chain.measure(arch)
+    assert record.precision == "int8" and record.source == "table"
+    assert record.latency_ms == pytest.approx(table.predict_ms(arch))
+    # a layer the table lacks is measured on demand as its int8 file, on the table's device
+    from device_bench.table_backend import TableBackend
+
+    first = arch_keys(arch)[1]
+    lacking = LatencyTable(
+        {k: e for k, e in table.entries.items() if k != first}, table.header
+    ).save(tmp_path / "lacking.csv")
+    backend = TableBackend(lacking, measure_missing="host:tflite", cache_dir=cache)
+    assert backend.predict_ms(arch) > 0 and backend.table.entries[first].passes == 3
+    # a table without a recorded precision (format 1 and 2) is fp32: refused for int8
+    old = LatencyTable({}, {"fingerprint": {"kind": "host"}, "space": table.space})
+    with pytest.raises(TableError, match="predicts fp32 files"):
+        old.check_precision("int8")

@@ -57,6 +57,14 @@ def test_precision_is_part_of_the_identity(shipped):
         shipped.check_fingerprint(with_precision(shipped.fingerprint, "int8"))
     with pytest.raises(ValueError, match="precision must be one of fp32, fp16, int8"):
         with_precision({}, "fp8")
+    # a backend's own fingerprint (no precision: it times any file) matches a table of any
+    # precision; the search checks the precision itself (`LatencyTable.check_precision`)
+    int8 = {**shipped.fingerprint, "precision": "int8"}
+    device = {k: v for k, v in shipped.fingerprint.items() if k != "precision"}
+    assert differences(int8, device) == []
+    assert differences(int8, with_precision(device, "fp32")) == [
+        "precision: table 'int8' vs device 'fp32'"
+    ]
 
 
 def test_format_1_tables_read_as_current_with_a_clear_note(shipped, tmp_path):

@@ -61,6 +61,21 @@ DEFAULT_FORMATS = ("tflite", "tflite-fp16", "tflite-int8", "onnx")
 INT8_MIN_AGREEMENT = 0.95  # below this top-1 agreement with fp32, an int8 file gets a warning
 
 
+def format_at_precision(fmt: str, precision: str) -> str:
+    """The format of `precision` ("fp32", "fp16", "int8") that runs on `fmt`'s runtime:
+    ``("tflite", "int8") -> "tflite-int8"``; `ExportError` when that runtime has none."""
+    runtime = FORMATS[fmt].runtime
+    for spec in FORMATS.values():
+        if spec.runtime == runtime and spec.precision == precision:
+            return spec.name
+    have = sorted({s.precision for s in FORMATS.values() if s.runtime == runtime})
+    raise ExportError(
+        f"pearl writes no {precision} {FORMATS[fmt].filename.rsplit('.', 1)[1]} file "
+        f"({runtime} files come in {', '.join(have)}): time {precision} files on a .tflite "
+        "backend (host:tflite or a phone), or use precision fp32"
+    )
+
+
 def parse_formats(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``"tflite,onnx"`` (or a sequence) -> ``("tflite", "onnx")``, in the canonical order.
     Unknown names raise `ExportError` listing the known ones."""

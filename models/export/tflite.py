@@ -12,6 +12,8 @@ not converted again, so they cost a fraction of a conversion:
   QUANTIZE after the input, a DEQUANTIZE before the output); ``io="int8"`` drops them and the
   caller quantises with the scale/zero point stored in the file (and in metadata.json).
   Activation ranges are global min/max over the calibration set (see `quantize_int8`).
+  Files that are only timed skip the calibration: `quantize_int8_for_timing` gives every
+  activation one fixed range (the same graph, op for op).
 
 Heavy libraries are imported inside the functions.
 """
@@ -94,39 +96,101 @@ def quantize_int8(
     min/max; with one image per sample that clips every tensor's tails (ReLU outputs lose their
     top third) and on a trained CIFAR net cut top-1 agreement with fp32 from 97% to 74%.
     """
-    from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe, recipe_manager
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer import calibrator, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
-    if io not in INT8_IO:
-        raise ExportError(f"int8 input/output must be one of {INT8_IO}, got {io!r}")
     if calibration_nhwc is None or len(calibration_nhwc) == 0:
         raise ExportError(
             "int8 quantisation needs calibration images (a few hundred real training images); "
             "pass them, or drop tflite-int8 from the formats"
         )
+    q = _int8_quantizer(fp32_model, io)
+    recipes = recipe_manager.RecipeManager()
+    recipes.load_quantization_recipe(q.get_quantization_recipe())
+    signature, input_name = _signature_input(fp32_model)
+    samples = [{input_name: calibration_nhwc[i : i + 1]} for i in range(len(calibration_nhwc))]
+
+    def ranges() -> dict:
+        found = calibrator.Calibrator(
+            bytearray(fp32_model), num_threads=num_threads, qsv_update_func=qsv_utils.min_max_update
+        )
+        found.calibrate({signature: samples}, recipes)
+        return widen_degenerate_ranges(found.get_model_qsvs())
+
+    return _quantize_int8_with(q, fp32_model, ranges)
+
+
+TIMING_RANGE = (-1.0, 1.0)  # the activation range of every tensor of a timing-only int8 file
+
+
+def quantize_int8_for_timing(fp32_model: bytes, io: str = "float") -> bytes:
+    """The int8 file `quantize_int8` makes, op for op (ops, tensor shapes and types, options),
+    without calibration: every activation tensor gets the range `TIMING_RANGE`.
+
+    Only for files that are timed, never run for their outputs: latency does not depend on
+    the values of the scales, and skipping the calibration interpreter halves the cost
+    (BENCHMARKS.md, "Fast int8 latency files").  Shipped int8 files are calibrated.
+    """
+    q = _int8_quantizer(fp32_model, io)
+    return _quantize_int8_with(q, fp32_model, lambda: timing_ranges(fp32_model))
+
+
+def for_timing(fp32_model: bytes, precision: str, io: str = "float") -> bytes:
+    """The latency-only file of `precision` ("fp32", "fp16", "int8") derived from an fp32
+    flatbuffer: as is, fp16 weights, or int8 without calibration (`io="int8"`: no QUANTIZE /
+    DEQUANTIZE at the boundaries, e.g. for a layer timed as a slice of an int8 network)."""
+    if precision == "fp32":
+        return fp32_model
+    if precision == "fp16":
+        return quantize_fp16(fp32_model)
+    if precision == "int8":
+        return quantize_int8_for_timing(fp32_model, io)
+    raise ExportError(f"precision must be fp32, fp16 or int8, not {precision!r}")
+
+
+def timing_ranges(fp32_model: bytes) -> dict:
+    """tensor name -> ``{"min", "max"}`` (`TIMING_RANGE`, shaped as the calibrator shapes
+    them) for every non-constant tensor of the model's one subgraph: the tensors the
+    calibrator would have recorded."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(fp32_model, 0)  # read in place, not unpacked (~4x faster)
+    graph = model.Subgraphs(0)
+    low, high = TIMING_RANGE
+    ranges = {}
+    for index in range(graph.TensorsLength()):
+        tensor = graph.Tensors(index)
+        buffer = model.Buffers(tensor.Buffer())
+        if buffer.DataLength() > 0 or buffer.Size() > 0:
+            continue  # a constant (inline, or stored after the flatbuffer): quantised by value
+        ones = np.ones((1,) * tensor.ShapeLength(), np.float32)
+        ranges[tensor.Name().decode()] = {"min": low * ones, "max": high * ones}
+    return ranges
+
+
+def _int8_quantizer(fp32_model: bytes, io: str):
+    """An ai-edge-quantizer `Quantizer` with the ``static_wi8_ai8`` recipe, float or int8 I/O."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    if io not in INT8_IO:
+        raise ExportError(f"int8 input/output must be one of {INT8_IO}, got {io!r}")
     q = quantizer.Quantizer(bytearray(fp32_model), recipe.static_wi8_ai8())
     if io == "float":
         for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
             q.update_quantization_recipe(
                 regex=".*", operation_name=boundary, algorithm_key=AlgorithmName.NO_QUANTIZE
             )
-    recipes = recipe_manager.RecipeManager()
-    recipes.load_quantization_recipe(q.get_quantization_recipe())
-    signature, input_name = _signature_input(fp32_model)
-    samples = [{input_name: calibration_nhwc[i : i + 1]} for i in range(len(calibration_nhwc))]
+    return q
+
+
+def _quantize_int8_with(q, fp32_model: bytes, ranges) -> bytes:
+    """Quantise with the activation ranges `ranges()` returns; a failure inside the quantizer
+    becomes an `ExportError` that says what to do."""
     try:
         with _no_tqdm(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging" notice
-            ranges = calibrator.Calibrator(
-                bytearray(fp32_model),
-                num_threads=num_threads,
-                qsv_update_func=qsv_utils.min_max_update,
-            )
-            ranges.calibrate({signature: samples}, recipes)
-            result = q.quantize(
-                widen_degenerate_ranges(ranges.get_model_qsvs()), enable_progress_report=False
-            )
+            result = q.quantize(ranges(), enable_progress_report=False)
     except (ValueError, RuntimeError, KeyError) as error:
         odd = sorted({op for op in op_names(fp32_model) if op.startswith(("STABLEHLO", "CUSTOM"))})
         hint = (
