@@ -394,10 +394,13 @@ def run_warnings(
     cores = cores or os.cpu_count() or 1
     warnings = []
     load = statistics.median(loads) if loads else 0.0
-    if load >= cores:
+    # the measuring process is one runnable job: up to `cores` jobs in all (quiet, or one other
+    # single-threaded job on 2 cores) each have a core; more share them and inflate the timings
+    if load > cores + 0.5:
         warnings.append(
-            f"the machine was loaded (median 1-min load {load:.2f} on {cores} cores): the "
-            "timings are not trustworthy; rerun on a quiet machine"
+            f"the machine was loaded (median 1-min load {load:.2f} on {cores} cores: more "
+            "runnable jobs than cores, this one included): the timings are not trustworthy; "
+            "rerun on a quiet machine"
         )
     if modes.get("slow_ms") is not None:
         warnings.append(
