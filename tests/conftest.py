@@ -84,7 +84,7 @@ def device(tmp_path, adb_key):
 
 @pytest.fixture(scope="session")
 def shipped_cifar_table():
-    """The shipped 32 px host:tflite table (a format-1 file, built on an AMD EPYC VM)."""
+    """The shipped 32 px host:tflite table (built on an AMD EPYC VM)."""
     from latency_tables.table import LatencyTable
 
     path = Path(__file__).resolve().parents[1] / "latency_tables" / "host_tflite_mnas-cifar_32.csv"
