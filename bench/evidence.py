@@ -144,7 +144,7 @@ def final_training(args, facts, baseline: str) -> dict:
     --final-seeds) and the baseline, each trained with KD and with CE on the same schedule."""
     students = {"mobilenetv2": baseline}
     for (method, seed), f in facts.items():
-        if seed in args.final_seeds and f["best_arch"]:
+        if seed in args.final_seeds and method in args.final_methods and f["best_arch"]:
             students[f"{method}-s{seed}"] = f["best_arch"]
     return {
         (name, loss): final_top1(args, arch, loss, args.out / "final" / f"{name}-{loss}")
@@ -184,6 +184,7 @@ def main() -> None:
     parser.add_argument("--final-train-images", type=int, default=4000)
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--final-seeds", default="0", help="seeds whose winners are trained")
+    parser.add_argument("--final-methods", default=",".join(METHODS), help="whose winners")
     parser.add_argument("--winning-ratio", type=int, default=0, help="N per stage (0: skip)")
     parser.add_argument("--wr-epochs", type=int, default=None)
     parser.add_argument("--teacher", default="builtin:resnet20_cifar10")
@@ -191,6 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     args.final_seeds = [int(s) for s in args.final_seeds.split(",")]
+    args.final_methods = args.final_methods.split(",")
     baseline, target_ms = baseline_target_ms(args.baseline_width)
     config = write_config(args.out / "evidence.toml", args, target_ms)
     loads, facts = [os.getloadavg()], {}
