@@ -75,7 +75,13 @@ def write_config(path: Path, args, target_ms: float) -> Path:
             "train_images": args.train_images,
             "val_images": args.val_images,
         },
-        "space": {"name": "mnas-cifar", "input_size": 32, "num_classes": 10},
+        "space": {
+            "name": "mnas-cifar",
+            "input_size": 32,
+            "num_classes": 10,
+            "width_multipliers": [float(w) for w in args.widths.split(",") if w],
+            "layer_deltas": [int(d) for d in args.layer_deltas.split(",") if d],
+        },
         "teacher": {"spec": args.teacher},
         "proxy": {"epochs": args.proxy_epochs, "batch_size": 64, "lr": args.lr, "threads": 1},
         "reward": {"preset": "soft", "cost": "latency_ms", "target": round(target_ms, 4)},
@@ -180,6 +186,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05, help="peak lr, proxy and final")
     parser.add_argument("--baseline-width", type=float, default=1.0,
                         help="MobileNetV2 width whose table latency is the target")  # fmt: skip
+    parser.add_argument("--widths", default="", help="space.width_multipliers (subset; '': all)")
+    parser.add_argument("--layer-deltas", default="", help="space.layer_deltas (subset; '': all)")
     parser.add_argument("--final-epochs", type=int, default=0, help="final training (0: skip)")
     parser.add_argument("--final-train-images", type=int, default=4000)
     parser.add_argument("--test-images", type=int, default=1000)
