@@ -43,16 +43,24 @@ def pearl(*args: str) -> None:
     subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def baseline_target_ms() -> tuple[str, float]:
-    """MobileNetV2-1.0 in the space (ds first block, mb6 k3 elsewhere, base widths and depths,
-    identity skips, no SE, ReLU) and its table latency."""
+def baseline_target_ms(width: float = 1.0) -> tuple[str, float]:
+    """MobileNetV2-`width` in the space (ds first block, mb6 k3 elsewhere, base depths, identity
+    skips, no SE, ReLU; channels scaled by `width`, one of the space's width multipliers, as the
+    table covers only those) and its table latency."""
     from latency_tables.table import LatencyTable
+    from models.arch import make_divisible
     from models.space import MOBILENET_V2_BLOCKS, get_space
 
     space = get_space("mnas-cifar")
+    if width not in space.width_multipliers:
+        raise SystemExit(
+            f"--baseline-width {width}: the table covers the space's widths "
+            f"{space.width_multipliers} only; pick one of them"
+        )
     values = []
     for index, (channels, layers) in enumerate(MOBILENET_V2_BLOCKS):
-        values += ["ds" if index == 0 else "mb6", 3, 0.0, "id", channels, layers]
+        op = "ds" if index == 0 else "mb6"
+        values += [op, 3, 0.0, "id", make_divisible(channels * width), layers]
     choices = [d.options.index(v) for d, v in zip(space.decisions(), values, strict=True)]
     arch = space.arch_from(choices)
     return arch.encode(), LatencyTable.load(TABLE).predict_ms(arch)
@@ -67,9 +75,15 @@ def write_config(path: Path, args, target_ms: float) -> Path:
             "train_images": args.train_images,
             "val_images": args.val_images,
         },
-        "space": {"name": "mnas-cifar", "input_size": 32, "num_classes": 10},
+        "space": {
+            "name": "mnas-cifar",
+            "input_size": 32,
+            "num_classes": 10,
+            "width_multipliers": [float(w) for w in args.widths.split(",") if w],
+            "layer_deltas": [int(d) for d in args.layer_deltas.split(",") if d],
+        },
         "teacher": {"spec": args.teacher},
-        "proxy": {"epochs": args.proxy_epochs, "batch_size": 64, "lr": 0.05, "threads": 1},
+        "proxy": {"epochs": args.proxy_epochs, "batch_size": 64, "lr": args.lr, "threads": 1},
         "reward": {"preset": "soft", "cost": "latency_ms", "target": round(target_ms, 4)},
         "search": {"batch_size": args.batch, "max_candidates": args.budget, "max_hours": 0},
         "latency": {"backends": [f"table:{TABLE}"]},
@@ -108,8 +122,40 @@ def search_facts(folder: Path) -> dict:
         "best_reward": max((r.reward for r in run.rows if r.reward is not None), default=None),
         "best_accuracy": best.accuracy if best else None,
         "best_latency_ms": best.latency_ms if best else None,
+        "best_arch": best.arch if best else None,
         "distinct": len(run.scored),
         "run": run,
+    }
+
+
+def final_top1(args, arch_text: str, loss: str, folder: Path) -> tuple[float, float]:
+    """(test top-1, seconds) of `arch_text` after a `pearl train` with `loss` on the final
+    schedule in `folder` (read back when it finished before; resumed when it was cut short)."""
+    from models.files import read_json
+
+    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None
+    if not (metrics and metrics["finished"]):
+        teacher = ["--teacher", args.teacher] if loss == "kd" else []
+        pearl("train", arch_text, "--loss", loss, *teacher, "-o", folder, "--data", args.data,
+              "--epochs", args.final_epochs, "--batch-size", 64, "--lr", args.lr,
+              "--threads", 1, "--device", "cpu", "--train-images", args.final_train_images,
+              "--test-images", args.test_images, "--resume", "--quiet")  # fmt: skip
+        metrics = read_json(folder / "metrics.json")
+    seconds = sum(row["train_seconds"] for row in metrics["curve"])
+    return metrics["top1"], seconds
+
+
+def final_training(args, facts, baseline: str) -> dict:
+    """Test top-1 per (student, loss): each search's best within the target (seeds in
+    --final-seeds) and the baseline, each trained with KD and with CE on the same schedule."""
+    students = {"mobilenetv2": baseline}
+    for (method, seed), f in facts.items():
+        if seed in args.final_seeds and method in args.final_methods and f["best_arch"]:
+            students[f"{method}-s{seed}"] = f["best_arch"]
+    return {
+        (name, loss): final_top1(args, arch, loss, args.out / "final" / f"{name}-{loss}")
+        for name, arch in students.items()
+        for loss in ("kd", "ce")
     }
 
 
@@ -137,13 +183,25 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--proxy-epochs", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=0.05, help="peak lr, proxy and final")
+    parser.add_argument("--baseline-width", type=float, default=1.0,
+                        help="MobileNetV2 width whose table latency is the target")  # fmt: skip
+    parser.add_argument("--widths", default="", help="space.width_multipliers (subset; '': all)")
+    parser.add_argument("--layer-deltas", default="", help="space.layer_deltas (subset; '': all)")
+    parser.add_argument("--final-epochs", type=int, default=0, help="final training (0: skip)")
+    parser.add_argument("--final-train-images", type=int, default=4000)
+    parser.add_argument("--test-images", type=int, default=1000)
+    parser.add_argument("--final-seeds", default="0", help="seeds whose winners are trained")
+    parser.add_argument("--final-methods", default=",".join(METHODS), help="whose winners")
     parser.add_argument("--winning-ratio", type=int, default=0, help="N per stage (0: skip)")
     parser.add_argument("--wr-epochs", type=int, default=None)
     parser.add_argument("--teacher", default="builtin:resnet20_cifar10")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10.npz"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    baseline, target_ms = baseline_target_ms()
+    args.final_seeds = [int(s) for s in args.final_seeds.split(",")]
+    args.final_methods = args.final_methods.split(",")
+    baseline, target_ms = baseline_target_ms(args.baseline_width)
     config = write_config(args.out / "evidence.toml", args, target_ms)
     loads, facts = [os.getloadavg()], {}
     for seed in seeds:
@@ -160,8 +218,9 @@ def main() -> None:
     if len(seeds) > 1:
         pearl("analyze", *[args.out / f"kd-ppo-s{s}" for s in seeds],
               "--out", args.out / "analysis-kd-seeds", "--no-progress")  # fmt: skip
+    final = final_training(args, facts, baseline) if args.final_epochs else {}
     loads.append(os.getloadavg())
-    report(args, seeds, facts, loads, baseline, target_ms)
+    report(args, seeds, facts, loads, baseline, target_ms, final)
 
 
 def _pct(value) -> str:
@@ -215,7 +274,54 @@ def _ratio(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def report(args, seeds, facts, loads, baseline, target_ms) -> None:
+def final_text(args, seeds, facts, final, target_ms) -> list[str]:
+    """The final-training table, eq. 1's gains and the seed-to-seed spread (markdown lines)."""
+    if not final:
+        return []
+    error = lambda acc: 100 * (acc * (1 - acc) / args.test_images) ** 0.5  # noqa: E731
+    latency = {f"{m}-s{s}": f["best_latency_ms"] for (m, s), f in facts.items()}
+    rows = [
+        "",
+        f"Final training ({args.final_epochs} epochs on the first {args.final_train_images} "
+        f"training images, test top-1 on the first {args.test_images} test images, ± binomial "
+        "s.e.):",
+        "",
+        "| student | latency (ms) | KD top-1 | CE top-1 | KD - CE (points) | train s (KD+CE) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    names = sorted({name for name, _ in final}, key=lambda n: (n != "mobilenetv2", n))
+    gain = {n: 100 * (final[n, "kd"][0] - final[n, "ce"][0]) for n in names}
+    for name in names:
+        (kd, kd_s), (ce, ce_s) = final[name, "kd"], final[name, "ce"]
+        ms = target_ms if name == "mobilenetv2" else latency[name]
+        rows.append(
+            f"| {name} | {ms:.3f} | {100 * kd:.1f} ± {error(kd):.1f} | "
+            f"{100 * ce:.1f} ± {error(ce):.1f} | {gain[name]:+.1f} | {kd_s + ce_s:.0f} |"
+        )
+    pairs = []
+    for seed in args.final_seeds:
+        a, n = f"kd-ppo-s{seed}", f"ce-ppo-s{seed}"
+        if a in gain and n in gain:
+            pairs.append(f"kd-ppo vs ce-ppo winner, seed {seed}: {gain[a] - gain[n]:+.1f}")
+        if a in gain:
+            pairs.append(f"kd-ppo winner vs MobileNetV2, seed {seed}: "
+                         f"{gain[a] - gain['mobilenetv2']:+.1f}")  # fmt: skip
+    rows += ["", f"Eq. 1 relative gain (points): {'; '.join(pairs) or '-'}."]
+    spread = []
+    for method in METHODS:
+        kd = [
+            100 * final[f"{method}-s{s}", "kd"][0]
+            for s in seeds
+            if (f"{method}-s{s}", "kd") in final
+        ]
+        if len(kd) > 1:
+            spread.append(f"{method} {min(kd):.1f}-{max(kd):.1f}")
+    if spread:
+        rows += ["", f"Seed-to-seed spread of the winners' KD top-1 (%): {'; '.join(spread)}."]
+    return rows
+
+
+def report(args, seeds, facts, loads, baseline, target_ms, final) -> None:
     from pipeline.analysis.stats import candidates_to_reach
 
     rows = [
@@ -260,6 +366,7 @@ def report(args, seeds, facts, loads, baseline, target_ms) -> None:
     if winning:
         rows += ["", "Winning ratio (AKD Table 4, kd-ppo vs ce-ppo students; wins / pairs, mean "
                  f"eq. 1 gain in points): {'; '.join(winning)}."]  # fmt: skip
+    rows += final_text(args, seeds, facts, final, target_ms)
     rows += ["", reading(args, facts)]
     load_text = f"{min(x[0] for x in loads):.1f}-{max(x[0] for x in loads):.1f}"
     notes = (
@@ -267,13 +374,14 @@ def report(args, seeds, facts, loads, baseline, target_ms) -> None:
         f"{args.seeds}; proxy {args.proxy_epochs} epochs on {args.train_images} mini-train / "
         f"{args.val_images} mini-val images of `{Path(args.data).name}`; teacher "
         f"`{args.teacher}`; latency from `{TABLE.name}` (host:tflite, 1 thread, this machine); "
-        f"target {target_ms:.3f} ms = MobileNetV2-1.0 in the space (`{baseline[:40]}...`). "
+        f"target {target_ms:.3f} ms = MobileNetV2-{args.baseline_width} in the space "
+        f"(`{baseline[:40]}...`). "
         f"Analyses: `pearl analyze` reports in `{args.out}/analysis-s*` (and "
         f"`analysis-kd-seeds`). Noise: one mini-val image is {100 / args.val_images:.2f} points; "
         f"the binomial s.e. near 40% accuracy is "
-        f"{100 * (0.4 * 0.6 / args.val_images) ** 0.5:.1f} points. Not done here: final "
-        "training of the winners and of MobileNetV2 with KD and CE (test top-1), and the "
-        "proxy-vs-longer-training rank correlation. 1-min load average "
+        f"{100 * (0.4 * 0.6 / args.val_images) ** 0.5:.1f} points; proxy peak lr {args.lr}. "
+        "Proxy validity: see the section on the rank correlation (`bench/proxy_rank.py`). "
+        "1-min load average "
         f"{load_text} (2 cores shared with other jobs)."
     )
     command = " ".join(["nice -n 5 python bench/evidence.py", *sys.argv[1:]])
