@@ -14,6 +14,10 @@ The new table is the source with every entry of group g multiplied by scale_g an
 its correction; its header names the new device, and ``adapted`` records the source, N, the
 seed, the scales and the fit error.
 
+The target may time files of another precision than the source's (``precision``: an fp32
+table adapted to int8 files is another op profile on the same CPU): the N networks are then
+that precision's files and the new table's fingerprint carries it.
+
 `fit_scales` and `adapted_table` are pure; `adapt_table` measures.
 """
 
@@ -123,13 +127,16 @@ def adapt_table(
     networks: str = "litert",
     cache_dir: str | os.PathLike | None = None,
     progress=None,
+    precision: str | None = None,
 ) -> tuple[LatencyTable, Fit]:
-    """Measure `n` random networks of the source's space on `spec` and write the adapted
-    table to `out_path` (resumable: measurements are kept in OUT.state.json)."""
+    """Measure `n` random networks of the source's space on `spec`, as files of `precision`
+    (default: the source's), and write the adapted table to `out_path` (resumable:
+    measurements are kept in OUT.state.json)."""
     from device_bench.backends import backend_from_spec
     from device_bench.measurement import fingerprint_id
     from device_bench.table_build import (
         NETWORK_BATCH,
+        PRECISION_FILES,
         mode_values,
         network_files,
         reference_network,
@@ -144,9 +151,8 @@ def adapt_table(
 
     progress = progress or (lambda _phase, _total: lambda _n: None)
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
-    fingerprint = with_precision(
-        backend_from_spec(spec, NETWORK_SETTINGS).fingerprint(), source.precision
-    )
+    precision = precision or source.precision
+    fingerprint = with_precision(backend_from_spec(spec, NETWORK_SETTINGS).fingerprint(), precision)
     space = space_from_header(source.space)
     archs = sample_archs(space, n, seed)
     sums = [group_sums(source, arch) for arch in archs]  # missing keys fail before measuring
@@ -161,9 +167,7 @@ def adapt_table(
         "reference": reference_arch.encode(),
     }
     run = MeasureRun(Path(str(out_path) + ".state.json"), identity_id(fingerprint), what)
-    nets = network_files(
-        archs, cache_dir, progress("converting networks", n), networks, source.precision
-    )
+    nets = network_files(archs, cache_dir, progress("converting networks", n), networks, precision)
     advance = progress(f"measuring ({passes}+ passes)", run.remaining(list(nets), passes))
     run.measure(
         spec, [(nets, NETWORK_SETTINGS)], passes, batch=NETWORK_BATCH, on_progress=advance,
@@ -171,6 +175,9 @@ def adapt_table(
     )  # fmt: skip
     values, modes = mode_values(run, list(nets))
     fit = fit_scales(sums, [values[a.encode()] for a in archs])
+    protocol = {k: v for k, v in (source.header.get("protocol") or {}).items() if k != "files"}
+    if precision in PRECISION_FILES:
+        protocol["files"] = PRECISION_FILES[precision]
     table = adapted_table(
         source,
         fit,
@@ -179,9 +186,11 @@ def adapt_table(
             "device_spec": spec,
             "fingerprint": fingerprint,
             "fingerprint_id": fingerprint_id(fingerprint),
+            "protocol": protocol,
             "adapted": {
                 "from": str(source.path) if source.path else None,
                 "source_fingerprint_id": source.fingerprint_id,
+                "source_precision": source.precision,
                 "networks": n,
                 "seed": seed,
                 "scales": {g: round(s, 5) for g, s in fit.scales.items()},

@@ -249,11 +249,17 @@ def validate_command(
 @click.option("--seed", type=int, default=2024, show_default=True)
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--max-passes", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="precision of the files the new table predicts (the networks timed are "
+              "these files); default: the source table's")  # fmt: skip
 @NETWORKS_OPTION
 @CACHE_OPTION
-def adapt_command(source_path, spec, out, n, seed, passes, max_passes, networks, cache_dir):
-    """Fit a table for DEVICE from a table of another device and N whole networks measured
-    on DEVICE (per-op-group scales; minutes instead of a full build).  Resumable."""
+def adapt_command(
+    source_path, spec, out, n, seed, passes, max_passes, precision, networks, cache_dir
+):
+    """Fit a table for DEVICE from a table of another device (or precision) and N whole
+    networks measured on DEVICE (per-op-group scales; minutes instead of a full build).
+    Resumable."""
     from device_bench.measurement import MeasurementError
     from device_bench.table_adapt import adapt_table
     from latency_tables.table import LatencyTable, TableError
@@ -268,12 +274,12 @@ def adapt_command(source_path, spec, out, n, seed, passes, max_passes, networks,
             table, fit = adapt_table(
                 source, spec, out, n=n, seed=seed, passes=passes,
                 max_passes=max(max_passes, passes), networks=networks, cache_dir=cache_dir,
-                progress=progress,
+                progress=progress, precision=precision,
             )  # fmt: skip
     except (TableError, MeasurementError, LockHeldError) as err:
         raise click.ClickException(str(err)) from None
     scales = ", ".join(f"{g} {s:.3f}" for g, s in fit.scales.items())
     click.echo(
-        f"{out}\t{spec}\t{len(table.entries)} entries\tscales {scales}\t"
+        f"{out}\t{spec}\t{table.precision}\t{len(table.entries)} entries\tscales {scales}\t"
         f"offset {fit.offset_ms:.4f} ms\tfit RMSPE {fit.rmspe:.2%} on {fit.networks} networks"
     )

@@ -80,3 +80,35 @@ def test_adapt_cli_on_this_machine_makes_a_table_it_accepts(shipped, tmp_path):
     assert set(adapted.entries) == set(shipped.entries)
     state = json.loads((tmp_path / "adapted.csv.state.json").read_text())
     assert len(state["passes"]["0"]) == 4
+
+
+def test_adapt_to_another_precision_times_its_files_and_serves_only_it(shipped, tmp_path):
+    """`--precision int8` from the fp32 table: the networks timed are int8 files, the new
+    table is an int8 table (an int8 search takes it, an fp32 one refuses it)."""
+    from click.testing import CliRunner
+
+    from device_bench.layer_files import layer_root
+    from latency_tables.table import TableError
+    from pipeline.cli import cli
+    from pipeline.latency_chain import LatencyChain
+
+    out, cache = tmp_path / "int8.csv", tmp_path / "cache"
+    args = ["tables", "adapt", "--from", str(SHIPPED), "--device", "host:tflite", "-o", str(out),
+            "--n", "3", "--seed", "9", "--passes", "1", "--max-passes", "1", "--networks",
+            "direct", "--precision", "int8", "--cache-dir", str(cache)]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "\tint8\t" in result.stdout
+    adapted = LatencyTable.load(out)
+    assert adapted.precision == "int8" and shipped.precision == "fp32"
+    assert adapted.header["adapted"]["source_precision"] == "fp32"
+    assert "int8" in adapted.header["protocol"]["files"]
+    int8_networks = layer_root(cache) / "networks-direct-int8" / "32"
+    archs = _archs(shipped, 3, 9)
+    assert all((int8_networks / f"{a.key()}.tflite").is_file() for a in archs)
+    fp32_networks = layer_root(cache) / "networks-direct" / "32"  # only the reference network
+    assert not any((fp32_networks / f"{a.key()}.tflite").exists() for a in archs)
+    with pytest.raises(TableError, match=r"latency.precision = 'int8'"):
+        LatencyChain([f"table:{out}"], export_cache_dir=tmp_path, precision="fp32")
+    chain = LatencyChain([f"table:{out}"], export_cache_dir=tmp_path, precision="int8")
+    assert chain.measure(archs[0]).latency_ms == pytest.approx(adapted.predict_ms(archs[0]))
