@@ -65,9 +65,7 @@ def test_warnings_for_load_modes_and_a_changed_device():
     # the measurement and one other single-threaded job: each has a core
     assert run_warnings(quiet, [2.1, 1.9, 2.2], table, cores=2) == []
     loaded = run_warnings(quiet, [3.0, 3.5, 2.5], table, cores=2)
-    assert (
-        len(loaded) == 1 and "machine was loaded (median 1-min load 3.00 on 2 cores" in loaded[0]
-    )
+    assert len(loaded) == 1 and "machine was loaded (median 1-min load 3.00 on 2 cores" in loaded[0]
     bimodal = {**speed_modes([10.1, 15.0, 10.0]).to_dict(), "normalised_entries": 3}
     (text,) = run_warnings(bimodal, [0.2], table, cores=2)
     assert "two speed modes" in text and "33% of batches slow" in text and "3 normalised" in text
