@@ -275,3 +275,44 @@ def test_a_gate_search_thins_a_mnasnet_checkpoint_to_its_target(data_dir, tmp_pa
     student = decode_network(rows[-1].arch)
     assert student.cost().macs <= target_mmacs * 1e6 < arch.cost().macs
     assert student.build()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_gate_steps_do_not_depend_on_the_callers_random_state(data_dir, tmp_path):
+    """A MnasNet teacher keeps its classifier's dropout during gate steps: the gates must come
+    out the same whatever the process drew from torch's generator before (a `pearl run` draws
+    more than a `pearl search`), and the caller's generator must be left as it was."""
+    from models.teacher_loading import save_checkpoint
+    from pipeline.config import load_config
+    from pipeline.gates.method import GateSearch
+
+    if not (data_dir / "cifar10_small.npz").is_file():
+        pytest.skip("cifar10_small.npz not found; set PEARL_DATA")
+    arch = Arch.decode(SMALL_TEACHER)
+    teacher = tmp_path / "teacher.pt"
+    torch.manual_seed(0)
+    save_checkpoint(
+        teacher, arch.build(), model_name=SMALL_TEACHER, num_classes=10, input_size=32,
+        mean=MEAN, std=STD,
+    )  # fmt: skip
+    config = load_config(
+        None,
+        {
+            "data": {"path": str(data_dir / "cifar10_small.npz"), "train_images": 64},
+            "teacher": {"spec": str(teacher)},
+            "proxy": {"loss": "ce"},
+            "reward": {"cost": "macs", "target": 3e5},
+            "search": {"method": "gates"},
+            "gates": {"target_mmacs": 0.05, "lambda2": 30.0, "batch_size": 16,
+                      "steps_per_generation": 3},  # fmt: skip
+        },
+    )
+    gates = []
+    for draws in (0, 1000):
+        method = GateSearch(config, None)
+        torch.manual_seed(7)
+        torch.rand(draws)
+        before = torch.get_rng_state()
+        method._advance()
+        assert torch.equal(torch.get_rng_state(), before)
+        gates.append(method.engine.gated.gates.detach().clone())
+    assert torch.equal(gates[0], gates[1]) and not torch.equal(gates[0], torch.ones_like(gates[0]))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from pipeline.gates.engine import GateEngine
 
 if TYPE_CHECKING:
@@ -107,6 +109,7 @@ class GateSearch:
             device=self.device,
         )
         self.settings = settings
+        self.seed = config.search.seed
         self.outcome = ""
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -174,7 +177,14 @@ class GateSearch:
     def _advance(self) -> bool:
         """Run gate steps until the next snapshot; True once the target is reached."""
         end = min(self.engine.steps + self.settings.steps_per_generation, self.settings.max_steps)
-        self.engine.advance(self.loader, self.teacher, end, self._reached)
+        # dropout (a MnasNet teacher keeps its classifier's) draws from torch's global generator:
+        # seeded here from the search seed and the step, the gates come out the same whether the
+        # search runs alone, inside `pearl run` or resumed, and the caller's generator is left as
+        # it was
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed * 1_000_003 + self.engine.steps)
+            self.engine.advance(self.loader, self.teacher, end, self._reached)
         return self._reached(self.engine.record())
 
     def _reached(self, point=None) -> bool:
