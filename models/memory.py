@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 BYTES_PER_VALUE = 4  # float32 parameters and activations
-MEGABYTE = 1_000_000  # bytes, as kdas.memory_mb counts them
+MEGABYTE = 1_000_000  # bytes: memory_mb here and kdas.memory_mb
 
 # ops that write into their only input's buffer (fused or folded on a phone, or a view)
 IN_PLACE_MODULES = (

@@ -6,12 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from models.memory import BYTES_PER_VALUE, MEGABYTE
 from pipeline.config_errors import require
 
 if TYPE_CHECKING:
     from pipeline.config import SpaceConfig
-
-MEGABYTE = 1_000_000  # bytes; parameter memory counts 4 bytes (float32) per parameter
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class KdasConfig:
         base = self.build(space).backbone_params()
         if self.memory_mb:
             limit, what = (
-                int(self.memory_mb * MEGABYTE) // 4,
+                int(self.memory_mb * MEGABYTE) // BYTES_PER_VALUE,
                 f"kdas.memory_mb = {self.memory_mb:g}",
             )
         else:
@@ -59,8 +58,8 @@ class KdasConfig:
         require(
             limit >= base,
             "kdas",
-            f"{what} allows {limit:,} parameters ({limit * 4 / MEGABYTE:.2f} MB), less than the "
-            f"backbone {self.backbone} alone ({base:,}, {base * 4 / MEGABYTE:.2f} MB); raise it "
+            f"{what} allows {limit:,} parameters ({limit * BYTES_PER_VALUE / MEGABYTE:.2f} MB), less than the "
+            f"backbone {self.backbone} alone ({base:,}, {base * BYTES_PER_VALUE / MEGABYTE:.2f} MB); raise it "
             "(memory_factor >= 1, or memory_mb above the backbone's)",
         )
         return limit
