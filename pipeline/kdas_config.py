@@ -55,11 +55,12 @@ class KdasConfig:
                 int(self.memory_factor * base),
                 f"kdas.memory_factor = {self.memory_factor:g}",
             )
+        limit_mb, base_mb = (count * BYTES_PER_VALUE / MEGABYTE for count in (limit, base))
         require(
             limit >= base,
             "kdas",
-            f"{what} allows {limit:,} parameters ({limit * BYTES_PER_VALUE / MEGABYTE:.2f} MB), less than the "
-            f"backbone {self.backbone} alone ({base:,}, {base * BYTES_PER_VALUE / MEGABYTE:.2f} MB); raise it "
+            f"{what} allows {limit:,} parameters ({limit_mb:.2f} MB), less than the backbone "
+            f"{self.backbone} alone ({base:,}, {base_mb:.2f} MB); raise it "
             "(memory_factor >= 1, or memory_mb above the backbone's)",
         )
         return limit
