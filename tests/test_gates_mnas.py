@@ -225,25 +225,32 @@ SMALL_TEACHER = (
 )
 
 
+def _small_teacher_checkpoint(data_dir: Path, tmp_path: Path) -> Path:
+    """A Pearl checkpoint of `SMALL_TEACHER` with random weights (seed 0); skips without data."""
+    from models.teacher_loading import save_checkpoint
+
+    if not (data_dir / "cifar10_small.npz").is_file():
+        pytest.skip("cifar10_small.npz not found; set PEARL_DATA")
+    teacher = tmp_path / "teacher.pt"
+    torch.manual_seed(0)
+    save_checkpoint(
+        teacher, Arch.decode(SMALL_TEACHER).build(), model_name=SMALL_TEACHER, num_classes=10,
+        input_size=32, mean=MEAN, std=STD,
+    )  # fmt: skip
+    return teacher
+
+
 def test_a_gate_search_thins_a_mnasnet_checkpoint_to_its_target(data_dir, tmp_path):
     """A real search from a Pearl checkpoint of a 3-block MnasNet-space network (random
     weights): latency weights fitted on host:tflite, gates closing under a large lambda2 until
     the network left is under the MAC target; each snapshot (an ``mnasw:`` string) is decoded,
     built, costed, proxy-trained and timed by the shared evaluation."""
-    from models.teacher_loading import save_checkpoint
     from pipeline.config import load_config
     from pipeline.search import Search, build_setup
     from pipeline.store import ResultsStore
 
-    if not (data_dir / "cifar10_small.npz").is_file():
-        pytest.skip("cifar10_small.npz not found; set PEARL_DATA")
+    teacher = _small_teacher_checkpoint(data_dir, tmp_path)
     arch = Arch.decode(SMALL_TEACHER)
-    teacher = tmp_path / "teacher.pt"
-    torch.manual_seed(0)
-    save_checkpoint(
-        teacher, arch.build(), model_name=SMALL_TEACHER, num_classes=10, input_size=32,
-        mean=MEAN, std=STD,
-    )  # fmt: skip
     target_mmacs = round(0.75 * arch.cost().macs / 1e6, 3)
     overrides = {
         "data": {"path": str(data_dir / "cifar10_small.npz"), "train_images": 64},
@@ -281,19 +288,10 @@ def test_gate_steps_do_not_depend_on_the_callers_random_state(data_dir, tmp_path
     """A MnasNet teacher keeps its classifier's dropout during gate steps: the gates must come
     out the same whatever the process drew from torch's generator before (a `pearl run` draws
     more than a `pearl search`), and the caller's generator must be left as it was."""
-    from models.teacher_loading import save_checkpoint
     from pipeline.config import load_config
     from pipeline.gates.method import GateSearch
 
-    if not (data_dir / "cifar10_small.npz").is_file():
-        pytest.skip("cifar10_small.npz not found; set PEARL_DATA")
-    arch = Arch.decode(SMALL_TEACHER)
-    teacher = tmp_path / "teacher.pt"
-    torch.manual_seed(0)
-    save_checkpoint(
-        teacher, arch.build(), model_name=SMALL_TEACHER, num_classes=10, input_size=32,
-        mean=MEAN, std=STD,
-    )  # fmt: skip
+    teacher = _small_teacher_checkpoint(data_dir, tmp_path)
     config = load_config(
         None,
         {
@@ -302,8 +300,12 @@ def test_gate_steps_do_not_depend_on_the_callers_random_state(data_dir, tmp_path
             "proxy": {"loss": "ce"},
             "reward": {"cost": "macs", "target": 3e5},
             "search": {"method": "gates"},
-            "gates": {"target_mmacs": 0.05, "lambda2": 30.0, "batch_size": 16,
-                      "steps_per_generation": 3},  # fmt: skip
+            "gates": {
+                "target_mmacs": 0.05,
+                "lambda2": 30.0,
+                "batch_size": 16,
+                "steps_per_generation": 3,
+            },  # fmt: skip
         },
     )
     gates = []
