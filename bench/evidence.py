@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import itertools
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +87,12 @@ def write_config(path: Path, args, target_ms: float) -> Path:
         "teacher": {"spec": args.teacher},
         "proxy": {"epochs": args.proxy_epochs, "batch_size": 64, "lr": args.lr, "threads": 1},
         "reward": {"preset": "soft", "cost": "latency_ms", "target": round(target_ms, 4)},
-        "search": {"batch_size": args.batch, "max_candidates": args.budget, "max_hours": 0},
+        "search": {
+            "batch_size": args.batch,
+            "max_candidates": args.budget,
+            "max_hours": 0,
+            "executor": args.executor,
+        },
         "latency": {"backends": [f"table:{TABLE}"]},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,11 +159,15 @@ def final_training(args, facts, baseline: str) -> dict:
     for (method, seed), f in facts.items():
         if seed in args.final_seeds and method in args.final_methods and f["best_arch"]:
             students[f"{method}-s{seed}"] = f["best_arch"]
-    return {
-        (name, loss): final_top1(args, arch, loss, args.out / "final" / f"{name}-{loss}")
-        for name, arch in students.items()
-        for loss in ("kd", "ce")
-    }
+    jobs = [(name, arch, loss) for name, arch in students.items() for loss in ("kd", "ce")]
+    with ThreadPoolExecutor(args.final_parallel) as pool:  # each a one-thread `pearl train`
+        futures = {
+            (name, loss): pool.submit(
+                final_top1, args, arch, loss, args.out / "final" / f"{name}-{loss}"
+            )
+            for name, arch, loss in jobs
+        }
+        return {key: future.result() for key, future in futures.items()}
 
 
 def separability(a, b) -> tuple[float | None, float | None]:
@@ -193,7 +204,12 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--final-seeds", default="0", help="seeds whose winners are trained")
     parser.add_argument("--final-methods", default=",".join(METHODS), help="whose winners")
+    parser.add_argument("--final-parallel", type=int, default=1,
+                        help="final trainings run at once (one thread each)")  # fmt: skip
+    parser.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"),
+                        help="search.executor of every search and of the winning ratio")  # fmt: skip
     parser.add_argument("--winning-ratio", type=int, default=0, help="N per stage (0: skip)")
+    parser.add_argument("--wr-seeds", default="", help="seeds with a winning ratio ('': all)")
     parser.add_argument("--wr-epochs", type=int, default=None)
     parser.add_argument("--teacher", default="builtin:resnet20_cifar10")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10.npz"))
@@ -201,6 +217,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     args.final_seeds = [int(s) for s in args.final_seeds.split(",")]
     args.final_methods = args.final_methods.split(",")
+    args.wr_seeds = [int(s) for s in args.wr_seeds.split(",")] if args.wr_seeds else seeds
     baseline, target_ms = baseline_target_ms(args.baseline_width)
     config = write_config(args.out / "evidence.toml", args, target_ms)
     loads, facts = [os.getloadavg()], {}
@@ -211,8 +228,9 @@ def main() -> None:
             facts[method, seed] = search_facts(folder)
             loads.append(os.getloadavg())
     for seed in seeds:
-        extra = ["--winning-ratio", args.winning_ratio] if args.winning_ratio else []
-        extra += ["--epochs", args.wr_epochs] if args.winning_ratio and args.wr_epochs else []
+        winning = args.winning_ratio and seed in args.wr_seeds
+        extra = ["--winning-ratio", args.winning_ratio] if winning else []
+        extra += ["--epochs", args.wr_epochs] if winning and args.wr_epochs else []
         pearl("analyze", *[args.out / f"{m}-s{seed}" for m in METHODS],
               "--out", args.out / f"analysis-s{seed}", "--no-progress", *extra)  # fmt: skip
     if len(seeds) > 1:
@@ -345,12 +363,10 @@ def report(args, seeds, facts, loads, baseline, target_ms, final) -> None:
         separations.append(
             f"kd-ppo vs ce-ppo, seed {seed}: CV {_pct(cv)}, distance ratio {_ratio(ratio)}"
         )
-    if len(seeds) > 1:
-        cv, ratio = separability(facts["kd-ppo", seeds[0]]["run"], facts["kd-ppo", seeds[1]]["run"])
-        separations.append(
-            f"kd-ppo seed {seeds[0]} vs {seeds[1]}: CV {_pct(cv)}, ratio {ratio:.2f}"
-        )
-    winning = [] if not args.winning_ratio else [winning_text(args, seed) for seed in seeds]
+    for a, b in itertools.combinations(seeds, 2):
+        cv, ratio = separability(facts["kd-ppo", a]["run"], facts["kd-ppo", b]["run"])
+        separations.append(f"kd-ppo seed {a} vs {b}: CV {_pct(cv)}, ratio {_ratio(ratio)}")
+    winning = [winning_text(args, seed) for seed in args.wr_seeds] if args.winning_ratio else []
     reached = [n for n in efficiency if n is not None]
     mean_text = f"mean {statistics.mean(reached):.1f}" if reached else "never reached"
     rows += [
@@ -380,6 +396,8 @@ def report(args, seeds, facts, loads, baseline, target_ms, final) -> None:
         f"`analysis-kd-seeds`). Noise: one mini-val image is {100 / args.val_images:.2f} points; "
         f"the binomial s.e. near 40% accuracy is "
         f"{100 * (0.4 * 0.6 / args.val_images) ** 0.5:.1f} points; proxy peak lr {args.lr}. "
+        f"Searches and winning-ratio trainings on the `{args.executor}` executor; "
+        f"{args.final_parallel} final training(s) at a time. "
         "Proxy validity: see the section on the rank correlation (`bench/proxy_rank.py`). "
         "1-min load average "
         f"{load_text} (2 cores shared with other jobs)."
