@@ -3,10 +3,11 @@
 Source: a shipped table (default the 32 px one).  On this machine (host:tflite), with the table
 protocol (shuffled passes of fresh processes, the reference network, fast-mode values), time a
 fit pool of networks (seed 2024, the adapt default) and a held-out set (another seed), then for
-each N fit on the first N of the pool and score on the held-out set; also score the source
-table as it is and a single common scale + offset fitted on the same N (what the per-group
-scales must beat).  Networks are the direct writer's graphs (identical to litert exports, op
-for op; seconds instead of minutes each).
+each N fit on the first N of the pool and score on the held-out set: the source table as it
+is, a single common scale + offset fitted on the same N (the baseline), and the table each
+adapt model (`--model groups`, `--model layers`) makes from the same N networks.  Networks are
+the direct writer's graphs (identical to litert exports, op for op; seconds instead of minutes
+each).
 
     python bench/table_adapt.py --work-dir /tmp/adapt --held-out 40 --pool 30
 
@@ -16,6 +17,11 @@ int8 files; `--rebuilt TABLE` adds a row for a full build of that precision (e.g
 int8 table) scored on the same held-out networks.  Each row says what it costs: the adapt rows
 the time of the N networks (their share of this run's file making and measuring) plus the
 fit, the rebuild its header's ``build_seconds``.
+
+`--offline TABLE` times nothing: the "measured" latency of every network is TABLE's prediction
+(a full build of the target, e.g. the shipped int8 table, within +-5% of real int8 files for
+all its validation networks), so the models can be compared on a loaded machine and on many
+draws (`--pool-seeds 2024,1,2`: scores are the mean over fit pools drawn with these seeds).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._report import write_section  # noqa: E402
-from device_bench.table_adapt import fit_scales, group_sums  # noqa: E402
+from device_bench.adapt_model import MODELS, coefficient_count, fit_model, network_columns  # noqa: E402
+from device_bench.table_adapt import adapted_table  # noqa: E402
 from device_bench.table_build import (  # noqa: E402
     mode_values,
     network_files,
@@ -46,6 +53,9 @@ from latency_tables.identity import PRECISIONS  # noqa: E402
 from latency_tables.table import LatencyTable, fit_correction  # noqa: E402
 
 TITLE = "Latency table few-shot adaptation (host:tflite)"
+OFFLINE_TITLE = "Latency table few-shot adaptation, simulated from tables ({source} to {target})"
+MODEL_ROWS = {"groups": "per-group scales (adapt --model groups)",
+              "layers": "per-layer model (adapt --model layers)"}  # fmt: skip
 
 
 def scores(predicted: list[float], measured: list[float]) -> dict:
@@ -57,10 +67,95 @@ def scores(predicted: list[float], measured: list[float]) -> dict:
     }
 
 
+def mean_scores(many: list[dict]) -> dict:
+    return {k: statistics.fmean(s[k] for s in many) for k in many[0]}
+
+
+def model_rows(source, pools, held, ms, ns, per_network_s=None) -> list[tuple]:
+    """Rows (name, N, scores, cost) for the baseline and each adapt model fitted on the first
+    N networks of each pool (scores averaged over pools), the adapted *table* scored on `held`;
+    `ms`: the measured ms of every network by its encoding."""
+    held_ms = [ms[a.encode()] for a in held]
+    rows = []
+    for n in ns:
+        if n > min(len(pool) for pool in pools):
+            continue
+        fits = [pool[:n] for pool in pools]
+        baseline = []
+        for fit_archs in fits:
+            common = fit_correction([source.sum_ms(a) for a in fit_archs],
+                                    [ms[a.encode()] for a in fit_archs])  # fmt: skip
+            baseline.append(scores([common.apply(source.sum_ms(a)) for a in held], held_ms))
+        rows.append(("one scale + offset", n, mean_scores(baseline), ""))
+        for name, model in MODELS.items():
+            centers = model.centers(source)
+            started, results = time.perf_counter(), []
+            for fit_archs in fits:
+                columns = [network_columns(source, a, model, centers) for a in fit_archs]
+                needed = coefficient_count(columns)
+                if model.one_network_per_coefficient and n < needed:
+                    break
+                fit = fit_model(columns, [ms[a.encode()] for a in fit_archs], model, centers)
+                table = adapted_table(source, fit, {})
+                results.append(scores([table.predict_ms(a) for a in held], held_ms))
+            if not results:
+                rows.append((MODEL_ROWS[name], n, None, f"refused: needs N >= {needed}"))
+                continue
+            fit_s = (time.perf_counter() - started) / len(fits)
+            cost = "-" if per_network_s is None else f"{n * per_network_s + fit_s:.0f} s"
+            rows.append((MODEL_ROWS[name], n, mean_scores(results), cost))
+    return rows
+
+
+def markdown(rows) -> str:
+    lines = [
+        "| model | N fitted | within +-5% | within +-10% | RMSPE | cost |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, n, s, cost in rows:
+        if s is None:
+            lines.append(f"| {name} | {n} | - | - | - | {cost} |")
+            continue
+        lines.append(
+            f"| {name} | {n} | {s['within_5']:.0%} | {s['within_10']:.0%} | {s['rmspe']:.1%} "
+            f"| {cost} |"
+        )
+    return "\n".join(lines)
+
+
+def offline(args, source, space) -> None:
+    """Every network's latency from the `--offline` table: no timing."""
+    target = LatencyTable.load(args.offline)
+    seeds = [int(v) for v in args.pool_seeds.split(",")]
+    pools = [sample_archs(space, args.pool, seed) for seed in seeds]
+    held = sample_archs(space, args.held_out, args.held_out_seed)
+    ms = {a.encode(): target.predict_ms(a) for a in [*held, *(a for p in pools for a in p)]}
+    as_is = scores([source.predict_ms(a) for a in held], [ms[a.encode()] for a in held])
+    rows = [("source table as is", "-", as_is, "-"),
+            *model_rows(source, pools, held, ms, [int(v) for v in args.ns.split(",")])]  # fmt: skip
+    table_md = markdown(rows)
+    print(table_md)
+    load = os.getloadavg()[0]
+    notes = (
+        f'**Simulated from tables, nothing timed**: the "measured" latency of each network is '
+        f"`{args.offline}`'s prediction ({target.precision} files; a full build of the target "
+        f"device). Source: `{args.table}` ({source.precision}). Held-out: {args.held_out} "
+        f"networks (seed {args.held_out_seed}); fit pools of {args.pool} networks, seeds "
+        f"{args.pool_seeds} (each N fits the first N of a pool; scores are the mean over the "
+        f"pools). Each adapt row scores the table `pearl tables adapt --model NAME` writes from "
+        f"those N networks. 1-min load average {load:.2f} (irrelevant: no timing)."
+    )
+    print(notes)
+    if args.write:
+        command = "python bench/table_adapt.py " + " ".join(sys.argv[1:])
+        title = OFFLINE_TITLE.format(source=Path(args.table).name, target=target.name)
+        write_section(title, command, table_md, notes=notes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", default="latency_tables/host_tflite_mnas-cifar_32.csv")
-    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--work-dir", type=Path, help="measuring runs: cache and state")
     parser.add_argument("--pool", type=int, default=30)
     parser.add_argument("--held-out", type=int, default=40)
     parser.add_argument("--held-out-seed", type=int, default=77)
@@ -74,12 +169,25 @@ def main() -> None:
     parser.add_argument(
         "--rebuilt", type=Path, default=None, help="a full build of the target to compare"
     )
+    parser.add_argument(
+        "--offline", type=Path, default=None,
+        help="time nothing: take every network's latency from this table (a full build of the "
+        "target)",
+    )  # fmt: skip
+    parser.add_argument("--pool-seeds", default="2024", help="--offline: fit pools' seeds")
     parser.add_argument("--write", action="store_true", help="write BENCHMARKS.md")
     args = parser.parse_args()
 
     source = LatencyTable.load(ROOT / args.table)
     precision = args.precision or source.precision
     space = space_from_header(source.space)
+    if args.offline is not None:
+        offline(args, source, space)
+        return
+    if args.work_dir is None:
+        parser.error("--work-dir is needed to time networks (or use --offline TABLE)")
+    if args.pool_seeds != "2024":
+        parser.error("--pool-seeds goes with --offline (a real run times one pool, seed 2024)")
     pool = sample_archs(space, args.pool, 2024)
     held = sample_archs(space, args.held_out, args.held_out_seed)
     cache = args.work_dir / "cache"
@@ -98,24 +206,12 @@ def main() -> None:
     # what N networks of an adaptation cost: their share of the files and the measuring
     per_network_s = (files_s + run.state["seconds"]) / len(nets)
     values, modes = mode_values(run, list(nets))
-    pool_ms = [values[a.encode()] for a in pool]
-    held_ms = [values[a.encode()] for a in held]
-    pool_sums = [group_sums(source, a) for a in pool]
-    held_sums = [group_sums(source, a) for a in held]
 
-    as_is = scores([source.predict_ms(a) for a in held], held_ms)
-    rows = [("source table as is", "-", as_is, "-")]
-    for n in (int(v) for v in args.ns.split(",")):
-        if n > len(pool):
-            continue
-        common = fit_correction([sum(s.values()) for s in pool_sums[:n]], pool_ms[:n])
-        one_scale = [common.apply(sum(s.values())) for s in held_sums]
-        rows.append(("one scale + offset", n, scores(one_scale, held_ms), ""))
-        started = time.perf_counter()
-        fit = fit_scales(pool_sums[:n], pool_ms[:n])
-        cost = f"{n * per_network_s + time.perf_counter() - started:.0f} s"
-        rows.append(("per-group scales (adapt)", n,
-                     scores([fit.predict_ms(s) for s in held_sums], held_ms), cost))  # fmt: skip
+    as_is = scores([source.predict_ms(a) for a in held], [values[a.encode()] for a in held])
+    rows = [("source table as is", "-", as_is, "-"),
+            *model_rows(source, [pool], held, values, [int(v) for v in args.ns.split(",")],
+                        per_network_s)]  # fmt: skip
+    held_ms = [values[a.encode()] for a in held]
     if args.rebuilt is not None:
         rebuilt = LatencyTable.load(args.rebuilt)
         rebuilt.check_precision(precision, "--precision")
@@ -123,16 +219,7 @@ def main() -> None:
                      scores([rebuilt.predict_ms(a) for a in held], held_ms),
                      f"{rebuilt.header['build_seconds']:.0f} s (build_seconds)"))  # fmt: skip
     loads = run.state["load"]
-    lines = [
-        "| model | N fitted | within +-5% | within +-10% | RMSPE | cost |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, n, s, cost in rows:
-        lines.append(
-            f"| {name} | {n} | {s['within_5']:.0%} | {s['within_10']:.0%} | {s['rmspe']:.1%} "
-            f"| {cost} |"
-        )
-    table_md = "\n".join(lines)
+    table_md = markdown(rows)
     print(table_md)
     slow = "none" if modes["slow_ms"] is None else f"{modes['slow_ms']:.3f} ms"
     load = statistics.median(loads)

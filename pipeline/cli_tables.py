@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from device_bench.adapt_model import DEFAULT_MODEL as DEFAULT_ADAPT_MODEL
+from device_bench.adapt_model import MODELS as ADAPT_MODELS
 from latency_tables.identity import PRECISIONS
 from models.space import SPACE_DEFAULTS
 
@@ -252,14 +254,19 @@ def validate_command(
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="precision of the files the new table predicts (the networks timed are "
               "these files); default: the source table's")  # fmt: skip
+@click.option("--model", type=click.Choice(sorted(ADAPT_MODELS)), default=DEFAULT_ADAPT_MODEL,
+              show_default=True, help="layers: per op group a scale and a slope in the layer's "
+              "resolution, pooling shortcuts apart (needs N >= its coefficients, ~15); groups: "
+              "one scale per op group")  # fmt: skip
 @NETWORKS_OPTION
 @CACHE_OPTION
 def adapt_command(
-    source_path, spec, out, n, seed, passes, max_passes, precision, networks, cache_dir
+    source_path, spec, out, n, seed, passes, max_passes, precision, model, networks, cache_dir
 ):
     """Fit a table for DEVICE from a table of another device (or precision) and N whole
-    networks measured on DEVICE (per-op-group scales; minutes instead of a full build).
+    networks measured on DEVICE (a per-layer scale model; minutes instead of a full build).
     Resumable."""
+    from device_bench.adapt_model import AdaptError
     from device_bench.measurement import MeasurementError
     from device_bench.table_adapt import adapt_table
     from latency_tables.table import LatencyTable, TableError
@@ -274,12 +281,13 @@ def adapt_command(
             table, fit = adapt_table(
                 source, spec, out, n=n, seed=seed, passes=passes,
                 max_passes=max(max_passes, passes), networks=networks, cache_dir=cache_dir,
-                progress=progress, precision=precision,
+                progress=progress, precision=precision, model=model,
             )  # fmt: skip
-    except (TableError, MeasurementError, LockHeldError) as err:
+    except (TableError, MeasurementError, LockHeldError, AdaptError) as err:
         raise click.ClickException(str(err)) from None
-    scales = ", ".join(f"{g} {s:.3f}" for g, s in fit.scales.items())
+    coefficients = ", ".join(f"{c} {v:.3f}" for c, v in fit.coefficients.items())
     click.echo(
-        f"{out}\t{spec}\t{table.precision}\t{len(table.entries)} entries\tscales {scales}\t"
-        f"offset {fit.offset_ms:.4f} ms\tfit RMSPE {fit.rmspe:.2%} on {fit.networks} networks"
+        f"{out}\t{spec}\t{table.precision}\t{len(table.entries)} entries\tmodel {model}: "
+        f"{coefficients}\toffset {fit.offset_ms:.4f} ms\tfit RMSPE {fit.rmspe:.2%} on "
+        f"{fit.networks} networks"
     )
