@@ -21,7 +21,8 @@ fit, the rebuild its header's ``build_seconds``.
 `--offline TABLE` times nothing: the "measured" latency of every network is TABLE's prediction
 (a full build of the target, e.g. the shipped int8 table, within +-5% of real int8 files for
 all its validation networks), so the models can be compared on a loaded machine and on many
-draws (`--pool-seeds 2024,1,2`: scores are the mean over fit pools drawn with these seeds).
+draws (`--pool-seeds 2024,1,2`: scores are the mean over fit pools drawn with these seeds);
+`--noise 0.03` multiplies each latency by 1 + a Gaussian of that sd (measurement noise).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -129,7 +131,11 @@ def offline(args, source, space) -> None:
     seeds = [int(v) for v in args.pool_seeds.split(",")]
     pools = [sample_archs(space, args.pool, seed) for seed in seeds]
     held = sample_archs(space, args.held_out, args.held_out_seed)
-    ms = {a.encode(): target.predict_ms(a) for a in [*held, *(a for p in pools for a in p)]}
+    rng = random.Random(args.noise_seed)
+    ms = {  # the same network keeps its latency (and its noise) in every pool
+        a.encode(): target.predict_ms(a) * (1 + rng.gauss(0, args.noise))
+        for a in [*held, *(a for p in pools for a in p)]
+    }
     as_is = scores([source.predict_ms(a) for a in held], [ms[a.encode()] for a in held])
     rows = [("source table as is", "-", as_is, "-"),
             *model_rows(source, pools, held, ms, [int(v) for v in args.ns.split(",")])]  # fmt: skip
@@ -139,7 +145,14 @@ def offline(args, source, space) -> None:
     notes = (
         f'**Simulated from tables, nothing timed**: the "measured" latency of each network is '
         f"`{args.offline}`'s prediction ({target.precision} files; a full build of the target "
-        f"device). Source: `{args.table}` ({source.precision}). Held-out: {args.held_out} "
+        f"device)"
+        + (
+            f" times a Gaussian measurement noise of {args.noise:.1%} (relative sd, seed "
+            f"{args.noise_seed})"
+            if args.noise
+            else ""
+        )  # fmt: skip
+        + f". Source: `{args.table}` ({source.precision}). Held-out: {args.held_out} "
         f"networks (seed {args.held_out_seed}); fit pools of {args.pool} networks, seeds "
         f"{args.pool_seeds} (each N fits the first N of a pool; scores are the mean over the "
         f"pools). Each adapt row scores the table `pearl tables adapt --model NAME` writes from "
@@ -175,6 +188,13 @@ def main() -> None:
         "target)",
     )  # fmt: skip
     parser.add_argument("--pool-seeds", default="2024", help="--offline: fit pools' seeds")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="--offline: relative sd of a Gaussian noise on each latency",
+    )
+    parser.add_argument("--noise-seed", type=int, default=0)  # fmt: skip
     parser.add_argument("--write", action="store_true", help="write BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -186,8 +206,8 @@ def main() -> None:
         return
     if args.work_dir is None:
         parser.error("--work-dir is needed to time networks (or use --offline TABLE)")
-    if args.pool_seeds != "2024":
-        parser.error("--pool-seeds goes with --offline (a real run times one pool, seed 2024)")
+    if args.pool_seeds != "2024" or args.noise:
+        parser.error("--pool-seeds and --noise go with --offline (a real run times one pool)")
     pool = sample_archs(space, args.pool, 2024)
     held = sample_archs(space, args.held_out, args.held_out_seed)
     cache = args.work_dir / "cache"
