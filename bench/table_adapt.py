@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._report import write_section  # noqa: E402
-from device_bench.adapt_model import MODELS, coefficient_count, fit_model, network_columns  # noqa: E402
+from device_bench.adapt_model import AUTO, MODEL_CHOICES, MODELS, AdaptError, fit_best  # noqa: E402
 from device_bench.table_adapt import adapted_table  # noqa: E402
 from device_bench.table_build import (  # noqa: E402
     mode_values,
@@ -57,7 +57,8 @@ from latency_tables.table import LatencyTable, fit_correction  # noqa: E402
 TITLE = "Latency table few-shot adaptation (host:tflite)"
 OFFLINE_TITLE = "Latency table few-shot adaptation, simulated from tables ({source} to {target})"
 MODEL_ROWS = {"groups": "per-group scales (adapt --model groups)",
-              "layers": "per-layer model (adapt --model layers)"}  # fmt: skip
+              "layers": "per-layer model (adapt --model layers)",
+              AUTO: "lower leave-one-out error (adapt --model auto)"}  # fmt: skip
 
 
 def scores(predicted: list[float], measured: list[float]) -> dict:
@@ -89,23 +90,29 @@ def model_rows(source, pools, held, ms, ns, per_network_s=None) -> list[tuple]:
                                     [ms[a.encode()] for a in fit_archs])  # fmt: skip
             baseline.append(scores([common.apply(source.sum_ms(a)) for a in held], held_ms))
         rows.append(("one scale + offset", n, mean_scores(baseline), ""))
-        for name, model in MODELS.items():
-            centers = model.centers(source)
-            started, results = time.perf_counter(), []
+        for name in MODEL_CHOICES:
+            names = tuple(MODELS) if name == AUTO else (name,)
+            started, results, chosen = time.perf_counter(), [], []
             for fit_archs in fits:
-                columns = [network_columns(source, a, model, centers) for a in fit_archs]
-                needed = coefficient_count(columns)
-                if model.one_network_per_coefficient and n < needed:
+                try:
+                    fit, _ = fit_best(source, fit_archs, [ms[a.encode()] for a in fit_archs], names)
+                except AdaptError as err:
+                    refused = str(err).split(":")[0]
                     break
-                fit = fit_model(columns, [ms[a.encode()] for a in fit_archs], model, centers)
+                chosen.append(fit.model.name)
                 table = adapted_table(source, fit, {})
                 results.append(scores([table.predict_ms(a) for a in held], held_ms))
             if not results:
-                rows.append((MODEL_ROWS[name], n, None, f"refused: needs N >= {needed}"))
+                rows.append((MODEL_ROWS[name], n, None, f"refused ({refused})"))
                 continue
             fit_s = (time.perf_counter() - started) / len(fits)
             cost = "-" if per_network_s is None else f"{n * per_network_s + fit_s:.0f} s"
-            rows.append((MODEL_ROWS[name], n, mean_scores(results), cost))
+            label = MODEL_ROWS[name]
+            if name == AUTO:
+                label += " chose " + ", ".join(
+                    f"{c} {chosen.count(c)}x" for c in sorted(set(chosen))
+                )
+            rows.append((label, n, mean_scores(results), cost))
     return rows
 
 

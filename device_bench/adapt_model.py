@@ -105,7 +105,9 @@ MODELS = {
     "groups": AdaptModel("groups", False, (), 1.0, 0.0, False),
     "layers": AdaptModel("layers", True, ("log2_input_size",), 0.01, 0.1, True),
 }
-DEFAULT_MODEL = "layers"
+AUTO = "auto"  # the model of MODELS with the lowest leave-one-out error (`fit_best`)
+DEFAULT_MODEL = AUTO
+MODEL_CHOICES = (AUTO, *MODELS)
 
 
 def network_columns(
@@ -202,15 +204,60 @@ def fit_model(
     return dataclasses.replace(fit, rmspe=math.sqrt(sum(e * e for e in errors) / len(errors)))
 
 
+def loo_rmspe(
+    columns: Sequence[Mapping[str, float]],
+    measured_ms: Sequence[float],
+    model: AdaptModel,
+    centers: Mapping[str, float],
+) -> float | None:
+    """Leave-one-out RMSPE: each network predicted by the fit on all the others (an estimate
+    of the error on unseen networks); None when the model cannot be fitted on N - 1."""
+    errors = []
+    for i, (cols, m) in enumerate(zip(columns, measured_ms, strict=True)):
+        rest = [*columns[:i], *columns[i + 1 :]]
+        try:
+            fit = fit_model(rest, [*measured_ms[:i], *measured_ms[i + 1 :]], model, centers)
+        except AdaptError:
+            return None
+        errors.append(fit.predict_ms(cols) / m - 1)
+    return math.sqrt(sum(e * e for e in errors) / len(errors))
+
+
+def fit_best(
+    source: LatencyTable, archs: Sequence[Arch], measured_ms: Sequence[float], names: Sequence[str]
+) -> tuple[Fit, dict[str, float | None]]:
+    """Fit each model of `names` whose leave-one-out error can be computed on these networks
+    and keep the lowest (the first on a tie: list the simpler first); also returns every
+    model's leave-one-out RMSPE (None: too few networks for it)."""
+    loo: dict[str, float | None] = {}
+    fits: dict[str, Fit] = {}
+    for name in names:
+        model = MODELS[name]
+        centers = model.centers(source)
+        columns = [network_columns(source, a, model, centers) for a in archs]
+        loo[name] = loo_rmspe(columns, measured_ms, model, centers) if len(archs) > 2 else None
+        if loo[name] is not None or len(names) == 1:
+            fits[name] = fit_model(columns, measured_ms, model, centers)
+    if not fits:
+        raise AdaptError(f"none of the adapt models {list(names)} can be fitted on "
+                         f"{len(archs)} networks: measure more (--n)")  # fmt: skip
+    best = min(fits, key=lambda n: (loo[n] if loo[n] is not None else math.inf, names.index(n)))
+    return fits[best], loo
+
+
 __all__ = [
+    "AUTO",
     "DEFAULT_MODEL",
+    "MODEL_CHOICES",
     "MODELS",
     "AdaptError",
     "AdaptModel",
     "Fit",
     "check_networks",
     "coefficient_count",
+    "fit_best",
     "fit_model",
+    "loo_rmspe",
     "network_columns",
     "op_group",
 ]

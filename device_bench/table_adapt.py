@@ -5,8 +5,9 @@ version or threads mostly differs by how fast each *kind* of op runs.  So: time 
 networks of the table's space on the new device (the validation protocol: shuffled passes of
 fresh processes, the reference network, fast-mode values), and fit how much each source entry
 is scaled there (`device_bench.adapt_model`: ``layers``, a scale and a slope in the layer's
-resolution per op group, pooling shortcuts apart; or ``groups``, one scale per op group) plus
-an offset, in relative error, ridge-regularised towards one common scale.  The new table is the
+resolution per op group, pooling shortcuts apart; or ``groups``, one scale per op group; by
+default whichever has the lower leave-one-out error on the N networks) plus an offset, in
+relative error, ridge-regularised towards one common scale.  The new table is the
 source with every entry multiplied by its fitted scale and the offset as its correction; its
 header names the new device, and ``adapted`` records the source, N, the seed, the model, its
 coefficients and the fit error.
@@ -28,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.adapt_model import (
+    AUTO,
     DEFAULT_MODEL,
     MIN_SCALE,
     MODELS,
     Fit,
     check_networks,
-    fit_model,
+    fit_best,
     network_columns,
 )
 from latency_tables.table import Correction, LatencyTable
@@ -80,8 +82,9 @@ def adapt_table(
 ) -> tuple[LatencyTable, Fit]:
     """Measure `n` random networks of the source's space on `spec`, as files of `precision`
     (default: the source's), and write the adapted table to `out_path` (resumable:
-    measurements are kept in OUT.state.json), fitting `model` (a name in `MODELS`).  Too few
-    networks for the model raise AdaptError before anything is measured."""
+    measurements are kept in OUT.state.json), fitting `model` (a name in `MODELS`, or
+    ``auto``: the one with the lower leave-one-out error, `fit_best`).  Too few networks for
+    the model raise AdaptError before anything is measured."""
     from device_bench.backends import backend_from_spec
     from device_bench.measurement import fingerprint_id
     from device_bench.table_build import (
@@ -105,11 +108,12 @@ def adapt_table(
     fingerprint = with_precision(backend_from_spec(spec, NETWORK_SETTINGS).fingerprint(), precision)
     space = space_from_header(source.space)
     archs = sample_archs(space, n, seed)
-    adapt_model = MODELS[model]
-    centers = adapt_model.centers(source)
-    # missing keys and too few networks fail before measuring
-    columns = [network_columns(source, arch, adapt_model, centers) for arch in archs]
-    check_networks(adapt_model, columns)
+    names = tuple(MODELS) if model == AUTO else (model,)
+    for name in names:  # missing keys and too few networks fail before measuring
+        centers = MODELS[name].centers(source)
+        columns = [network_columns(source, arch, MODELS[name], centers) for arch in archs]
+        if model != AUTO:
+            check_networks(MODELS[name], columns)
     reference_arch, reference = reference_network(space, cache_dir)
     what = {
         "adapt": str(source.fingerprint_id),
@@ -128,7 +132,7 @@ def adapt_table(
         reference=reference, max_passes=max_passes,
     )  # fmt: skip
     values, modes = mode_values(run, list(nets))
-    fit = fit_model(columns, [values[a.encode()] for a in archs], adapt_model, centers)
+    fit, loo = fit_best(source, archs, [values[a.encode()] for a in archs], names)
     protocol = {k: v for k, v in (source.header.get("protocol") or {}).items() if k != "files"}
     if precision in PRECISION_FILES:
         protocol["files"] = PRECISION_FILES[precision]
@@ -147,7 +151,9 @@ def adapt_table(
                 "source_precision": source.precision,
                 "networks": n,
                 "seed": seed,
-                "model": adapt_model.name,
+                "model": fit.model.name,
+                "model_asked": model,
+                "loo_rmspe": {k: None if v is None else round(v, 5) for k, v in loo.items()},
                 "coefficients": {c: round(v, 6) for c, v in fit.coefficients.items()},
                 "centers": {c: round(v, 6) for c, v in fit.centers.items()},
                 "offset_ms": round(fit.offset_ms, 6),

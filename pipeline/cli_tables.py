@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from device_bench.adapt_model import DEFAULT_MODEL as DEFAULT_ADAPT_MODEL
-from device_bench.adapt_model import MODELS as ADAPT_MODELS
+from device_bench.adapt_model import MODEL_CHOICES as ADAPT_MODEL_CHOICES
 from latency_tables.identity import PRECISIONS
 from models.space import SPACE_DEFAULTS
 
@@ -254,10 +254,11 @@ def validate_command(
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="precision of the files the new table predicts (the networks timed are "
               "these files); default: the source table's")  # fmt: skip
-@click.option("--model", type=click.Choice(sorted(ADAPT_MODELS)), default=DEFAULT_ADAPT_MODEL,
-              show_default=True, help="layers: per op group a scale and a slope in the layer's "
-              "resolution, pooling shortcuts apart (needs N >= its coefficients, ~15); groups: "
-              "one scale per op group")  # fmt: skip
+@click.option("--model", type=click.Choice(ADAPT_MODEL_CHOICES), default=DEFAULT_ADAPT_MODEL,
+              show_default=True, help="layers: per op group a scale and a slope in the "
+              "layer's resolution, pooling shortcuts apart (needs N >= its coefficients, ~15); "
+              "groups: one scale per op group; auto: the one with the lower leave-one-out "
+              "error")  # fmt: skip
 @NETWORKS_OPTION
 @CACHE_OPTION
 def adapt_command(
@@ -287,7 +288,7 @@ def adapt_command(
         raise click.ClickException(str(err)) from None
     coefficients = ", ".join(f"{c} {v:.3f}" for c, v in fit.coefficients.items())
     click.echo(
-        f"{out}\t{spec}\t{table.precision}\t{len(table.entries)} entries\tmodel {model}: "
+        f"{out}\t{spec}\t{table.precision}\t{len(table.entries)} entries\tmodel {fit.model.name}: "
         f"{coefficients}\toffset {fit.offset_ms:.4f} ms\tfit RMSPE {fit.rmspe:.2%} on "
         f"{fit.networks} networks"
     )

@@ -15,6 +15,7 @@ from device_bench.adapt_model import (
     MODELS,
     AdaptError,
     coefficient_count,
+    fit_best,
     fit_model,
     network_columns,
 )
@@ -108,6 +109,22 @@ def test_fit_recovers_a_known_per_layer_model(shipped, tmp_path):
         for name, f in (("layers", fit), ("groups", per_group))
     }  # fmt: skip
     assert errors["layers"] < 0.1 and errors["layers"] < errors["groups"] / 4, errors
+    # and `--model auto` sees it on the 30 networks alone (leave-one-out)
+    best, loo = fit_best(shipped, _archs(shipped, 30, 1), measured, ("groups", "layers"))
+    assert best.model.name == "layers" and loo["layers"] < loo["groups"] / 2, loo
+
+
+def test_auto_keeps_group_scales_for_a_near_uniform_noisy_device(shipped):
+    """A device 1.3x slower everywhere, measured with 3% noise: the per-layer model would fit
+    the noise, so `auto` keeps one scale per group (lower leave-one-out error)."""
+    archs = _archs(shipped, 30, 1)
+    rng = random.Random(0)
+    measured = [1.3 * shipped.predict_ms(a) * (1 + rng.gauss(0, 0.03)) for a in archs]
+    best, loo = fit_best(shipped, archs, measured, ("groups", "layers"))
+    assert best.model.name == "groups" and loo["groups"] < loo["layers"], loo
+    # with fewer networks than the layers model's coefficients + 1, auto is the groups model
+    best, loo = fit_best(shipped, archs[:10], measured[:10], ("groups", "layers"))
+    assert best.model.name == "groups" and loo["layers"] is None and loo["groups"] > 0
 
 
 @pytest.mark.parametrize("model_name", ["groups", "layers"])
@@ -168,8 +185,7 @@ def test_adapt_cli_on_this_machine_makes_a_table_it_accepts(shipped, tmp_path):
         LatencyTable.load(source, fingerprint=HostTFLiteBackend().fingerprint())
     out = tmp_path / "adapted.csv"
     args = ["tables", "adapt", "--from", str(source), "--device", "host:tflite", "-o", str(out),
-            "--n", "4", "--model", "groups", "--passes", "1", "--max-passes", "1", "--networks",
-            "direct",
+            "--n", "4", "--passes", "1", "--max-passes", "1", "--networks", "direct",
             "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -177,7 +193,10 @@ def test_adapt_cli_on_this_machine_makes_a_table_it_accepts(shipped, tmp_path):
     adapted = LatencyTable.load(out, fingerprint=HostTFLiteBackend().fingerprint())
     info = adapted.header["adapted"]
     assert info["networks"] == 4 and info["source_fingerprint_id"] == shipped.fingerprint_id
-    assert info["model"] == "groups" and set(info["coefficients"]) <= set(GROUPS)
+    # the default `--model auto` on 4 networks: too few for the layers model
+    assert info["model"] == "groups" and info["model_asked"] == "auto"
+    assert info["loo_rmspe"]["layers"] is None and info["loo_rmspe"]["groups"] > 0
+    assert set(info["coefficients"]) <= set(GROUPS) and info["clipped_entries"] == 0
     assert len(info["measured_ms"]) == 4 and min(info["measured_ms"]) > 0
     assert info["reference"]["batches"] >= 1
     assert set(adapted.entries) == set(shipped.entries)
