@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._report import write_section  # noqa: E402
-from device_bench.adapt_model import AUTO, MODEL_CHOICES, MODELS, AdaptError, fit_best  # noqa: E402
+from device_bench.adapt_model import AUTO, MODELS, AdaptError, fit_best  # noqa: E402
 from device_bench.table_adapt import adapted_table  # noqa: E402
 from device_bench.table_build import (  # noqa: E402
     mode_values,
@@ -55,10 +55,13 @@ from latency_tables.identity import PRECISIONS  # noqa: E402
 from latency_tables.table import LatencyTable, fit_correction  # noqa: E402
 
 TITLE = "Latency table few-shot adaptation (host:tflite)"
-OFFLINE_TITLE = "Latency table few-shot adaptation, simulated from tables ({source} to {target})"
-MODEL_ROWS = {"groups": "per-group scales (adapt --model groups)",
-              "layers": "per-layer model (adapt --model layers)",
-              AUTO: "lower leave-one-out error (adapt --model auto)"}  # fmt: skip
+OFFLINE_TITLE = (
+    "Latency table few-shot adaptation, simulated from tables ({source} to {target}, "
+    "pools {pools}, held-out {held} seed {seed}, noise {noise:.0%})"
+)
+MODEL_ROWS = {"groups": "per-group scales (`--model groups`)",
+              "layers": "per-layer model (`--model layers`)",
+              AUTO: "lower leave-one-out error (`--model auto`, default)"}  # fmt: skip
 
 
 def scores(predicted: list[float], measured: list[float]) -> dict:
@@ -90,26 +93,27 @@ def model_rows(source, pools, held, ms, ns, per_network_s=None) -> list[tuple]:
                                     [ms[a.encode()] for a in fit_archs])  # fmt: skip
             baseline.append(scores([common.apply(source.sum_ms(a)) for a in held], held_ms))
         rows.append(("one scale + offset", n, mean_scores(baseline), ""))
-        for name in MODEL_CHOICES:
+        for name in (*MODELS, AUTO):
             names = tuple(MODELS) if name == AUTO else (name,)
             started, results, chosen = time.perf_counter(), [], []
             for fit_archs in fits:
                 try:
                     fit, _ = fit_best(source, fit_archs, [ms[a.encode()] for a in fit_archs], names)
-                except AdaptError as err:
-                    refused = str(err).split(":")[0]
+                except AdaptError:
                     break
                 chosen.append(fit.model.name)
                 table = adapted_table(source, fit, {})
                 results.append(scores([table.predict_ms(a) for a in held], held_ms))
             if not results:
-                rows.append((MODEL_ROWS[name], n, None, f"refused ({refused})"))
+                rows.append(
+                    (MODEL_ROWS[name], n, None, "refused: fewer networks than coefficients")
+                )
                 continue
             fit_s = (time.perf_counter() - started) / len(fits)
             cost = "-" if per_network_s is None else f"{n * per_network_s + fit_s:.0f} s"
             label = MODEL_ROWS[name]
             if name == AUTO:
-                label += " chose " + ", ".join(
+                label += ": chose " + ", ".join(
                     f"{c} {chosen.count(c)}x" for c in sorted(set(chosen))
                 )
             rows.append((label, n, mean_scores(results), cost))
@@ -168,7 +172,10 @@ def offline(args, source, space) -> None:
     print(notes)
     if args.write:
         command = "python bench/table_adapt.py " + " ".join(sys.argv[1:])
-        title = OFFLINE_TITLE.format(source=Path(args.table).name, target=target.name)
+        title = OFFLINE_TITLE.format(
+            source=Path(args.table).name, target=args.offline.name, pools=args.pool_seeds,
+            held=args.held_out, seed=args.held_out_seed, noise=args.noise,
+        )  # fmt: skip
         write_section(title, command, table_md, notes=notes)
 
 
