@@ -24,6 +24,11 @@ stays near a uniform rescaling.  Models (`MODELS`):
   layer falls with its resolution and is far higher with a pooling shortcut).  Chosen on
   held-out accuracy, simulated from the shipped tables (BENCHMARKS.md, "Latency table few-shot
   adaptation, simulated from tables").
+
+``auto`` (`fit_best`, the default of `pearl tables adapt`) fits both and keeps the one with the
+lower leave-one-out error on the N networks: the per-layer model fits measurement noise where
+the device differs by a near-uniform factor, the group scales cannot follow a change of op
+profile, and the N networks alone tell which case this is.
 """
 
 from __future__ import annotations
