@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._report import write_section  # noqa: E402
 from device_bench.adapt_model import AUTO, MODELS, AdaptError, fit_best  # noqa: E402
+from device_bench.host import cpu_model_name  # noqa: E402
 from device_bench.table_adapt import adapted_table  # noqa: E402
 from device_bench.table_build import (  # noqa: E402
     mode_values,
@@ -268,9 +269,9 @@ def main() -> None:
         + ")"
     )
     notes = (
-        f"Source: `{args.table}` ({source.precision} files; built on an AMD EPYC VM, 1 thread, "
-        f"XNNPACK). Device: host:tflite on this machine ({source.fingerprint.get('cpu')} class, "
-        f"{cores} cores), timing {target}. "
+        f"Source: `{args.table}` ({source.precision} files; built on "
+        f"{source.fingerprint.get('cpu')}, 1 thread, XNNPACK). Device: host:tflite on this "
+        f"machine ({cpu_model_name()}, {cores} cores), timing {target}. "
         f"Held-out: {args.held_out} networks (seed {args.held_out_seed}); fit pool: seed 2024. "
         f"Speed modes (reference network): fast {modes['fast_ms']:.3f} ms, slow {slow}, "
         f"{modes['fast_share']:.0%} of {modes['batches']} batches fast, "
